@@ -1,0 +1,37 @@
+# Everything runs from the project's own virtualenv; `make run` and `make test` create it.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test lint format e2e bench clean
+
+$(BIN)/alert-enricher: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	@touch $@
+
+$(VENV)/.dev: $(BIN)/alert-enricher
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+run: $(BIN)/alert-enricher
+	$(BIN)/alert-enricher serve
+
+test: $(VENV)/.dev
+	$(BIN)/pytest -q -m "not e2e"
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff check app tests bench
+	$(BIN)/ruff format --check app tests bench
+	$(BIN)/mypy
+
+format: $(VENV)/.dev
+	$(BIN)/ruff check --fix app tests bench
+	$(BIN)/ruff format app tests bench
+
+bench: $(VENV)/.dev
+	$(BIN)/python bench/webhook_ack.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,140 @@
+"""`alert-enricher serve | replay FILE.json [--send] | check`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from app.config import Settings
+from app.llm import LLMError
+from app.logs import configure_logging
+from app.models import AlertmanagerPayload
+from app.notifiers.console import render
+from app.prometheus import PrometheusError
+from app.prompts import PromptError
+from app.runtime import build_runtime
+from app.store import StoreError
+
+
+def serve(settings: Settings) -> int:
+    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+
+    from app.main import create_app  # noqa: PLC0415
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=15,
+    )
+    return 0
+
+
+async def replay(settings: Settings, path: Path, send: bool) -> int:
+    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send."""
+    try:
+        payload = AlertmanagerPayload.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:
+        print(f"{path} is not an Alertmanager payload: {exc.error_count()} error(s)", file=sys.stderr)
+        print(exc, file=sys.stderr)
+        return 2
+    runtime = await build_runtime(settings)
+    try:
+        notification = await runtime.enricher.enrich(payload)
+        if not send:
+            sys.stdout.write(render(notification))
+            return 0
+        report = await runtime.dispatcher.deliver(notification)
+        for name in report.sent:
+            print(f"sent to {name}")
+        for name, reason in {**report.retryable, **report.permanent}.items():
+            print(f"failed on {name}: {reason}", file=sys.stderr)
+        return 0 if not (report.retryable or report.permanent) else 1
+    finally:
+        await runtime.close()
+
+
+Probe = Callable[[], Awaitable[str]]
+
+
+async def check(settings: Settings) -> int:
+    """Try each configured dependency; one line each; non-zero exit when any fails."""
+    try:
+        runtime = await build_runtime(settings)
+    except (StoreError, PromptError) as exc:
+        print(f"{'startup':<11}FAIL  {exc}")
+        return 1
+
+    async def store() -> str:
+        await runtime.store.ping()
+        return f"{settings.store_url} (backlog {await runtime.store.backlog()})"
+
+    async def prometheus() -> str:
+        return f"{settings.prometheus_url} (Prometheus {await runtime.prometheus.ready()})"
+
+    async def llm() -> str:
+        return f"{settings.llm_model} at {settings.llm_base_url}: {await runtime.llm.ping()}"
+
+    probes: list[tuple[str, Probe | str]] = [
+        ("store", store),
+        ("prometheus", prometheus),
+        ("llm", llm if runtime.llm.enabled else "skipped: no LLM_API_KEY, rule-based diagnosis"),
+    ]
+    for notifier in runtime.dispatcher.notifiers:
+        ping = getattr(notifier, "ping", None)
+        probes.append((notifier.name, ping if ping else "ok: prints to standard output"))
+    failed = 0
+    try:
+        for name, probe in probes:
+            if isinstance(probe, str):
+                print(f"{name:<11}{probe.split(':')[0].upper():<6}{probe.partition(': ')[2]}")
+                continue
+            try:
+                detail = await asyncio.wait_for(probe(), timeout=15)
+                print(f"{name:<11}{'OK':<6}{detail}")
+            except (StoreError, PrometheusError, LLMError, TimeoutError, Exception) as exc:
+                failed += 1
+                print(f"{name:<11}{'FAIL':<6}{str(exc) or type(exc).__name__}")
+    finally:
+        await runtime.close()
+    return 1 if failed else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="alert-enricher", description="Diagnose Alertmanager alerts and post them to chat."
+    )
+    commands = root.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="run the webhook service (what `make run` starts)")
+    replay_cmd = commands.add_parser("replay", help="push one saved payload through the pipeline")
+    replay_cmd.add_argument("file", type=Path, help="an Alertmanager webhook payload (JSON)")
+    replay_cmd.add_argument("--send", action="store_true", help="deliver to configured channels")
+    commands.add_parser("check", help="validate configuration and try every dependency")
+    return root
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(p) for p in error["loc"]).upper()
+            print(f"invalid configuration: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    if args.command == "serve":
+        return serve(settings)
+    if args.command == "replay":
+        return asyncio.run(replay(settings, args.file, args.send))
+    return asyncio.run(check(settings))

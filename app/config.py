@@ -1,0 +1,122 @@
+"""Settings: the only module that reads the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SHIPPED_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; names and defaults follow CONTRACT.md."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", populate_by_name=True, case_sensitive=False
+    )
+
+    host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces by default
+    port: int = Field(8080, ge=1, le=65535)
+
+    webhook_token: SecretStr | None = None
+    webhook_username: str | None = None
+    webhook_password: SecretStr | None = None
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    store_url: str = "sqlite:///./data/enricher.db"
+    dedup_window_seconds: float = Field(600, ge=0)
+    lease_seconds: float = Field(30, gt=0)
+    max_processing_attempts: int = Field(8, ge=1)
+    retention_hours: float = Field(168, gt=0)
+
+    prometheus_url: str = "http://localhost:9090"
+    prometheus_token: SecretStr | None = None
+    prometheus_external_url: str | None = None
+    prometheus_timeout_seconds: float = Field(5, gt=0)
+    context_window_minutes: int = Field(30, ge=1, le=24 * 60)
+    max_context_alerts: int = Field(10, ge=0)
+
+    llm_base_url: str = "https://api.holysheep.ai/v1"
+    llm_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("llm_api_key", "LLM_API_KEY", "HOLYSHEEP_API_KEY")
+    )
+    llm_model: str = Field(
+        "deepseek-chat", validation_alias=AliasChoices("llm_model", "LLM_MODEL", "ANALYZER_MODEL")
+    )
+    llm_timeout_seconds: float = Field(20, gt=0)
+    llm_max_attempts: int = Field(3, ge=1)
+    llm_concurrency: int = Field(8, ge=1)
+    llm_prompt_budget_chars: int = Field(24_000, ge=2_000)
+    analysis_language: str = "en"
+
+    slack_bot_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_webhook_url: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    telegram_bot_token: SecretStr | None = None
+    telegram_chat_id: str | None = None
+    telegram_thread_id: int | None = None
+    telegram_api_url: str = "https://api.telegram.org/bot"
+
+    prompts_dir: Path = SHIPPED_PROMPTS_DIR
+
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator(
+        "webhook_token",
+        "webhook_password",
+        "prometheus_token",
+        "llm_api_key",
+        "slack_bot_token",
+        "slack_webhook_url",
+        "telegram_bot_token",
+        "telegram_thread_id",
+        "webhook_username",
+        "slack_channel",
+        "telegram_chat_id",
+        "prometheus_external_url",
+        mode="before",
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`KEY=` in `.env` (as `.env.example` ships them) means unset, not an empty secret."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_level(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def graph_base_url(self) -> str:
+        return (self.prometheus_external_url or self.prometheus_url).rstrip("/")
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.llm_api_key is not None
+
+    @property
+    def slack_bot_enabled(self) -> bool:
+        return self.slack_bot_token is not None and bool(self.slack_channel)
+
+    @property
+    def telegram_enabled(self) -> bool:
+        return self.telegram_bot_token is not None and bool(self.telegram_chat_id)
+
+    def secret_values(self) -> list[str]:
+        """The configured secrets, so logs can be scrubbed of them."""
+        secrets = [
+            self.webhook_token,
+            self.webhook_password,
+            self.prometheus_token,
+            self.llm_api_key,
+            self.slack_bot_token,
+            self.slack_webhook_url,
+            self.telegram_bot_token,
+        ]
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]

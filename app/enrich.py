@@ -1,0 +1,223 @@
+"""The pipeline: metric context -> diagnosis (LLM, else rules) -> the enriched notification.
+
+One LLM call per notification group, for its firing alerts only; a resolved-only notification makes
+none. Whatever goes wrong with the model, the rules answer and the message says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from app.formatting import clean, shorten
+from app.llm import LLMClient, LLMError
+from app.metrics import Metrics
+from app.models import (
+    Alert,
+    AlertmanagerPayload,
+    AlertView,
+    Diagnosis,
+    DiagnosisSource,
+    EnrichedNotification,
+    MetricContext,
+)
+from app.prometheus import ContextBuilder
+from app.prompts import Prompts
+from app.rules import diagnose as rule_diagnosis
+
+log = logging.getLogger(__name__)
+
+MAX_ALERTS_SHOWN = 20
+SEVERITY_RANK = {"critical": 0, "error": 1, "high": 1, "warning": 2, "info": 3}
+LEADING_LABELS = ("exchange", "service", "endpoint", "instance", "job")
+
+
+def _http_url(url: str) -> str | None:
+    """Only http(s) URLs from alert text become links."""
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError:
+        return None
+    return url.strip() if parts.scheme in ("http", "https") and parts.netloc else None
+
+
+def _identifying(labels: dict[str, str]) -> dict[str, str]:
+    rest = {k: v for k, v in labels.items() if k not in ("alertname", "severity")}
+    ordered = {k: rest.pop(k) for k in LEADING_LABELS if k in rest}
+    return {clean(k): clean(v) for k, v in {**ordered, **dict(sorted(rest.items()))}.items()}
+
+
+def alert_view(alert: Alert, context: MetricContext | None = None) -> AlertView:
+    runbook = alert.annotations.get("runbook_url", "")
+    return AlertView(
+        name=clean(alert.name),
+        status=alert.status,
+        severity=clean(alert.severity),
+        identifying_labels=_identifying(alert.labels),
+        summary=clean(alert.annotations.get("summary", "")),
+        description=clean(alert.annotations.get("description", "")),
+        runbook_url=_http_url(runbook) if runbook else None,
+        starts_at=alert.starts_at,
+        ends_at=alert.ends_at,
+        fingerprint=alert.identity,
+        context=context,
+    )
+
+
+def silence_url(payload: AlertmanagerPayload) -> str | None:
+    """A pre-filled "new silence" link in the Alertmanager UI, matching the group's labels."""
+    base = _http_url(payload.external_url)
+    labels = payload.group_labels or payload.common_labels
+    if not base or not labels:
+        return None
+    escaped = {k: v.replace("\\", "\\\\").replace('"', '\\"') for k, v in sorted(labels.items())}
+    matchers = ",".join(f'{k}="{v}"' for k, v in escaped.items())
+    return f"{base.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}', safe='')}"
+
+
+def title(payload: AlertmanagerPayload) -> str:
+    names = list(dict.fromkeys(a.name for a in payload.alerts))
+    lead = payload.common_labels.get("alertname") or names[0]
+    exchanges = sorted({a.labels["exchange"] for a in payload.alerts if a.labels.get("exchange")})
+    text = lead if len(names) == 1 else f"{lead} and {len(names) - 1} other alert names"
+    if exchanges:
+        text += f" on {', '.join(exchanges[:5])}" + (" …" if len(exchanges) > 5 else "")
+    return clean(shorten(text, 150))
+
+
+def severity(alerts: list[Alert]) -> str:
+    return min((a.severity for a in alerts), key=lambda s: SEVERITY_RANK.get(s, 9))
+
+
+@dataclass(frozen=True)
+class PromptBudget:
+    chars: int
+    annotation_chars: int = 1000
+
+
+def prompt_data(
+    payload: AlertmanagerPayload, contexts: list[MetricContext], budget: PromptBudget
+) -> str:
+    """The untrusted data block: JSON, `<`/`>` escaped so no text can fake the block's markers.
+
+    Shrinks to fit the budget: first drop raw samples, then shorten annotations, then alerts.
+    """
+    alerts = [*payload.firing, *payload.resolved]
+    by_id = dict(zip((a.identity for a in payload.firing), contexts, strict=False))
+
+    def build(annotation_chars: int, samples: bool, count: int) -> str:
+        entries = []
+        for alert in alerts[:count]:
+            entry: dict[str, Any] = {
+                "status": alert.status,
+                "labels": alert.labels,
+                "annotations": {
+                    k: shorten(v, annotation_chars) for k, v in alert.annotations.items()
+                },
+                "starts_at": alert.starts_at.isoformat() if alert.starts_at else None,
+                "ends_at": alert.ends_at.isoformat() if alert.ends_at else None,
+            }
+            context = by_id.get(alert.identity)
+            if context is not None:
+                exclude = {"graph_url"} | (set() if samples else {"samples"})
+                entry["metrics"] = context.model_dump(exclude=exclude, exclude_none=True)
+            entries.append(entry)
+        data = {
+            "group_labels": payload.group_labels,
+            "common_labels": payload.common_labels,
+            "alerts": entries,
+            "omitted_alerts": len(alerts) - count + payload.truncated_alerts,
+        }
+        text = json.dumps(data, ensure_ascii=False, indent=1)
+        return text.replace("<", "\\u003c").replace(">", "\\u003e")
+
+    count = min(len(alerts), MAX_ALERTS_SHOWN)
+    for annotation_chars, samples in ((budget.annotation_chars, True), (budget.annotation_chars, False), (200, False)):
+        text = build(annotation_chars, samples, count)
+        if len(text) <= budget.chars:
+            return text
+    while count > 1:
+        count -= 1
+        text = build(200, False, count)
+        if len(text) <= budget.chars:
+            return text
+    return build(100, False, 1)
+
+
+class Enricher:
+    """Turns a payload into an EnrichedNotification. No chat I/O here."""
+
+    def __init__(
+        self,
+        contexts: ContextBuilder,
+        llm: LLMClient,
+        prompts: Prompts,
+        metrics: Metrics,
+        *,
+        language: str,
+        window_minutes: int,
+        prompt_budget: int,
+    ) -> None:
+        self._contexts = contexts
+        self._llm = llm
+        self._prompts = prompts
+        self._metrics = metrics
+        self._language = language
+        self._window = window_minutes
+        self._budget = PromptBudget(prompt_budget)
+
+    async def enrich(
+        self, payload: AlertmanagerPayload, notification_id: int | None = None
+    ) -> EnrichedNotification:
+        firing = payload.firing
+        contexts = await self._contexts.build(firing) if firing else []
+        diagnosis, source = (None, DiagnosisSource(kind="none"))
+        if firing:
+            diagnosis, source = await self.diagnose(payload, contexts)
+        shown_firing = firing[:MAX_ALERTS_SHOWN]
+        context_of = dict(zip((a.identity for a in firing), contexts, strict=False))
+        room = max(0, MAX_ALERTS_SHOWN - len(shown_firing))
+        shown_resolved = payload.resolved[:room]
+        omitted = len(payload.alerts) - len(shown_firing) - len(shown_resolved)
+        return EnrichedNotification(
+            notification_id=notification_id,
+            group_id=payload.group_id,
+            status=payload.status,
+            title=title(payload),
+            severity=clean(severity(firing or payload.alerts)),
+            receiver=clean(payload.receiver),
+            firing=[alert_view(a, context_of.get(a.identity)) for a in shown_firing],
+            resolved=[alert_view(a) for a in shown_resolved],
+            omitted_alerts=omitted + payload.truncated_alerts,
+            diagnosis=diagnosis,
+            source=source,
+            silence_url=silence_url(payload),
+            alertmanager_url=_http_url(payload.external_url),
+        )
+
+    async def diagnose(
+        self, payload: AlertmanagerPayload, contexts: list[MetricContext]
+    ) -> tuple[Diagnosis, DiagnosisSource]:
+        """The model's diagnosis, or the rules' with the reason the model was not used."""
+        system, user = self._prompts.render(
+            data=prompt_data(payload, contexts, self._budget),
+            status=payload.status,
+            firing_count=len(payload.firing),
+            resolved_count=len(payload.resolved),
+            window_minutes=self._window,
+            language=self._language,
+        )
+        try:
+            with self._metrics.llm_seconds.time():
+                diagnosis = await self._llm.diagnose(system, user)
+        except LLMError as exc:
+            reason = str(exc)
+            if self._llm.enabled:
+                log.warning("LLM diagnosis failed, using rules: %s", reason)
+            self._metrics.diagnoses.labels(source="rules").inc()
+            return rule_diagnosis(payload.firing), DiagnosisSource(kind="rules", reason=reason)
+        self._metrics.diagnoses.labels(source="llm").inc()
+        return diagnosis, DiagnosisSource(kind="llm", model=self._llm.model)

@@ -1,0 +1,47 @@
+"""create_app(settings) and the lifespan that builds the runtime and runs the workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.routes import router
+from app.runtime import build_runtime
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        runtime = await build_runtime(settings)
+        app.state.runtime = runtime
+        runtime.workers.start()
+        channels = [name for name, on in runtime.channels().items() if on]
+        log.info(
+            "alert-enricher ready: store %s, LLM %s, channels %s",
+            settings.store_url,
+            f"{settings.llm_model} at {settings.llm_base_url}"
+            if runtime.llm.enabled
+            else "off (rule-based diagnosis)",
+            ", ".join(channels),
+        )
+        try:
+            yield
+        finally:
+            await runtime.close()
+
+    app = FastAPI(
+        title="alert-enricher",
+        summary="Alertmanager webhook receiver that diagnoses alerts and posts them to chat.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    return app

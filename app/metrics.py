@@ -1,0 +1,65 @@
+"""The service's own metrics, on a registry per app (so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks = Counter(
+            "alert_enricher_webhooks_total",
+            "Webhook requests by outcome (accepted, duplicate, unauthorized, too_large, invalid, "
+            "store_error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.alerts_received = Counter(
+            "alert_enricher_alerts_received_total",
+            "Alerts in accepted notifications, by status.",
+            ["status"],
+            registry=r,
+        )
+        self.ack_seconds = Histogram(
+            "alert_enricher_webhook_ack_seconds",
+            "Time from request to answer for POST /alerts.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+            registry=r,
+        )
+        self.processed = Counter(
+            "alert_enricher_notifications_processed_total",
+            "Notifications taken through the pipeline, by outcome (done, retry, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.processing_seconds = Histogram(
+            "alert_enricher_processing_seconds",
+            "Pipeline time per notification, context to last delivery.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60),
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "alert_enricher_backlog",
+            "Notifications accepted and not yet finished.",
+            registry=r,
+        )
+        self.diagnoses = Counter(
+            "alert_enricher_diagnoses_total",
+            "Diagnoses by source (llm, rules).",
+            ["source"],
+            registry=r,
+        )
+        self.llm_seconds = Histogram(
+            "alert_enricher_llm_seconds",
+            "Time spent on one diagnosis by the LLM, retries included.",
+            buckets=(0.25, 0.5, 1, 2, 4, 8, 15, 20, 30, 60),
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "alert_enricher_deliveries_total",
+            "Messages per channel by outcome (sent, failed, skipped).",
+            ["channel", "outcome"],
+            registry=r,
+        )

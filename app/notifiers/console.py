@@ -1,0 +1,75 @@
+"""Console notifier: what `make run` prints when no chat channel is configured."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from app.formatting import fired_for, number, shorten, signed, timestamp
+from app.models import AlertView, EnrichedNotification, MetricContext
+
+RULE = "─" * 72
+ICONS = {"firing": "🔥", "resolved": "✅"}
+
+
+def _context_lines(context: MetricContext | None) -> list[str]:
+    if context is None:
+        return []
+    if context.unavailable:
+        return [f"    metrics unavailable: {context.unavailable}"]
+    return [
+        f"    metric   {context.expr}",
+        f"    now {number(context.current)}   min {number(context.minimum)}"
+        f"   max {number(context.maximum)}   mean {number(context.mean)}"
+        f"   change {signed(context.change)} over {context.window_minutes}m",
+        f"    trend    {context.sparkline}",
+    ]
+
+
+def _alert_lines(alert: AlertView) -> list[str]:
+    labels = " ".join(f"{k}={v}" for k, v in alert.identifying_labels.items())
+    lines = [f"  • [{alert.status}] {alert.name} {labels}".rstrip()]
+    if alert.status == "resolved":
+        lines.append(f"    resolved after {fired_for(alert.starts_at, alert.ends_at)}")
+    else:
+        lines.append(f"    since {timestamp(alert.starts_at)} ({fired_for(alert.starts_at, None)})")
+    if alert.summary:
+        lines.append(f"    summary: {shorten(alert.summary, 300)}")
+    if alert.description:
+        lines.append(f"    description: {shorten(alert.description, 600)}")
+    lines += _context_lines(alert.context)
+    if alert.context and alert.context.graph_url:
+        lines.append(f"    graph: {alert.context.graph_url}")
+    return lines
+
+
+def render(n: EnrichedNotification) -> str:
+    """The whole message as plain text."""
+    head = f"{ICONS[n.status]} {n.status.upper()}: {n.title} (severity {n.severity})"
+    lines = [RULE, head, RULE]
+    for alert in n.alerts:
+        lines += _alert_lines(alert)
+    if n.omitted_alerts:
+        lines.append(f"  … and {n.omitted_alerts} more alerts not shown")
+    if d := n.diagnosis:
+        lines += ["", f"Diagnosis: {d.diagnosis}", f"Impact: {d.impact}", "Action items:"]
+        lines += [f"  {i}. {item}" for i, item in enumerate(d.action_items, 1)]
+        lines += [f"Rollback plan: {d.rollback_plan}", f"Recovery: {d.estimated_recovery_time}"]
+    lines += ["", f"Source: {n.source.label}"]
+    if n.silence_url:
+        lines.append(f"Silence: {n.silence_url}")
+    lines.append(RULE)
+    return "\n".join(lines) + "\n"
+
+
+class ConsoleNotifier:
+    name = "console"
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self._stream = stream
+
+    async def send(self, notification: EnrichedNotification, reply_to: str | None) -> str | None:
+        stream = self._stream or sys.stdout
+        stream.write(render(notification))
+        stream.flush()
+        return None

@@ -1,0 +1,200 @@
+"""Prometheus HTTP API client and the metric context behind each alert.
+
+Only `PROMETHEUS_URL` is ever queried; the host in an alert's generatorURL is ignored (it is often an
+internal name the service cannot reach, and it is attacker-controlled text). Every failure turns into
+`MetricContext(unavailable=reason)`: missing metrics never stop a notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import statistics
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import httpx
+
+from app.models import Alert, MetricContext
+from app.promql import context_expr, expr_from_generator_url
+
+log = logging.getLogger(__name__)
+
+MAX_POINTS = 60
+SPARK_BARS = "▁▂▃▄▅▆▇█"
+
+Series = tuple[dict[str, str], list[float]]
+
+
+class PrometheusError(Exception):
+    """A query failed: transport error, timeout, bad status or an error answer."""
+
+
+class PrometheusClient:
+    def __init__(self, http: httpx.AsyncClient, base_url: str, token: str | None = None) -> None:
+        self._http = http
+        self._base = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def query_range(
+        self, expr: str, start: datetime, end: datetime, step_seconds: int
+    ) -> list[Series]:
+        """Run query_range; returns (labels, finite-or-NaN values) per series."""
+        params = {
+            "query": expr,
+            "start": f"{start.timestamp():.3f}",
+            "end": f"{end.timestamp():.3f}",
+            "step": str(step_seconds),
+        }
+        try:
+            response = await self._http.post(
+                f"{self._base}/api/v1/query_range", data=params, headers=self._headers
+            )
+        except httpx.TimeoutException as exc:
+            raise PrometheusError("timed out") from exc
+        except httpx.HTTPError as exc:
+            raise PrometheusError(f"unreachable ({type(exc).__name__})") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code != 200 or body.get("status") != "success":
+            detail = body.get("error") if isinstance(body, dict) else None
+            raise PrometheusError(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""))
+        data = body.get("data") or {}
+        if data.get("resultType") != "matrix":
+            raise PrometheusError(f"unexpected result type {data.get('resultType')!r}")
+        series: list[Series] = []
+        for item in data.get("result") or []:
+            labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
+            values = [_to_float(v) for _, v in item.get("values") or []]
+            series.append((labels, values))
+        return series
+
+    async def ready(self) -> str:
+        """Ask Prometheus for its build info; returns its version (for `check`)."""
+        try:
+            response = await self._http.get(
+                f"{self._base}/api/v1/status/buildinfo", headers=self._headers
+            )
+            response.raise_for_status()
+            return str(response.json().get("data", {}).get("version", "unknown"))
+        except (httpx.HTTPError, ValueError) as exc:
+            raise PrometheusError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _to_float(value: object) -> float:
+    try:
+        return float(str(value))
+    except ValueError:
+        return math.nan
+
+
+def sparkline(values: list[float]) -> str:
+    """One unicode bar per value; gaps (NaN) become spaces."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    span = high - low
+    bars = []
+    for v in values:
+        if not math.isfinite(v):
+            bars.append(" ")
+        elif span == 0:
+            bars.append(SPARK_BARS[len(SPARK_BARS) // 2])
+        else:
+            bars.append(SPARK_BARS[round((v - low) / span * (len(SPARK_BARS) - 1))])
+    return "".join(bars)
+
+
+def summarise(expr: str, values: list[float], window_minutes: int) -> MetricContext:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return MetricContext(expr=expr, unavailable="no samples in the window")
+    return MetricContext(
+        expr=expr,
+        current=finite[-1],
+        minimum=min(finite),
+        maximum=max(finite),
+        mean=statistics.fmean(finite),
+        change=finite[-1] - finite[0],
+        sparkline=sparkline(values),
+        samples=[float(f"{v:.4g}") for v in finite[-30:]],
+        window_minutes=window_minutes,
+    )
+
+
+def matches(series_labels: dict[str, str], alert_labels: dict[str, str]) -> bool:
+    """A series belongs to an alert when every label it has (but __name__) equals the alert's."""
+    return all(
+        alert_labels.get(name) == value
+        for name, value in series_labels.items()
+        if name != "__name__"
+    )
+
+
+def graph_url(base: str, expr: str, window_minutes: int) -> str:
+    query = urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": f"{window_minutes}m"})
+    return f"{base.rstrip('/')}/graph?{query}"
+
+
+class ContextBuilder:
+    """Builds one MetricContext per firing alert; one query per distinct expression."""
+
+    def __init__(
+        self,
+        client: PrometheusClient,
+        window_minutes: int,
+        graph_base: str,
+        max_alerts: int,
+        timeout: float,
+    ) -> None:
+        self._client = client
+        self._window = window_minutes
+        self._graph_base = graph_base
+        self._max_alerts = max_alerts
+        self._timeout = timeout
+
+    async def build(self, alerts: list[Alert], now: datetime | None = None) -> list[MetricContext]:
+        """Contexts for the first `max_alerts` alerts, in order; the rest get none."""
+        now = now or datetime.now(UTC)
+        chosen = alerts[: self._max_alerts]
+        exprs = {a.identity: self._expr_for(a) for a in chosen}
+        distinct = {e for e in exprs.values() if e}
+        results = await asyncio.gather(*(self._fetch(e, now) for e in distinct))
+        by_expr = dict(zip(distinct, results, strict=True))
+        return [self._context(a, exprs[a.identity], by_expr) for a in chosen]
+
+    def _expr_for(self, alert: Alert) -> str | None:
+        raw = expr_from_generator_url(alert.generator_url)
+        return context_expr(raw) if raw else None
+
+    async def _fetch(self, expr: str, now: datetime) -> list[Series] | str:
+        step = max(1, math.ceil(self._window * 60 / MAX_POINTS))
+        start = now - timedelta(minutes=self._window)
+        try:
+            async with asyncio.timeout(self._timeout):
+                return await self._client.query_range(expr, start, now, step)
+        except TimeoutError:
+            return "timed out"
+        except PrometheusError as exc:
+            log.warning("prometheus query failed: %s", exc)
+            return str(exc)
+
+    def _context(
+        self, alert: Alert, expr: str | None, by_expr: dict[str, list[Series] | str]
+    ) -> MetricContext:
+        if not expr:
+            return MetricContext(unavailable="no expression in generatorURL")
+        link = graph_url(self._graph_base, expr, self._window)
+        result = by_expr[expr]
+        if isinstance(result, str):
+            return MetricContext(expr=expr, unavailable=result, graph_url=link)
+        own = [values for labels, values in result if matches(labels, alert.labels)]
+        if not own:
+            reason = "no matching series" if result else "query returned no series"
+            return MetricContext(expr=expr, unavailable=reason, graph_url=link)
+        context = summarise(expr, own[0], self._window)
+        return context.model_copy(update={"graph_url": link})

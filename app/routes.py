@@ -1,0 +1,205 @@
+"""HTTP endpoints: thin. The webhook stores and answers; workers do the rest."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from app.config import Settings
+from app.runtime import Runtime, runtime_of
+from app.models import AlertmanagerPayload
+from app.store import StoreError
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+ALERTS_BODY: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": AlertmanagerPayload.model_json_schema(by_alias=True, mode="validation")
+            }
+        },
+    },
+}
+ALERTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Stored durably; processed in the background"},
+    200: {"description": "Duplicate of a notification already accepted"},
+    400: {"description": "Body is not valid JSON"},
+    401: {"description": "Missing or wrong credentials"},
+    413: {"description": "Body larger than MAX_BODY_BYTES"},
+    422: {"description": "JSON that is not an Alertmanager webhook payload"},
+    503: {"description": "Could not be stored; Alertmanager will retry"},
+}
+
+
+def _equal(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+def authorized(header: str | None, settings: Settings) -> bool:
+    """Bearer token and/or basic auth, when configured; compared in constant time."""
+    token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
+    password = settings.webhook_password.get_secret_value() if settings.webhook_password else None
+    basic = settings.webhook_username is not None and password is not None
+    if token is None and not basic:
+        return True
+    scheme, _, value = (header or "").strip().partition(" ")
+    if token is not None and scheme.lower() == "bearer":
+        return _equal(value.strip(), token)
+    if basic and password is not None and scheme.lower() == "basic":
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        user, sep, given = decoded.partition(":")
+        user_ok = _equal(user, settings.webhook_username or "")
+        return bool(sep) and _equal(given, password) and user_ok
+    return False
+
+
+def _challenge(settings: Settings) -> str:
+    schemes = []
+    if settings.webhook_token is not None:
+        schemes.append('Bearer realm="alert-enricher"')
+    if settings.webhook_username is not None and settings.webhook_password is not None:
+        schemes.append('Basic realm="alert-enricher"')
+    return ", ".join(schemes)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The body, refusing as soon as it is known to be over `limit` (before any parsing)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def readable(exc: ValidationError) -> str:
+    """Where and what, without echoing the (untrusted, possibly huge) input."""
+    parts = []
+    for error in exc.errors(include_input=False, include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"]) or "body"
+        parts.append(f"{where}: {error['msg']}")
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _reject(services: Runtime, outcome: str, status: int, detail: str, **headers: str) -> Response:
+    services.metrics.webhooks.labels(outcome=outcome).inc()
+    return JSONResponse({"status": "rejected", "detail": detail}, status, headers=headers or None)
+
+
+@router.post(
+    "/alerts", status_code=202, openapi_extra=ALERTS_BODY, responses=ALERTS_RESPONSES
+)
+async def receive_alerts(request: Request) -> Response:
+    """Alertmanager webhook: validate, store durably, answer 202; the workers do the rest."""
+    services = runtime_of(request.app)
+    settings = services.settings
+    started = time.perf_counter()
+    if not authorized(request.headers.get("authorization"), settings):
+        challenge = {"WWW-Authenticate": _challenge(settings)}
+        return _reject(services, "unauthorized", 401, "missing or wrong credentials", **challenge)
+    try:
+        body = await read_limited(request, settings.max_body_bytes)
+    except BodyTooLarge:
+        return _reject(
+            services, "too_large", 413, f"body larger than {settings.max_body_bytes} bytes"
+        )
+    try:
+        payload = AlertmanagerPayload.model_validate_json(body)
+        text = body.decode("utf-8")
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            return _reject(services, "invalid", 400, f"body is not valid JSON: {readable(exc)}")
+        return _reject(services, "invalid", 422, f"not an Alertmanager payload: {readable(exc)}")
+    except UnicodeDecodeError:
+        return _reject(services, "invalid", 400, "body is not UTF-8")
+    if payload.version != "4":
+        log.warning("payload version %r (expected 4): accepted, fields may differ", payload.version)
+    try:
+        accepted = await services.store.accept(
+            payload.idempotency_key(), payload.group_id, text, settings.dedup_window_seconds
+        )
+    except StoreError as exc:
+        log.error("cannot store notification, answering 503 so Alertmanager retries: %s", exc)
+        return _reject(services, "store_error", 503, "notification could not be stored")
+    if accepted.duplicate:
+        services.metrics.webhooks.labels(outcome="duplicate").inc()
+        return JSONResponse({"status": "duplicate", "id": accepted.id}, 200)
+    services.workers.wake()
+    services.metrics.webhooks.labels(outcome="accepted").inc()
+    for alert in payload.alerts:
+        services.metrics.alerts_received.labels(status=alert.status).inc()
+    services.metrics.ack_seconds.observe(time.perf_counter() - started)
+    log.info(
+        "accepted notification %s: %s, %d alert(s)", accepted.id, payload.status, len(payload.alerts)
+    )
+    return JSONResponse({"status": "accepted", "id": accepted.id}, 202)
+
+
+@router.get("/health")
+async def health(request: Request) -> Response:
+    """Overall status and each component; 503 only when the store is unusable."""
+    services = runtime_of(request.app)
+    store: dict[str, Any] = {"status": "ok"}
+    backlog = None
+    try:
+        await services.store.ping()
+        backlog = await services.store.backlog()
+    except StoreError as exc:
+        store = {"status": "error", "error": str(exc)}
+    workers = {
+        "status": "ok" if services.workers.alive == services.workers.size else "degraded",
+        "alive": services.workers.alive,
+        "size": services.workers.size,
+        "backlog": backlog,
+    }
+    status = "ok"
+    if workers["status"] != "ok":
+        status = "degraded"
+    if store["status"] != "ok":
+        status = "unavailable"
+    body = {
+        "status": status,
+        "components": {
+            "store": store,
+            "workers": workers,
+            "llm": {"enabled": services.llm.enabled, "model": services.llm.model},
+            "channels": services.channels(),
+        },
+    }
+    return JSONResponse(body, 503 if status == "unavailable" else 200)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition of the service's own metrics."""
+    services = runtime_of(request.app)
+    try:
+        services.metrics.backlog.set(await services.store.backlog())
+    except StoreError:
+        pass
+    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

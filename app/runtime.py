@@ -1,0 +1,123 @@
+"""Every long-lived part of the service, built from Settings in one place and closed in reverse.
+
+`create_app` (serve), `replay` and `check` all build the same Runtime, so what the CLI exercises is
+exactly what the server runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.delivery import Dispatcher
+from app.enrich import Enricher
+from app.llm import LLMClient
+from app.metrics import Metrics
+from app.notifiers import build_notifiers
+from app.prometheus import ContextBuilder, PrometheusClient
+from app.prompts import Prompts
+from app.store import Store, open_store
+from app.worker import Pipeline, WorkerPool
+
+KNOWN_CHANNELS = ("slack", "telegram", "console")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    store: Store
+    metrics: Metrics
+    prometheus: PrometheusClient
+    llm: LLMClient
+    enricher: Enricher
+    dispatcher: Dispatcher
+    workers: WorkerPool
+    pipeline: Pipeline
+    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def channels(self) -> dict[str, bool]:
+        names = {n.name for n in self.dispatcher.notifiers}
+        return {name: name in names for name in KNOWN_CHANNELS}
+
+    async def close(self) -> None:
+        await self.workers.stop()
+        for notifier in self.dispatcher.notifiers:
+            close = getattr(notifier, "close", None)
+            if close is not None:
+                await close()
+        for client in self._clients:
+            await client.aclose()
+        await self.store.close()
+
+
+async def build_runtime(settings: Settings) -> Runtime:
+    """Open the store, build clients, notifiers, pipeline and (not yet started) workers."""
+    prompts = Prompts.load(settings.prompts_dir)  # a broken template fails here, at start
+    metrics = Metrics()
+    store = await open_store(settings.store_url)
+    prometheus_http = httpx.AsyncClient(timeout=settings.prometheus_timeout_seconds)
+    llm_http = httpx.AsyncClient(
+        timeout=settings.llm_timeout_seconds,
+        limits=httpx.Limits(max_connections=settings.llm_concurrency * 2),
+    )
+    token = settings.prometheus_token
+    prometheus = PrometheusClient(
+        prometheus_http, settings.prometheus_url, token.get_secret_value() if token else None
+    )
+    contexts = ContextBuilder(
+        prometheus,
+        window_minutes=settings.context_window_minutes,
+        graph_base=settings.graph_base_url,
+        max_alerts=settings.max_context_alerts,
+        timeout=settings.prometheus_timeout_seconds,
+    )
+    key = settings.llm_api_key
+    llm = LLMClient(
+        llm_http,
+        base_url=settings.llm_base_url,
+        api_key=key.get_secret_value() if key else None,
+        model=settings.llm_model,
+        timeout=settings.llm_timeout_seconds,
+        max_attempts=settings.llm_max_attempts,
+        concurrency=settings.llm_concurrency,
+    )
+    enricher = Enricher(
+        contexts,
+        llm,
+        prompts,
+        metrics,
+        language=settings.analysis_language,
+        window_minutes=settings.context_window_minutes,
+        prompt_budget=settings.llm_prompt_budget_chars,
+    )
+    dispatcher = Dispatcher(build_notifiers(settings), store, metrics)
+    pipeline = Pipeline(store, enricher, dispatcher)
+    workers = WorkerPool(
+        store,
+        pipeline.run,
+        metrics,
+        count=settings.llm_concurrency,
+        lease_seconds=settings.lease_seconds,
+        max_attempts=settings.max_processing_attempts,
+        retention_seconds=settings.retention_hours * 3600,
+    )
+    return Runtime(
+        settings=settings,
+        store=store,
+        metrics=metrics,
+        prometheus=prometheus,
+        llm=llm,
+        enricher=enricher,
+        dispatcher=dispatcher,
+        workers=workers,
+        pipeline=pipeline,
+        _clients=[prometheus_http, llm_http],
+    )
+
+
+def runtime_of(app: FastAPI) -> Runtime:
+    runtime: Runtime = app.state.runtime
+    return runtime

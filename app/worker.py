@@ -1,0 +1,196 @@
+"""Workers: claim stored notifications and run the pipeline for each.
+
+- A claim holds a lease that a heartbeat renews while the work runs; if the process dies, the lease
+  runs out and another worker (or this service after a restart) claims the notification again.
+- The diagnosis is saved before any delivery, so a retry or a recovered crash re-sends only to channels
+  that did not get the message, without a second LLM call.
+- Transient failures retry with exponential backoff; after `max_attempts` the notification is marked
+  failed and logged loudly.
+- `stop()` lets in-flight work finish for a grace period, then cancels it and hands it back unclaimed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from app.delivery import Dispatcher
+from app.enrich import Enricher
+from app.metrics import Metrics
+from app.models import AlertmanagerPayload, EnrichedNotification
+from app.store import Store, StoredNotification, StoreError
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 1.0
+PURGE_EVERY_SECONDS = 3600.0
+
+
+def backoff(attempt: int) -> float:
+    """Seconds before retry number `attempt` (1-based): 5, 10, 20 ... capped at 5 minutes."""
+    return float(min(300, 5 * 2 ** max(0, attempt - 1)))
+
+
+class RetryLater(Exception):
+    """Processing should be tried again later (a channel failed transiently)."""
+
+
+class Pipeline:
+    """One stored notification through enrichment and delivery."""
+
+    def __init__(self, store: Store, enricher: Enricher, dispatcher: Dispatcher) -> None:
+        self._store = store
+        self._enricher = enricher
+        self._dispatcher = dispatcher
+
+    async def run(self, stored: StoredNotification) -> None:
+        if stored.enrichment:
+            notification = EnrichedNotification.model_validate_json(stored.enrichment)
+        else:
+            payload = AlertmanagerPayload.model_validate_json(stored.payload)
+            notification = await self._enricher.enrich(payload, stored.id)
+            await self._store.save_enrichment(stored.id, notification.model_dump_json())
+        report = await self._dispatcher.deliver(notification)
+        if report.retryable:
+            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(report.retryable.items()))
+            raise RetryLater(reasons)
+
+
+class WorkerPool:
+    def __init__(
+        self,
+        store: Store,
+        process: Callable[[StoredNotification], Awaitable[None]],
+        metrics: Metrics,
+        *,
+        count: int,
+        lease_seconds: float,
+        max_attempts: int,
+        retention_seconds: float,
+        grace_seconds: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._process = process
+        self._metrics = metrics
+        self._count = count
+        self._lease = lease_seconds
+        self._max_attempts = max_attempts
+        self._retention = retention_seconds
+        self._grace = grace_seconds
+        self._owner = f"worker-{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_purge = 0.0
+
+    @property
+    def alive(self) -> int:
+        return sum(1 for t in self._tasks if not t.done())
+
+    @property
+    def size(self) -> int:
+        return self._count
+
+    def wake(self) -> None:
+        """Something was accepted: look now instead of at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(i), name=f"worker-{i}") for i in range(self._count)
+        ]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(self._tasks, timeout=self._grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _loop(self, index: int) -> None:
+        owner = f"{self._owner}-{index}"
+        while not self._stopping:
+            try:
+                stored = await self._store.claim(owner, self._lease)
+            except StoreError as exc:
+                log.error("cannot claim work from the store: %s", exc)
+                stored = None
+            if stored is None:
+                await self._idle(index)
+                continue
+            try:
+                await self._handle(stored, owner)
+            except StoreError as exc:  # the lease runs out and the work is claimed again
+                log.error("store failed while finishing notification %s: %s", stored.id, exc)
+
+    async def _idle(self, index: int) -> None:
+        if index == 0:
+            await self._housekeeping()
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+
+    async def _housekeeping(self) -> None:
+        try:
+            self._metrics.backlog.set(await self._store.backlog())
+            if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
+                self._last_purge = time.monotonic()
+                purged = await self._store.purge(self._retention)
+                if purged:
+                    log.info("purged %d finished notifications past retention", purged)
+        except StoreError as exc:
+            log.error("store housekeeping failed: %s", exc)
+
+    async def _handle(self, stored: StoredNotification, owner: str) -> None:
+        heartbeat = asyncio.create_task(self._heartbeat(stored.id, owner))
+        started = time.monotonic()
+        try:
+            await self._process(stored)
+        except asyncio.CancelledError:
+            with contextlib.suppress(StoreError):
+                await self._store.release(stored.id, owner)
+            raise
+        except Exception as exc:
+            await self._failed(stored, owner, exc)
+        else:
+            await self._store.finish(stored.id, owner)
+            self._metrics.processed.labels(outcome="done").inc()
+            log.info("notification %s processed", stored.id)
+        finally:
+            heartbeat.cancel()
+            self._metrics.processing_seconds.observe(time.monotonic() - started)
+
+    async def _failed(self, stored: StoredNotification, owner: str, exc: Exception) -> None:
+        reason = str(exc) if isinstance(exc, RetryLater) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, RetryLater):
+            log.exception("processing notification %s failed", stored.id)
+        if stored.attempts >= self._max_attempts:
+            log.error(
+                "giving up on notification %s after %d attempts: %s",
+                stored.id,
+                stored.attempts,
+                reason,
+            )
+            await self._store.give_up(stored.id, owner, reason)
+            self._metrics.processed.labels(outcome="failed").inc()
+            return
+        delay = backoff(stored.attempts)
+        log.warning("notification %s will be retried in %.0fs: %s", stored.id, delay, reason)
+        await self._store.retry_later(stored.id, owner, reason, delay)
+        self._metrics.processed.labels(outcome="retry").inc()
+
+    async def _heartbeat(self, notification_id: int, owner: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease / 3)
+            try:
+                if not await self._store.renew(notification_id, owner, self._lease):
+                    log.warning("lost the lease on notification %s", notification_id)
+            except StoreError as exc:
+                log.error("cannot renew lease on notification %s: %s", notification_id, exc)
