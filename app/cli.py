@@ -37,17 +37,18 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-async def replay(settings: Settings, path: Path, send: bool) -> int:
-    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send."""
+def load_payload(path: Path) -> AlertmanagerPayload | None:
     try:
-        payload = AlertmanagerPayload.model_validate_json(path.read_bytes())
+        return AlertmanagerPayload.model_validate_json(path.read_bytes())
     except OSError as exc:
         print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
-        return 2
     except ValidationError as exc:
-        print(f"{path} is not an Alertmanager payload: {exc.error_count()} error(s)", file=sys.stderr)
-        print(exc, file=sys.stderr)
-        return 2
+        print(f"{path} is not an Alertmanager payload: {exc}", file=sys.stderr)
+    return None
+
+
+async def replay(settings: Settings, payload: AlertmanagerPayload, send: bool) -> int:
+    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send."""
     runtime = await build_runtime(settings)
     try:
         notification = await runtime.enricher.enrich(payload)
@@ -136,5 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings)
     if args.command == "replay":
-        return asyncio.run(replay(settings, args.file, args.send))
+        payload = load_payload(args.file)
+        return asyncio.run(replay(settings, payload, args.send)) if payload else 2
     return asyncio.run(check(settings))

@@ -135,7 +135,11 @@ def prompt_data(
         return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
     count = min(len(alerts), MAX_ALERTS_SHOWN)
-    for annotation_chars, samples in ((budget.annotation_chars, True), (budget.annotation_chars, False), (200, False)):
+    for annotation_chars, samples in (
+        (budget.annotation_chars, True),
+        (budget.annotation_chars, False),
+        (200, False),
+    ):
         text = build(annotation_chars, samples, count)
         if len(text) <= budget.chars:
             return text

@@ -34,7 +34,9 @@ def duration(delta: timedelta) -> str:
     return " ".join(shown) or "0s"
 
 
-def fired_for(starts_at: datetime | None, ends_at: datetime | None, now: datetime | None = None) -> str:
+def fired_for(
+    starts_at: datetime | None, ends_at: datetime | None, now: datetime | None = None
+) -> str:
     if starts_at is None:
         return "unknown"
     end = ends_at or now or datetime.now(UTC)

@@ -24,6 +24,7 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential_jitter,
 )
+from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from app.models import Diagnosis
@@ -44,7 +45,7 @@ class LLMError(Exception):
     """The diagnosis could not come from the model; `str(err)` is the plain-words reason."""
 
 
-class _Retryable(LLMError):
+class _RetryableError(LLMError):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
@@ -59,13 +60,23 @@ class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming for wait st
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome else None
-        if isinstance(exc, _Retryable) and exc.retry_after is not None:
+        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
             return min(exc.retry_after, MAX_RETRY_AFTER)
         return float(self._fallback(retry_state))
 
 
+class stop_past_deadline(stop_base):  # noqa: N801 - tenacity's naming for stop strategies
+    """Stop when the next wait would end past the deadline: fail now rather than sleep in vain."""
+
+    def __init__(self, deadline: float) -> None:
+        self._deadline = deadline
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return time.monotonic() + retry_state.upcoming_sleep >= self._deadline
+
+
 def default_wait() -> wait_base:
-    return wait_retry_after(wait_exponential_jitter(initial=0.5, max=8, jitter=0.5))
+    return wait_retry_after(wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5))
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -114,7 +125,9 @@ class LLMClient:
             return Diagnosis.model_validate(content)
         except ValidationError as exc:
             fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
-            raise LLMError(f"LLM reply is missing or has invalid fields: {', '.join(fields)}") from exc
+            raise LLMError(
+                f"LLM reply is missing or has invalid fields: {', '.join(fields)}"
+            ) from exc
 
     async def complete_json(self, system: str, user: str) -> dict[str, Any]:
         if not self._api_key:
@@ -130,14 +143,10 @@ class LLMClient:
         }
         async with self._limit:  # the budget starts once this call may go out
             deadline = time.monotonic() + self._timeout
-
-            def out_of_budget(state: RetryCallState) -> bool:
-                return time.monotonic() + state.upcoming_sleep >= deadline
-
             retrying = AsyncRetrying(
-                stop=stop_after_attempt(self._max_attempts) | out_of_budget,
+                stop=stop_after_attempt(self._max_attempts) | stop_past_deadline(deadline),
                 wait=self._wait,
-                retry=retry_if_exception_type(_Retryable),
+                retry=retry_if_exception_type(_RetryableError),
                 reraise=True,
             )
             try:
@@ -159,17 +168,17 @@ class LLMClient:
                 timeout=remaining,
             )
         except httpx.TimeoutException as exc:
-            raise _Retryable("LLM request timed out") from exc
+            raise _RetryableError("LLM request timed out") from exc
         except httpx.HTTPError as exc:
-            raise _Retryable(f"LLM unreachable ({type(exc).__name__})") from exc
+            raise _RetryableError(f"LLM unreachable ({type(exc).__name__})") from exc
         status = response.status_code
         if status in PERMANENT:
             log.error("%s", PERMANENT[status])
             raise LLMError(PERMANENT[status])
         if status == 429:
-            raise _Retryable("LLM rate limited (429)", _retry_after(response))
+            raise _RetryableError("LLM rate limited (429)", _retry_after(response))
         if status >= 500:
-            raise _Retryable(f"LLM server error ({status})", _retry_after(response))
+            raise _RetryableError(f"LLM server error ({status})", _retry_after(response))
         if status != 200:
             raise LLMError(f"LLM API answered HTTP {status}")
         return _content_json(response)

@@ -61,7 +61,9 @@ class PrometheusClient:
             body = {}
         if response.status_code != 200 or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else None
-            raise PrometheusError(f"HTTP {response.status_code}" + (f": {detail}" if detail else ""))
+            raise PrometheusError(
+                f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
+            )
         data = body.get("data") or {}
         if data.get("resultType") != "matrix":
             raise PrometheusError(f"unexpected result type {data.get('resultType')!r}")
@@ -182,6 +184,9 @@ class ContextBuilder:
         except PrometheusError as exc:
             log.warning("prometheus query failed: %s", exc)
             return str(exc)
+        except Exception:  # context is optional: a bug here must not cost the notification
+            log.exception("unexpected error querying prometheus")
+            return "internal error while querying Prometheus"
 
     def _context(
         self, alert: Alert, expr: str | None, by_expr: dict[str, list[Series] | str]

@@ -20,7 +20,9 @@ class PromptError(Exception):
     """A prompt template is missing or does not match the placeholders the code fills in."""
 
 
-def _load(directory: Path, name: str, required: frozenset[str], allowed: frozenset[str]) -> Template:
+def _load(
+    directory: Path, name: str, required: frozenset[str], allowed: frozenset[str]
+) -> Template:
     path = directory / name
     try:
         template = Template(path.read_text(encoding="utf-8"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import secrets
 import time
@@ -15,8 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.runtime import Runtime, runtime_of
 from app.models import AlertmanagerPayload
+from app.runtime import Runtime, runtime_of
 from app.store import StoreError
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def _challenge(settings: Settings) -> str:
     return ", ".join(schemes)
 
 
-class BodyTooLarge(Exception):
+class BodyTooLargeError(Exception):
     pass
 
 
@@ -85,13 +86,13 @@ async def read_limited(request: Request, limit: int) -> bytes:
     """The body, refusing as soon as it is known to be over `limit` (before any parsing)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLarge
+        raise BodyTooLargeError
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise BodyTooLarge
+            raise BodyTooLargeError
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -111,9 +112,7 @@ def _reject(services: Runtime, outcome: str, status: int, detail: str, **headers
     return JSONResponse({"status": "rejected", "detail": detail}, status, headers=headers or None)
 
 
-@router.post(
-    "/alerts", status_code=202, openapi_extra=ALERTS_BODY, responses=ALERTS_RESPONSES
-)
+@router.post("/alerts", status_code=202, openapi_extra=ALERTS_BODY, responses=ALERTS_RESPONSES)
 async def receive_alerts(request: Request) -> Response:
     """Alertmanager webhook: validate, store durably, answer 202; the workers do the rest."""
     services = runtime_of(request.app)
@@ -124,7 +123,7 @@ async def receive_alerts(request: Request) -> Response:
         return _reject(services, "unauthorized", 401, "missing or wrong credentials", **challenge)
     try:
         body = await read_limited(request, settings.max_body_bytes)
-    except BodyTooLarge:
+    except BodyTooLargeError:
         return _reject(
             services, "too_large", 413, f"body larger than {settings.max_body_bytes} bytes"
         )
@@ -155,7 +154,10 @@ async def receive_alerts(request: Request) -> Response:
         services.metrics.alerts_received.labels(status=alert.status).inc()
     services.metrics.ack_seconds.observe(time.perf_counter() - started)
     log.info(
-        "accepted notification %s: %s, %d alert(s)", accepted.id, payload.status, len(payload.alerts)
+        "accepted notification %s: %s, %d alert(s)",
+        accepted.id,
+        payload.status,
+        len(payload.alerts),
     )
     return JSONResponse({"status": "accepted", "id": accepted.id}, 202)
 
@@ -198,8 +200,6 @@ async def health(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the service's own metrics."""
     services = runtime_of(request.app)
-    try:
+    with contextlib.suppress(StoreError):
         services.metrics.backlog.set(await services.store.backlog())
-    except StoreError:
-        pass
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

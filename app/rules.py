@@ -116,7 +116,9 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         "IP ban (HTTP 418)",
-        re.compile(_NUM.format("418") + r"|ip (has been )?(auto-)?banned|way too many requests", re.I),
+        re.compile(
+            _NUM.format("418") + r"|ip (has been )?(auto-)?banned|way too many requests", re.I
+        ),
         Playbook(
             diagnosis="{exchanges} has banned this IP (HTTP 418) after rate limits kept being hit.",
             impact="All requests from this IP fail until the ban expires.",
@@ -131,7 +133,7 @@ SIGNATURES: tuple[Signature, ...] = (
     ),
     Signature(
         "rate limit (HTTP 429 / -1003)",
-        re.compile(_NUM.format("429") + r"|-1003\b|too many requests|rate.?limit", re.I),
+        re.compile(_NUM.format("429") + r"|-1003\b|too many requests", re.I),
         Playbook(
             diagnosis="{exchanges} is rate-limiting us (HTTP 429 / -1003): request weight is over "
             "the exchange's limit.",
@@ -208,7 +210,10 @@ GENERIC = Playbook(
 
 
 def _alert_text(alert: Alert) -> str:
-    return " ".join([*alert.labels.values(), *alert.annotations.values()])
+    """The error text of an alert: annotations and labels, but not its name (`RateLimitExhausted`
+    says which playbook applies, not which exchange error occurred)."""
+    labels = [v for k, v in alert.labels.items() if k != "alertname"]
+    return " ".join([*labels, *alert.annotations.values()])
 
 
 def find_signature(alerts: list[Alert]) -> Signature | None:

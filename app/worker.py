@@ -35,7 +35,7 @@ def backoff(attempt: int) -> float:
     return float(min(300, 5 * 2 ** max(0, attempt - 1)))
 
 
-class RetryLater(Exception):
+class RetryLaterError(Exception):
     """Processing should be tried again later (a channel failed transiently)."""
 
 
@@ -57,7 +57,7 @@ class Pipeline:
         report = await self._dispatcher.deliver(notification)
         if report.retryable:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(report.retryable.items()))
-            raise RetryLater(reasons)
+            raise RetryLaterError(reasons)
 
 
 class WorkerPool:
@@ -134,6 +134,8 @@ class WorkerPool:
         if index == 0:
             await self._housekeeping()
         self._wake.clear()
+        if self._stopping:  # stop() may have set the event just before clear()
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
 
@@ -168,8 +170,8 @@ class WorkerPool:
             self._metrics.processing_seconds.observe(time.monotonic() - started)
 
     async def _failed(self, stored: StoredNotification, owner: str, exc: Exception) -> None:
-        reason = str(exc) if isinstance(exc, RetryLater) else f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, RetryLater):
+        reason = str(exc) if isinstance(exc, RetryLaterError) else f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, RetryLaterError):
             log.exception("processing notification %s failed", stored.id)
         if stored.attempts >= self._max_attempts:
             log.error(

@@ -1,0 +1,78 @@
+"""Fakes at the boundaries: a recording notifier and OpenAI-compatible / Prometheus answers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.models import AlertmanagerPayload, EnrichedNotification
+from app.notifiers.base import NotifyError
+
+FIXTURES = Path(__file__).parent / "fixtures"
+LLM_URL = "http://llm.test/v1"
+PROMETHEUS_URL = "http://prometheus.test:9090"
+FAKE_LLM_KEY = "fake-llm-key-for-tests"
+
+GOOD_DIAGNOSIS = {
+    "diagnosis": "Binance health checks fail since 10:19 UTC; api_health_status dropped to 0.",
+    "impact": "No order placement on Binance.",
+    "action_items": ["Check Binance status page", "Fail over egress proxy"],
+    "rollback_plan": "Revert the proxy change from 10:15.",
+    "estimated_recovery_time": "15 minutes",
+}
+
+
+def fixture_text(name: str) -> str:
+    return (FIXTURES / name).read_text()
+
+
+def fixture_payload(name: str) -> AlertmanagerPayload:
+    return AlertmanagerPayload.model_validate_json(fixture_text(name))
+
+
+def chat_reply(content: dict[str, Any] | str, status: int = 200) -> httpx.Response:
+    text = content if isinstance(content, str) else json.dumps(content)
+    return httpx.Response(
+        status,
+        json={
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+        },
+    )
+
+
+def matrix(
+    *series: tuple[dict[str, str], list[float]], start: float = 1_700_000_000
+) -> httpx.Response:
+    result = [
+        {"metric": labels, "values": [[start + 30 * i, str(v)] for i, v in enumerate(values)]}
+        for labels, values in series
+    ]
+    return httpx.Response(
+        200, json={"status": "success", "data": {"resultType": "matrix", "result": result}}
+    )
+
+
+class RecordingNotifier:
+    """Collects what it was asked to send; can be told to fail the next N sends."""
+
+    def __init__(
+        self, name: str = "recording", fail_times: int = 0, retryable: bool = True
+    ) -> None:
+        self.name = name
+        self.sent: list[tuple[EnrichedNotification, str | None]] = []
+        self.fail_times = fail_times
+        self.retryable = retryable
+        self.calls = 0
+
+    async def send(self, notification: EnrichedNotification, reply_to: str | None) -> str | None:
+        self.calls += 1
+        if self.fail_times > 0:
+            self.fail_times -= 1
+            raise NotifyError(self.name, "simulated outage", retryable=self.retryable)
+        self.sent.append((notification, reply_to))
+        return f"{self.name}-msg-{len(self.sent)}"

@@ -1,0 +1,76 @@
+import httpx
+import pytest
+import respx
+
+from app.cli import main
+from tests.fakes import FIXTURES, LLM_URL, PROMETHEUS_URL, matrix
+
+
+@pytest.fixture
+def env(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no stray .env, store under tmp
+    monkeypatch.setenv("STORE_URL", f"sqlite:///{tmp_path}/cli.db")
+    monkeypatch.setenv("PROMETHEUS_URL", PROMETHEUS_URL)
+    monkeypatch.setenv("LLM_BASE_URL", LLM_URL)
+    for name in ("LLM_API_KEY", "HOLYSHEEP_API_KEY", "SLACK_BOT_TOKEN", "TELEGRAM_BOT_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_replay_prints_the_rendered_message(env, respx_mock, capsys) -> None:
+    labels = {"exchange": "okx", "instance": "127.0.0.1:19100", "job": "crypto-api-monitor"}
+    respx_mock.post(f"{PROMETHEUS_URL}/api/v1/query_range").mock(
+        return_value=matrix((labels, [900, 400, 35, 2]))
+    )
+    code = main(["replay", str(FIXTURES / "alertmanager-0.25-firing_ratelimitexhausted_okx.json")])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "FIRING: RateLimitExhausted on okx" in out
+    assert "request-weight budget for okx" in out
+    assert "now 2   min 2   max 900" in out
+
+
+def test_replay_of_a_missing_file_says_so(env, capsys) -> None:
+    assert main(["replay", "nope.json"]) == 2
+    assert "cannot read nope.json" in capsys.readouterr().err
+
+
+def test_replay_send_delivers_to_the_console_channel(env, capsys) -> None:
+    code = main(
+        ["replay", "--send", str(FIXTURES / "alertmanager-0.25-resolved_apidown_binance.json")]
+    )
+    out = capsys.readouterr().out
+    assert code == 0 and "RESOLVED: APIDown" in out and "sent to console" in out
+
+
+def test_check_reports_each_dependency_and_fails_when_one_is_down(env, respx_mock, capsys) -> None:
+    respx_mock.get(f"{PROMETHEUS_URL}/api/v1/status/buildinfo").mock(
+        return_value=httpx.Response(200, json={"status": "success", "data": {"version": "2.42.0"}})
+    )
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "store      OK" in out and "Prometheus 2.42.0" in out
+    assert "llm        SKIPPED" in out
+
+    env.setenv("LLM_API_KEY", "fake-bad-key")
+    respx_mock.get(f"{LLM_URL}/models").mock(return_value=httpx.Response(401))
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "llm        FAIL  invalid LLM API key (401)" in out
+    assert "fake-bad-key" not in out
+
+
+def test_check_fails_when_prometheus_is_unreachable(
+    env, respx_mock: respx.MockRouter, capsys
+) -> None:
+    respx_mock.get(f"{PROMETHEUS_URL}/api/v1/status/buildinfo").mock(
+        side_effect=httpx.ConnectError("x")
+    )
+    assert main(["check"]) == 1
+    assert "prometheus FAIL" in capsys.readouterr().out
+
+
+def test_invalid_configuration_is_reported_without_values(env, capsys) -> None:
+    env.setenv("PORT", "not-a-port")
+    assert main(["check"]) == 2
+    assert "PORT" in capsys.readouterr().err

@@ -1,0 +1,33 @@
+from app.config import Settings
+
+
+def test_defaults_follow_the_contract(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    s = Settings()
+    assert (s.host, s.port, s.max_body_bytes) == ("0.0.0.0", 8080, 1048576)
+    assert s.store_url == "sqlite:///./data/enricher.db"
+    assert s.llm_base_url == "https://api.holysheep.ai/v1" and s.llm_model == "deepseek-chat"
+    assert (s.llm_timeout_seconds, s.llm_max_attempts, s.llm_concurrency) == (20, 3, 8)
+    assert s.graph_base_url == "http://localhost:9090"
+    assert not s.llm_enabled
+
+
+def test_holysheep_and_analyzer_aliases_are_read(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOLYSHEEP_API_KEY", "fake-hs-key")
+    monkeypatch.setenv("ANALYZER_MODEL", "gpt-4o-mini")
+    s = Settings()
+    assert s.llm_api_key.get_secret_value() == "fake-hs-key" and s.llm_model == "gpt-4o-mini"
+
+
+def test_empty_values_from_env_file_mean_unset(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("LLM_API_KEY=\nWEBHOOK_TOKEN=\nTELEGRAM_THREAD_ID=\nPORT=9999\n")
+    s = Settings()
+    assert s.llm_api_key is None and s.webhook_token is None and s.port == 9999
+
+
+def test_secrets_are_hidden_in_repr() -> None:
+    s = Settings(llm_api_key="fake-llm-key", _env_file=None)
+    assert "fake-llm-key" not in repr(s)
+    assert s.secret_values() == ["fake-llm-key"]

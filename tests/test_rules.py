@@ -1,0 +1,71 @@
+import pytest
+
+from app.models import Alert
+from app.rules import ALERT_PLAYBOOKS, diagnose, find_signature
+from tests.fakes import fixture_payload
+
+
+def alert(name: str, exchange: str = "binance", **annotations: str) -> Alert:
+    return Alert(
+        status="firing",
+        labels={"alertname": name, "exchange": exchange, "severity": "critical"},
+        annotations=annotations,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(ALERT_PLAYBOOKS))
+def test_every_exchange_alert_has_a_specific_diagnosis_naming_the_exchange(name: str) -> None:
+    result = diagnose([alert(name, "okx")])
+    assert "okx" in result.diagnosis
+    assert len(result.action_items) >= 3
+    assert result.rollback_plan and result.estimated_recovery_time
+
+
+def test_group_of_three_names_every_exchange() -> None:
+    firing = fixture_payload("alertmanager-0.25-firing_apidown_group_of_3.json").firing
+    assert "binance, bybit, okx" in diagnose(firing).diagnosis
+
+
+@pytest.mark.parametrize(
+    ("text", "signature", "advice"),
+    [
+        (
+            "code -1021: Timestamp for this request is outside of the recvWindow",
+            "clock skew",
+            "NTP",
+        ),
+        ("HTTP 418 I'm a teapot: IP banned until 1700000000", "IP ban", "Stop all traffic"),
+        ("status 429 Too Many Requests", "rate limit", "Retry-After"),
+        ("code -1003 Too much request weight used", "rate limit", "Retry-After"),
+        ("code -2015 Invalid API-key, IP, or permissions for action", "invalid API key", "IP"),
+        ("HTTP 403 Forbidden", "forbidden", "allow-list"),
+        ("CORS error: no Access-Control-Allow-Origin header", "CORS", "proxy"),
+    ],
+)
+def test_exchange_error_signatures_lead_the_diagnosis(
+    text: str, signature: str, advice: str
+) -> None:
+    alerts = [alert("APIErrorRateHigh", description=text)]
+    found = find_signature(alerts)
+    assert found is not None and signature in found.name
+    result = diagnose(alerts)
+    assert any(advice in item for item in result.action_items)
+
+
+def test_numbers_inside_addresses_are_not_mistaken_for_http_codes() -> None:
+    assert find_signature([alert("X", description="instance 10.0.0.42:9429 and 10.4.18.1")]) is None
+
+
+def test_unknown_alert_gets_generic_diagnosis_from_its_own_text() -> None:
+    payload = fixture_payload("constructed-0.34-firing-with-newer-fields.json")
+    result = diagnose(payload.firing)
+    assert "HighErrorRate is firing" in result.diagnosis
+    assert "High 5xx ratio on 10.0.0.11:8080" in result.diagnosis
+    assert (
+        result.action_items[0] == "Follow the runbook: https://runbooks.example.com/HighErrorRate"
+    )
+
+
+def test_alert_text_is_never_a_format_string() -> None:
+    result = diagnose([alert("Custom", summary="{exchanges} {0} {__class__} %s")])
+    assert "{0} {__class__} %s" in result.diagnosis
