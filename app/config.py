@@ -87,6 +87,11 @@ class Settings(BaseSettings):
         """`KEY=` in `.env` (as `.env.example` ships them) means unset, not an empty secret."""
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("prompts_dir", mode="before")
+    @classmethod
+    def _default_prompts(cls, value: object) -> object:
+        return SHIPPED_PROMPTS_DIR if isinstance(value, str) and not value.strip() else value
+
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:

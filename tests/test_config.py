@@ -1,3 +1,5 @@
+from pathlib import Path
+
 from app.config import Settings
 
 
@@ -31,3 +33,17 @@ def test_secrets_are_hidden_in_repr() -> None:
     s = Settings(llm_api_key="fake-llm-key", _env_file=None)
     assert "fake-llm-key" not in repr(s)
     assert s.secret_values() == ["fake-llm-key"]
+
+
+def test_env_example_copied_to_env_gives_the_defaults(monkeypatch, tmp_path) -> None:
+    monkeypatch.chdir(tmp_path)
+    default = Settings()
+    example = Path(__file__).parent.parent / ".env.example"
+    (tmp_path / ".env").write_text(example.read_text())
+    assert Settings() == default
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    listed = {line.split("=")[0] for line in example.splitlines() if "=" in line and line[0] != "#"}
+    assert {name.upper() for name in Settings.model_fields} == listed

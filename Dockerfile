@@ -1,0 +1,23 @@
+# Two stages: wheels are built with pip in the first; the final image has no build tools.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY app ./app
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
+    PROMPTS_DIR=/app/prompts STORE_URL=sqlite:////data/enricher.db
+RUN useradd --system --uid 10001 --home-dir /app enricher \
+    && mkdir -p /data && chown enricher /data
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+WORKDIR /app
+COPY prompts ./prompts
+USER enricher
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=3s \
+  CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health').status != 200)"
+ENTRYPOINT ["alert-enricher"]
+CMD ["serve"]
