@@ -131,7 +131,7 @@ def prompt_data(
             "alerts": entries,
             "omitted_alerts": len(alerts) - count + payload.truncated_alerts,
         }
-        text = json.dumps(data, ensure_ascii=False, indent=1)
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
     count = min(len(alerts), MAX_ALERTS_SHOWN)

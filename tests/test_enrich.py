@@ -77,7 +77,7 @@ async def test_firing_alert_gets_the_models_diagnosis_with_metrics_in_the_prompt
     assert result.firing[0].context.sparkline == "███▁▁"
     assert result.title == "APIDown on binance"
     user = json.loads(llm.calls[0].request.content)["messages"][1]["content"]
-    assert '"current": 0.0' in user and '"change": -1.0' in user
+    assert '"current":0.0' in user and '"change":-1.0' in user
     assert "binance API is down" in user
 
 
