@@ -8,6 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.routing import parse_matchers
+
 SHIPPED_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
 
@@ -56,11 +58,13 @@ class Settings(BaseSettings):
     slack_channel: str | None = None
     slack_webhook_url: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_matchers: str = ""
 
     telegram_bot_token: SecretStr | None = None
     telegram_chat_id: str | None = None
     telegram_thread_id: int | None = None
     telegram_api_url: str = "https://api.telegram.org/bot"
+    telegram_matchers: str = ""
 
     prompts_dir: Path = SHIPPED_PROMPTS_DIR
 
@@ -91,6 +95,12 @@ class Settings(BaseSettings):
     @classmethod
     def _default_prompts(cls, value: object) -> object:
         return SHIPPED_PROMPTS_DIR if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("slack_matchers", "telegram_matchers")
+    @classmethod
+    def _valid_matchers(cls, value: str) -> str:
+        parse_matchers(value)  # a typo fails at start, not when the first alert should route
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -2,7 +2,8 @@
 
 Channels are sent concurrently and independently: one slow or broken channel never holds back another.
 A channel that already got this notification (a retry, or work picked up after a crash) is skipped.
-Follow-ups (resolved, mixed) reply to the group's first message, whose reference the store keeps.
+Follow-ups (escalation, repeat, resolved) go into the thread of the group's first message, whose
+reference the store keeps with the notification that produced it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from dataclasses import dataclass, field
 
 from app.metrics import Metrics
 from app.models import EnrichedNotification
-from app.notifiers.base import Notifier, NotifyError
+from app.notifiers.base import Notifier, NotifyError, Thread
+from app.routing import Matcher, routed
 from app.store import Delivery, Store
 
 log = logging.getLogger(__name__)
@@ -28,10 +30,17 @@ class DeliveryReport:
 
 
 class Dispatcher:
-    def __init__(self, notifiers: list[Notifier], store: Store, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        notifiers: list[Notifier],
+        store: Store,
+        metrics: Metrics,
+        routes: dict[str, tuple[Matcher, ...]] | None = None,
+    ) -> None:
         self.notifiers = notifiers
         self._store = store
         self._metrics = metrics
+        self._routes = routes or {}
 
     async def deliver(self, notification: EnrichedNotification) -> DeliveryReport:
         done: dict[str, Delivery] = {}
@@ -56,9 +65,12 @@ class Dispatcher:
             report.skipped.append(name)
             self._metrics.deliveries.labels(channel=name, outcome="skipped").inc()
             return
-        reply_to = await self._store.message_ref(notification.group_id, name)
+        if not routed(notification, self._routes.get(name, ())):
+            self._metrics.deliveries.labels(channel=name, outcome="not_routed").inc()
+            return
+        thread = await self._thread(notification, name)
         try:
-            ref = await notifier.send(notification, reply_to)
+            ref = await notifier.send(notification, thread)
         except NotifyError as exc:
             self._failed(name, notification, exc.reason, exc.retryable, report)
             if not exc.retryable:
@@ -69,10 +81,24 @@ class Dispatcher:
             self._failed(name, notification, f"{type(exc).__name__}: {exc}", True, report)
             return
         await self._record(notification, name, "sent", ref, None)
-        if ref and notification.status == "firing" and not reply_to:
-            await self._store.save_message_ref(notification.group_id, name, ref)
+        if ref and thread is None and notification.kind in ("new", "escalation"):
+            await self._store.save_message_ref(
+                notification.group_id, name, ref, notification.notification_id
+            )
         report.sent.append(name)
         self._metrics.deliveries.labels(channel=name, outcome="sent").inc()
+
+    async def _thread(self, notification: EnrichedNotification, channel: str) -> Thread | None:
+        """Follow-ups go into the thread of the group's first message, when there is one."""
+        if notification.kind == "new":
+            return None
+        stored = await self._store.message_ref(notification.group_id, channel)
+        if stored is None:
+            return None
+        original = None
+        if stored.original:
+            original = EnrichedNotification.model_validate_json(stored.original)
+        return Thread(ref=stored.ref, original=original)
 
     def _failed(
         self,

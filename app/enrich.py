@@ -22,11 +22,13 @@ from app.models import (
     Diagnosis,
     DiagnosisSource,
     EnrichedNotification,
+    Kind,
     MetricContext,
 )
 from app.prometheus import ContextBuilder
 from app.prompts import Prompts
 from app.rules import diagnose as rule_diagnosis
+from app.store import GroupState
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +153,31 @@ def prompt_data(
     return build(100, False, 1)
 
 
+def classify(payload: AlertmanagerPayload, previous: GroupState | None) -> Kind:
+    """What this notification means for its group, given what the group's last one left."""
+    firing = {a.identity for a in payload.firing}
+    if not firing:
+        return "resolved"
+    if previous is None:
+        return "new"
+    if firing - previous.firing:
+        return "escalation"
+    if payload.resolved or firing < previous.firing:
+        return "resolved"
+    return "repeat"
+
+
+def next_state(
+    payload: AlertmanagerPayload, previous: GroupState | None, kind: Kind, notification_id: int
+) -> GroupState | None:
+    """The group's state after this notification; None once nothing fires any more."""
+    firing = frozenset(a.identity for a in payload.firing)
+    if not firing:
+        return None
+    root = notification_id if kind == "new" or previous is None else previous.root_id
+    return GroupState(firing=firing, root_id=root)
+
+
 class Enricher:
     """Turns a payload into an EnrichedNotification. No chat I/O here."""
 
@@ -174,12 +201,18 @@ class Enricher:
         self._budget = PromptBudget(prompt_budget)
 
     async def enrich(
-        self, payload: AlertmanagerPayload, notification_id: int | None = None
+        self,
+        payload: AlertmanagerPayload,
+        notification_id: int | None = None,
+        kind: Kind | None = None,
     ) -> EnrichedNotification:
+        """Context and diagnosis for `new` and `escalation`; follow-ups make no queries at all."""
+        kind = kind or classify(payload, None)
         firing = payload.firing
-        contexts = await self._contexts.build(firing) if firing else []
         diagnosis, source = (None, DiagnosisSource(kind="none"))
-        if firing:
+        contexts: list[MetricContext] = []
+        if kind in ("new", "escalation"):
+            contexts = await self._contexts.build(firing)
             diagnosis, source = await self.diagnose(payload, contexts)
         shown_firing = firing[:MAX_ALERTS_SHOWN]
         context_of = dict(zip((a.identity for a in firing), contexts, strict=False))
@@ -190,6 +223,7 @@ class Enricher:
             notification_id=notification_id,
             group_id=payload.group_id,
             status=payload.status,
+            kind=kind,
             title=title(payload),
             severity=clean(severity(firing or payload.alerts)),
             receiver=clean(payload.receiver),

@@ -12,6 +12,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from app.formatting import clean
 
 Status = Literal["firing", "resolved"]
+# new: a group's first message. escalation: alerts joined a firing group (new diagnosis, in thread).
+# repeat: Alertmanager's repeat_interval, nothing changed (short reply). resolved: some or all alerts
+# resolved and none joined (follow-up in thread, no LLM call).
+Kind = Literal["new", "escalation", "repeat", "resolved"]
 
 # Alertmanager writes the zero time for "no end yet"; anything before 1971 means unset.
 _UNSET_BEFORE = datetime(1971, 1, 1, tzinfo=UTC)
@@ -168,7 +172,7 @@ class DiagnosisSource(BaseModel):
     def label(self) -> str:
         if self.kind == "llm":
             return f"model {self.model}"
-        if self.kind == "rules":
+        if self.kind == "rules":  # the diagnosis source's kind, not the notification's
             return f"rule-based fallback: {self.reason}" if self.reason else "rule-based fallback"
         return "no diagnosis (resolved)"
 
@@ -188,6 +192,10 @@ class AlertView(BaseModel):
     fingerprint: str = ""
     context: MetricContext | None = None
 
+    @property
+    def labels(self) -> dict[str, str]:
+        return {**self.identifying_labels, "alertname": self.name, "severity": self.severity}
+
 
 class EnrichedNotification(BaseModel):
     """Everything a channel needs to render one message, independent of the channel's format."""
@@ -195,6 +203,7 @@ class EnrichedNotification(BaseModel):
     notification_id: int | None = None
     group_id: str
     status: Status
+    kind: Kind = "new"
     title: str
     severity: str
     receiver: str = ""

@@ -19,6 +19,7 @@ from app.metrics import Metrics
 from app.notifiers import build_notifiers
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
+from app.routing import parse_matchers
 from app.store import Store, open_store
 from app.worker import Pipeline, WorkerPool
 
@@ -93,7 +94,11 @@ async def build_runtime(settings: Settings) -> Runtime:
         window_minutes=settings.context_window_minutes,
         prompt_budget=settings.llm_prompt_budget_chars,
     )
-    dispatcher = Dispatcher(build_notifiers(settings), store, metrics)
+    routes = {
+        "slack": parse_matchers(settings.slack_matchers),
+        "telegram": parse_matchers(settings.telegram_matchers),
+    }
+    dispatcher = Dispatcher(build_notifiers(settings), store, metrics, routes)
     pipeline = Pipeline(store, enricher, dispatcher)
     workers = WorkerPool(
         store,

@@ -14,6 +14,7 @@ Guarantees the rest of the service builds on:
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -45,6 +46,22 @@ class StoredNotification:
 
 
 @dataclass(frozen=True)
+class GroupState:
+    """What the last processed notification of a group left: its firing alerts and thread root."""
+
+    firing: frozenset[str]
+    root_id: int
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A channel's reference to a group's first message, and that message's enrichment JSON."""
+
+    ref: str
+    original: str | None
+
+
+@dataclass(frozen=True)
 class Delivery:
     channel: str
     status: str
@@ -65,13 +82,18 @@ class Store(Protocol):
     ) -> None: ...
     async def give_up(self, notification_id: int, owner: str, error: str) -> None: ...
     async def release(self, notification_id: int, owner: str) -> None: ...
-    async def save_enrichment(self, notification_id: int, enrichment: str) -> None: ...
+    async def group_state(self, group_id: str) -> GroupState | None: ...
+    async def save_enrichment(
+        self, notification_id: int, enrichment: str, group_id: str, state: GroupState | None
+    ) -> None: ...
     async def deliveries(self, notification_id: int) -> dict[str, Delivery]: ...
     async def record_delivery(
         self, notification_id: int, channel: str, status: str, ref: str | None, error: str | None
     ) -> None: ...
-    async def message_ref(self, group_id: str, channel: str) -> str | None: ...
-    async def save_message_ref(self, group_id: str, channel: str, ref: str) -> None: ...
+    async def message_ref(self, group_id: str, channel: str) -> MessageRef | None: ...
+    async def save_message_ref(
+        self, group_id: str, channel: str, ref: str, notification_id: int | None
+    ) -> None: ...
     async def backlog(self) -> int: ...
     async def purge(self, older_than_seconds: float) -> int: ...
     async def close(self) -> None: ...
@@ -109,8 +131,15 @@ CREATE TABLE IF NOT EXISTS message_refs (
     group_id TEXT NOT NULL,
     channel TEXT NOT NULL,
     ref TEXT NOT NULL,
+    notification_id INTEGER,
     updated_at REAL NOT NULL,
     PRIMARY KEY (group_id, channel)
+);
+CREATE TABLE IF NOT EXISTS groups (
+    group_id TEXT PRIMARY KEY,
+    firing TEXT NOT NULL,
+    root_id INTEGER NOT NULL,
+    updated_at REAL NOT NULL
 );
 """
 
@@ -273,15 +302,40 @@ class SQLiteStore:
             "state = 'pending', owner = NULL, lease_until = 0, attempts = MAX(attempts - 1, 0)",
         )
 
-    async def save_enrichment(self, notification_id: int, enrichment: str) -> None:
-        await self._run(
+    async def group_state(self, group_id: str) -> GroupState | None:
+        row = await self._run(
             self._tx(
                 lambda c: c.execute(
-                    "UPDATE notifications SET enrichment = ? WHERE id = ?",
-                    (enrichment, notification_id),
-                )
+                    "SELECT firing, root_id FROM groups WHERE group_id = ?", (group_id,)
+                ).fetchone()
             )
         )
+        if row is None:
+            return None
+        return GroupState(firing=frozenset(json.loads(row[0])), root_id=int(row[1]))
+
+    async def save_enrichment(
+        self, notification_id: int, enrichment: str, group_id: str, state: GroupState | None
+    ) -> None:
+        """Save the enrichment and the group's new state (None: the group is over) together."""
+        now = self._clock()
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE notifications SET enrichment = ? WHERE id = ?",
+                (enrichment, notification_id),
+            )
+            if state is None:
+                conn.execute("DELETE FROM groups WHERE group_id = ?", (group_id,))
+                return
+            conn.execute(
+                "INSERT INTO groups (group_id, firing, root_id, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (group_id) DO UPDATE SET firing = excluded.firing,"
+                " root_id = excluded.root_id, updated_at = excluded.updated_at",
+                (group_id, json.dumps(sorted(state.firing)), state.root_id, now),
+            )
+
+        await self._run(self._tx(save))
 
     async def deliveries(self, notification_id: int) -> dict[str, Delivery]:
         rows = await self._run(
@@ -310,26 +364,31 @@ class SQLiteStore:
             )
         )
 
-    async def message_ref(self, group_id: str, channel: str) -> str | None:
+    async def message_ref(self, group_id: str, channel: str) -> MessageRef | None:
         row = await self._run(
             self._tx(
                 lambda c: c.execute(
-                    "SELECT ref FROM message_refs WHERE group_id = ? AND channel = ?",
+                    "SELECT r.ref, n.enrichment FROM message_refs r"
+                    " LEFT JOIN notifications n ON n.id = r.notification_id"
+                    " WHERE r.group_id = ? AND r.channel = ?",
                     (group_id, channel),
                 ).fetchone()
             )
         )
-        return None if row is None else str(row[0])
+        return None if row is None else MessageRef(ref=str(row[0]), original=row[1])
 
-    async def save_message_ref(self, group_id: str, channel: str, ref: str) -> None:
+    async def save_message_ref(
+        self, group_id: str, channel: str, ref: str, notification_id: int | None
+    ) -> None:
         now = self._clock()
         await self._run(
             self._tx(
                 lambda c: c.execute(
-                    "INSERT INTO message_refs (group_id, channel, ref, updated_at)"
-                    " VALUES (?, ?, ?, ?) ON CONFLICT (group_id, channel) DO UPDATE"
-                    " SET ref = excluded.ref, updated_at = excluded.updated_at",
-                    (group_id, channel, ref, now),
+                    "INSERT INTO message_refs (group_id, channel, ref, notification_id, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (group_id, channel) DO UPDATE"
+                    " SET ref = excluded.ref, notification_id = excluded.notification_id,"
+                    " updated_at = excluded.updated_at",
+                    (group_id, channel, ref, notification_id, now),
                 )
             )
         )
@@ -354,6 +413,7 @@ class SQLiteStore:
                 (cutoff,),
             )
             conn.execute("DELETE FROM message_refs WHERE updated_at < ?", (cutoff,))
+            conn.execute("DELETE FROM groups WHERE updated_at < ?", (cutoff,))
             return cursor.rowcount
 
         return await self._run(self._tx(purge))

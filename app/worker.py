@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from app.delivery import Dispatcher
-from app.enrich import Enricher
+from app.enrich import Enricher, classify, next_state
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, EnrichedNotification
 from app.store import Store, StoredNotification, StoreError
@@ -52,8 +52,15 @@ class Pipeline:
             notification = EnrichedNotification.model_validate_json(stored.enrichment)
         else:
             payload = AlertmanagerPayload.model_validate_json(stored.payload)
-            notification = await self._enricher.enrich(payload, stored.id)
-            await self._store.save_enrichment(stored.id, notification.model_dump_json())
+            previous = await self._store.group_state(payload.group_id)
+            kind = classify(payload, previous)
+            notification = await self._enricher.enrich(payload, stored.id, kind)
+            await self._store.save_enrichment(
+                stored.id,
+                notification.model_dump_json(),
+                payload.group_id,
+                next_state(payload, previous, kind, stored.id),
+            )
         report = await self._dispatcher.deliver(notification)
         if report.retryable:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(report.retryable.items()))

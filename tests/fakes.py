@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from app.models import AlertmanagerPayload, EnrichedNotification
-from app.notifiers.base import NotifyError
+from app.notifiers.base import NotifyError, Thread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLM_URL = "http://llm.test/v1"
@@ -69,10 +69,10 @@ class RecordingNotifier:
         self.retryable = retryable
         self.calls = 0
 
-    async def send(self, notification: EnrichedNotification, reply_to: str | None) -> str | None:
+    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
         self.calls += 1
         if self.fail_times > 0:
             self.fail_times -= 1
             raise NotifyError(self.name, "simulated outage", retryable=self.retryable)
-        self.sent.append((notification, reply_to))
+        self.sent.append((notification, thread.ref if thread else None))
         return f"{self.name}-msg-{len(self.sent)}"

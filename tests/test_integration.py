@@ -84,4 +84,4 @@ async def test_resolved_follows_firing_in_order(
     )
     out = await wait_for_output(capsys, "RESOLVED")
     assert out.index("FIRING: APIDown") < out.index("RESOLVED: APIDown")
-    assert "resolved after 6s" in out
+    assert "resolved, fired for 6s" in out

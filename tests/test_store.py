@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from app.store import SQLiteStore, StoreError, sqlite_path
+from app.store import GroupState, SQLiteStore, StoreError, sqlite_path
 
 
 class Clock:
@@ -102,9 +102,20 @@ async def test_deliveries_and_message_refs_are_recorded(store) -> None:
     await store.record_delivery(accepted.id, "telegram", "failed", None, "chat not found")
     deliveries = await store.deliveries(accepted.id)
     assert deliveries["slack"].ref == "C1:123.4" and deliveries["telegram"].status == "failed"
-    await store.save_message_ref("g", "slack", "C1:123.4")
-    assert await store.message_ref("g", "slack") == "C1:123.4"
+    await store.save_enrichment(accepted.id, '{"shown": true}', "g", None)
+    await store.save_message_ref("g", "slack", "C1:123.4", accepted.id)
+    ref = await store.message_ref("g", "slack")
+    assert ref.ref == "C1:123.4" and ref.original == '{"shown": true}'
     assert await store.message_ref("g", "telegram") is None
+
+
+async def test_group_state_is_saved_with_the_enrichment_and_cleared_when_over(store) -> None:
+    accepted = await store.accept("k", "g", "{}", 600)
+    state = GroupState(firing=frozenset({"a", "b"}), root_id=accepted.id)
+    await store.save_enrichment(accepted.id, "{}", "g", state)
+    assert await store.group_state("g") == state
+    await store.save_enrichment(accepted.id, "{}", "g", None)
+    assert await store.group_state("g") is None
 
 
 async def test_purge_removes_finished_work_past_retention_only(store) -> None:

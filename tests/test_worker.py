@@ -13,7 +13,7 @@ class CountingEnricher:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def enrich(self, payload, notification_id=None) -> EnrichedNotification:
+    async def enrich(self, payload, notification_id=None, kind=None) -> EnrichedNotification:
         self.calls += 1
         return EnrichedNotification(
             notification_id=notification_id,

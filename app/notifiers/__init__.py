@@ -2,16 +2,53 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
+
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+from telegram import Bot
+from telegram.request import HTTPXRequest
 
 from app.notifiers.base import Notifier
 from app.notifiers.console import ConsoleNotifier
+from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
+from app.notifiers.telegram import TelegramNotifier
 
 if TYPE_CHECKING:
     from app.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def build_notifiers(settings: Settings) -> list[Notifier]:
     """Every configured channel, built here and only here; the console when none is configured."""
     notifiers: list[Notifier] = []
+    if settings.slack_bot_token and settings.slack_channel:
+        client = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_api_url,
+            timeout=15,
+            retry_handlers=retry_handlers(),
+        )
+        notifiers.append(SlackBotNotifier(client, settings.slack_channel))
+        if settings.slack_webhook_url:
+            log.info("both Slack modes configured: using bot mode (threads); webhook URL unused")
+    elif settings.slack_webhook_url:
+        webhook = AsyncWebhookClient(
+            settings.slack_webhook_url.get_secret_value(),
+            timeout=15,
+            retry_handlers=retry_handlers(),
+        )
+        notifiers.append(SlackWebhookNotifier(webhook))
+    if settings.telegram_bot_token and settings.telegram_chat_id:
+        request = HTTPXRequest(connect_timeout=5, read_timeout=15, write_timeout=15)
+        bot = Bot(
+            settings.telegram_bot_token.get_secret_value(),
+            base_url=settings.telegram_api_url,
+            request=request,
+        )
+        notifiers.append(
+            TelegramNotifier(bot, settings.telegram_chat_id, settings.telegram_thread_id)
+        )
     return notifiers or [ConsoleNotifier()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from app.models import EnrichedNotification
@@ -17,11 +18,19 @@ class NotifyError(Exception):
         self.retryable = retryable
 
 
+@dataclass(frozen=True)
+class Thread:
+    """The group's first message in this channel: its reference and what it showed."""
+
+    ref: str
+    original: EnrichedNotification | None = None
+
+
 class Notifier(Protocol):
     name: str
 
-    async def send(self, notification: EnrichedNotification, reply_to: str | None) -> str | None:
-        """Deliver one message; `reply_to` is the reference of the group's first message, if any.
+    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+        """Deliver one message, as a follow-up in `thread` when given.
 
         Returns this message's reference (for follow-ups) or None; raises NotifyError.
         """

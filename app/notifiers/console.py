@@ -5,11 +5,11 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from app.formatting import fired_for, number, shorten, signed, timestamp
+from app.formatting import fired_for, headline, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification, MetricContext
+from app.notifiers.base import Thread
 
 RULE = "─" * 72
-ICONS = {"firing": "🔥", "resolved": "✅"}
 
 
 def _context_lines(context: MetricContext | None) -> list[str]:
@@ -43,10 +43,28 @@ def _alert_lines(alert: AlertView) -> list[str]:
     return lines
 
 
+def _follow_up_lines(n: EnrichedNotification) -> list[str]:
+    lines = []
+    for alert in n.resolved:
+        labels = " ".join(f"{k}={v}" for k, v in alert.identifying_labels.items())
+        lines.append(
+            f"  ✅ {alert.name} {labels} resolved, fired for "
+            f"{fired_for(alert.starts_at, alert.ends_at)}"
+        )
+    for alert in n.firing:
+        labels = " ".join(f"{k}={v}" for k, v in alert.identifying_labels.items())
+        lines.append(
+            f"  🔥 {alert.name} {labels} still firing, for {fired_for(alert.starts_at, None)}"
+        )
+    return lines
+
+
 def render(n: EnrichedNotification) -> str:
     """The whole message as plain text."""
-    head = f"{ICONS[n.status]} {n.status.upper()}: {n.title} (severity {n.severity})"
+    head = f"{headline(n.kind, n.status, n.title)} (severity {n.severity})"
     lines = [RULE, head, RULE]
+    if n.kind in ("repeat", "resolved"):
+        return "\n".join([*lines, *_follow_up_lines(n), RULE]) + "\n"
     for alert in n.alerts:
         lines += _alert_lines(alert)
     if n.omitted_alerts:
@@ -68,7 +86,7 @@ class ConsoleNotifier:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    async def send(self, notification: EnrichedNotification, reply_to: str | None) -> str | None:
+    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
         stream = self._stream or sys.stdout
         stream.write(render(notification))
         stream.flush()

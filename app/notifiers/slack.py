@@ -1,0 +1,337 @@
+"""Slack: Block Kit messages through slack-sdk, in bot mode (threads, updates) or webhook mode.
+
+Every piece of alert or LLM text is escaped (`&`, `<`, `>`), so `<!channel>` and `<@U…>` stay inert,
+and `link_names` is off. Messages keep to Slack's limits by construction: at most 50 blocks, 3000
+characters per section (longer text continues in the next section, nothing is cut), 150 per header.
+429 is retried honouring Retry-After, 500/503 and connection errors with backoff (slack-sdk's retry
+handlers); what is left is a NotifyError, retryable or not by Slack's error code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from app.formatting import fired_for, headline, number, shorten, signed, timestamp
+from app.models import AlertView, EnrichedNotification
+from app.notifiers.base import NotifyError, Thread
+
+log = logging.getLogger(__name__)
+
+MAX_BLOCKS = 50
+SECTION_CHARS = 3000
+HEADER_CHARS = 150
+MAX_ALERTS = 10
+COLORS = {"critical": "#D32F2F", "error": "#D32F2F", "warning": "#F9A825", "info": "#1976D2"}
+RESOLVED_COLOR = "#2E7D32"
+PERMANENT_ERRORS = {
+    "invalid_auth": "invalid Slack token (invalid_auth)",
+    "not_authed": "no Slack token sent (not_authed)",
+    "account_inactive": "Slack token belongs to a deactivated account",
+    "token_revoked": "Slack token was revoked",
+    "token_expired": "Slack token expired",
+    "missing_scope": "Slack token lacks the chat:write scope",
+    "channel_not_found": "Slack channel not found (check SLACK_CHANNEL)",
+    "not_in_channel": "the Slack bot is not in the channel (invite it)",
+    "is_archived": "the Slack channel is archived",
+    "msg_too_long": "Slack rejected the message as too long",
+    "invalid_blocks": "Slack rejected the message blocks",
+    "restricted_action": "posting is restricted in this Slack channel",
+}
+
+
+def escape(text: str) -> str:
+    """Slack's three control characters; after this, no text can form a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def link(url: str, label: str) -> str:
+    safe = escape(url).replace("|", "%7C")
+    return f"<{safe}|{escape(label)}>"
+
+
+def _chunks(text: str, limit: int) -> list[str]:
+    """Escaped `text` in pieces of at most `limit` characters, preferring line and word breaks."""
+    pieces: list[str] = []
+    rest = text
+    while rest:
+        cut = len(rest)
+        while len(escape(rest[:cut])) > limit:
+            cut = max(1, cut * limit // len(escape(rest[:cut])) - 1)
+        if cut < len(rest):
+            space = max(rest.rfind("\n", 0, cut), rest.rfind(" ", 0, cut))
+            cut = space + 1 if space > cut // 2 else cut
+        pieces.append(escape(rest[:cut]))
+        rest = rest[cut:]
+    return pieces or [""]
+
+
+def _mrkdwn(text: str) -> dict[str, Any]:
+    return {"type": "mrkdwn", "text": text}
+
+
+def sections(title: str, text: str) -> list[dict[str, Any]]:
+    """`*title*` then the text, continued over as many sections as it needs."""
+    prefix = f"*{title}*\n"
+    pieces = _chunks(text, SECTION_CHARS - len(prefix))
+    return [
+        {"type": "section", "text": _mrkdwn((prefix if i == 0 else "") + piece)}
+        for i, piece in enumerate(pieces)
+    ]
+
+
+def _labels(alert: AlertView) -> str:
+    return " ".join(
+        f"`{escape(shorten(k, 60))}={escape(shorten(v, 120))}`"
+        for k, v in list(alert.identifying_labels.items())[:8]
+    )
+
+
+def _alert_block(alert: AlertView) -> dict[str, Any]:
+    lines = [f"*{escape(alert.name)}* {_labels(alert)}"]
+    if alert.summary:
+        lines.append(escape(shorten(alert.summary, 300)))
+    if alert.description:
+        lines.append(f"_{escape(shorten(alert.description, 800))}_")
+    context = alert.context
+    if context and context.unavailable:
+        lines.append(f"metrics unavailable: {escape(context.unavailable)}")
+    elif context:
+        lines.append(
+            f"`{escape(shorten(context.expr, 200))}`  now *{number(context.current)}*"
+            f" · min {number(context.minimum)} · max {number(context.maximum)}"
+            f" · mean {number(context.mean)} · Δ {signed(context.change)}"
+            f" over {context.window_minutes}m  `{context.sparkline}`"
+        )
+    if context and context.graph_url:
+        lines.append(link(context.graph_url, "📈 graph"))
+    text = "\n".join(lines)
+    return {"type": "section", "text": _mrkdwn(text[: SECTION_CHARS - 1])}
+
+
+def _fields(n: EnrichedNotification) -> dict[str, Any]:
+    first = n.firing[0] if n.firing else (n.resolved[0] if n.resolved else None)
+    started = first.starts_at if first else None
+    fields = [
+        f"*Severity*\n{escape(n.severity)}",
+        f"*Started*\n{timestamp(started)}",
+        f"*Firing for*\n{fired_for(started, None)}",
+        f"*Alerts*\n{len(n.firing)} firing, {len(n.resolved)} resolved",
+    ]
+    return {"type": "section", "fields": [_mrkdwn(f) for f in fields]}
+
+
+def _diagnosis_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
+    d = n.diagnosis
+    if d is None:
+        return []
+    actions = "\n".join(f"{i}. {item}" for i, item in enumerate(d.action_items, 1))
+    return [
+        {"type": "divider"},
+        *sections("🩺 Diagnosis", d.diagnosis),
+        *sections("💥 Impact", d.impact),
+        *sections("🛠 Action items", actions),
+        *sections("↩️ Rollback plan", d.rollback_plan),
+        *sections("⏱ Recovery estimate", d.estimated_recovery_time),
+    ]
+
+
+def _links(n: EnrichedNotification) -> list[str]:
+    links = []
+    graph = next((a.context.graph_url for a in n.firing if a.context and a.context.graph_url), None)
+    if graph:
+        links.append(link(graph, "📈 Graph"))
+    if n.silence_url:
+        links.append(link(n.silence_url, "🔕 Silence"))
+    runbook = next((a.runbook_url for a in n.alerts if a.runbook_url), None)
+    if runbook:
+        links.append(link(runbook, "📖 Runbook"))
+    return links
+
+
+def render_blocks(n: EnrichedNotification, title: str | None = None) -> list[dict[str, Any]]:
+    """The full message for `new` and `escalation` (and the original, updated on resolve)."""
+    head = title or headline(n.kind, n.status, n.title)
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": shorten(head, HEADER_CHARS)}},
+        _fields(n),
+    ]
+    blocks += [_alert_block(a) for a in n.firing[:MAX_ALERTS]]
+    hidden = len(n.firing[MAX_ALERTS:]) + n.omitted_alerts
+    if hidden:
+        blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {hidden} more alerts")]})
+    blocks += _diagnosis_blocks(n)
+    footer = [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")]
+    if links := _links(n):
+        footer.append(_mrkdwn("  ·  ".join(links)))
+    tail = {"type": "context", "elements": footer}
+    return [*blocks[: MAX_BLOCKS - 1], tail]
+
+
+def render_follow_up(n: EnrichedNotification) -> list[dict[str, Any]]:
+    """The short reply for `repeat` and `resolved`."""
+    lines = [f"*{escape(headline(n.kind, n.status, n.title))}*"]
+    for alert in n.resolved[:MAX_ALERTS]:
+        lines.append(
+            f"✅ {escape(alert.name)} {_labels(alert)} resolved, fired for "
+            f"{fired_for(alert.starts_at, alert.ends_at)}"
+        )
+    for alert in n.firing[:MAX_ALERTS]:
+        lines.append(
+            f"🔥 {escape(alert.name)} {_labels(alert)} still firing, for "
+            f"{fired_for(alert.starts_at, None)}"
+        )
+    if hidden := max(0, len(n.alerts) - 2 * MAX_ALERTS) + n.omitted_alerts:
+        lines.append(f"… and {hidden} more alerts")
+    return _follow_up_sections(lines)
+
+
+def _follow_up_sections(lines: list[str]) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    current = ""
+    for full in lines:
+        line = full[:SECTION_CHARS]
+        if current and len(current) + 1 + len(line) > SECTION_CHARS:
+            blocks.append({"type": "section", "text": _mrkdwn(current)})
+            current = ""
+        current = f"{current}\n{line}" if current else line
+    blocks.append({"type": "section", "text": _mrkdwn(current)})
+    return blocks[:MAX_BLOCKS]
+
+
+def fallback_text(n: EnrichedNotification) -> str:
+    """What push notifications and screen readers show."""
+    return escape(shorten(f"{headline(n.kind, n.status, n.title)} ({n.severity})", 300))
+
+
+def color(n: EnrichedNotification) -> str:
+    if n.kind == "resolved" and n.status == "resolved":
+        return RESOLVED_COLOR
+    return COLORS.get(n.severity, "#757575")
+
+
+def message(n: EnrichedNotification) -> dict[str, Any]:
+    """chat.postMessage / webhook arguments: blocks in one attachment, for the severity colour."""
+    blocks = render_blocks(n) if n.kind in ("new", "escalation") else render_follow_up(n)
+    return {"text": fallback_text(n), "attachments": [{"color": color(n), "blocks": blocks}]}
+
+
+def retry_handlers() -> list[AsyncRetryHandler]:
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+        AsyncServerErrorRetryHandler(max_retry_count=2),
+    ]
+
+
+def _api_error(exc: SlackApiError) -> NotifyError:
+    code = str(exc.response.get("error", "unknown_error"))
+    if code in PERMANENT_ERRORS:
+        return NotifyError("slack", PERMANENT_ERRORS[code], retryable=False)
+    return NotifyError(
+        "slack", f"Slack API error {code} (HTTP {exc.response.status_code})", retryable=True
+    )
+
+
+class SlackBotNotifier:
+    """Bot mode: chat.postMessage, replies in the original's thread, chat.update on resolve."""
+
+    name = "slack"
+
+    def __init__(self, client: AsyncWebClient, channel: str) -> None:
+        self._client = client
+        self._channel = channel
+
+    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+        body = message(notification)
+        try:
+            if thread is None:
+                response = await self._post(body)
+                return f"{response['channel']}:{response['ts']}"
+            channel, _, ts = thread.ref.partition(":")
+            broadcast = notification.kind == "escalation"
+            response = await self._post(
+                body, channel=channel, thread_ts=ts, reply_broadcast=broadcast
+            )
+            if notification.status == "resolved" and thread.original is not None:
+                await self._mark_resolved(channel, ts, thread.original, notification)
+            return f"{response['channel']}:{response['ts']}"
+        except SlackApiError as exc:
+            raise _api_error(exc) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise NotifyError(
+                "slack", f"Slack unreachable ({type(exc).__name__})", retryable=True
+            ) from exc
+
+    async def _post(self, body: dict[str, Any], **extra: Any) -> Any:
+        extra.setdefault("channel", self._channel)
+        return await self._client.chat_postMessage(
+            **body, **extra, link_names=False, unfurl_links=False, unfurl_media=False
+        )
+
+    async def _mark_resolved(
+        self, channel: str, ts: str, original: EnrichedNotification, resolved: EnrichedNotification
+    ) -> None:
+        """The original message keeps its diagnosis; its header and colour say it is resolved."""
+        title = headline("resolved", "resolved", original.title)
+        blocks = render_blocks(original, title=title)
+        text = escape(shorten(title, 300))
+        try:
+            await self._client.chat_update(
+                channel=channel,
+                ts=ts,
+                text=text,
+                attachments=[{"color": RESOLVED_COLOR, "blocks": blocks}],
+            )
+        except SlackApiError as exc:  # the thread reply went out; the update is cosmetic
+            log.warning(
+                "slack: resolved reply sent, header update failed: %s", exc.response.get("error")
+            )
+
+    async def ping(self) -> str:
+        try:
+            response = await self._client.auth_test()
+        except SlackApiError as exc:
+            raise _api_error(exc) from exc
+        return f"bot {response.get('user')} in team {response.get('team')}, channel {self._channel}"
+
+    async def close(self) -> None:
+        session = getattr(self._client, "session", None)
+        if session is not None:
+            await session.close()
+
+
+class SlackWebhookNotifier:
+    """Incoming-webhook mode: the same message; no threads, so follow-ups are new messages."""
+
+    name = "slack"
+
+    def __init__(self, client: AsyncWebhookClient) -> None:
+        self._client = client
+
+    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+        try:
+            response = await self._client.send(**message(notification))
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise NotifyError(
+                "slack", f"Slack webhook unreachable ({type(exc).__name__})", retryable=True
+            ) from exc
+        if response.status_code == 200:
+            return None
+        retryable = response.status_code == 429 or response.status_code >= 500
+        raise NotifyError(
+            "slack",
+            f"Slack webhook answered HTTP {response.status_code}: {shorten(response.body, 200)}",
+            retryable=retryable,
+        )
