@@ -162,7 +162,8 @@ def classify(payload: AlertmanagerPayload, previous: GroupState | None) -> Kind:
         return "new"
     if firing - previous.firing:
         return "escalation"
-    if payload.resolved or firing < previous.firing:
+    newly_resolved = {a.identity for a in payload.resolved} & previous.firing
+    if newly_resolved or firing < previous.firing:
         return "resolved"
     return "repeat"
 

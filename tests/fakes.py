@@ -76,3 +76,55 @@ class RecordingNotifier:
             raise NotifyError(self.name, "simulated outage", retryable=self.retryable)
         self.sent.append((notification, thread.ref if thread else None))
         return f"{self.name}-msg-{len(self.sent)}"
+
+
+def sample_notification(
+    fixture: str = "alertmanager-0.25-firing_apidown_binance.json",
+    *,
+    kind: str | None = None,
+    notification_id: int = 1,
+    annotations: dict[str, str] | None = None,
+    labels: dict[str, str] | None = None,
+    diagnosis: dict[str, Any] | None = None,
+) -> EnrichedNotification:
+    """A rendered-ready notification from a real payload, with a rule-based or given diagnosis."""
+    from app.enrich import alert_view, classify, severity, silence_url, title  # noqa: PLC0415
+    from app.models import Diagnosis, DiagnosisSource, MetricContext  # noqa: PLC0415
+    from app.rules import diagnose  # noqa: PLC0415
+
+    raw = json.loads(fixture_text(fixture))
+    for alert in raw["alerts"]:
+        alert["annotations"].update(annotations or {})
+        alert["labels"].update(labels or {})
+    payload = AlertmanagerPayload.model_validate(raw)
+    kind = kind or classify(payload, None)
+    context = MetricContext(
+        expr="api_health_status",
+        current=0,
+        minimum=0,
+        maximum=1,
+        mean=0.5,
+        change=-1,
+        sparkline="██▁▁",
+        window_minutes=30,
+        graph_url="http://prom.example:9090/graph?g0.expr=api_health_status&g0.tab=0",
+    )
+    full = kind in ("new", "escalation")
+    result = None
+    if full:
+        result = Diagnosis.model_validate(diagnosis) if diagnosis else diagnose(payload.firing)
+    return EnrichedNotification(
+        notification_id=notification_id,
+        group_id=payload.group_id,
+        status=payload.status,
+        kind=kind,
+        title=title(payload),
+        severity=severity(payload.firing or payload.alerts),
+        firing=[alert_view(a, context if full else None) for a in payload.firing],
+        resolved=[alert_view(a) for a in payload.resolved],
+        diagnosis=result,
+        source=DiagnosisSource(kind="rules", reason="no LLM API key configured")
+        if full
+        else DiagnosisSource(kind="none"),
+        silence_url=silence_url(payload),
+    )

@@ -210,6 +210,7 @@ def test_group_lifecycle_is_classified_from_the_previous_state() -> None:
     assert classify(mixed, state) == "resolved"
     after_mixed = next_state(mixed, state, "resolved", notification_id=2)
     assert after_mixed.root_id == 1 and len(after_mixed.firing) == 2
+    assert classify(mixed, after_mixed) == "repeat", "binance's resolve was already told"
     assert classify(firing3, after_mixed) == "escalation", "binance fired again"
     resolved = fixture_payload("alertmanager-0.25-resolved_apidown_binance.json")
     assert classify(resolved, None) == "resolved"

@@ -16,6 +16,7 @@ import asyncio
 import html
 import logging
 import re
+import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,12 +31,17 @@ from telegram.error import (
     RetryAfter,
     TelegramError,
 )
+from telegram.warnings import PTBDeprecationWarning
 
 from app.formatting import fired_for, headline, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Thread
 
 log = logging.getLogger(__name__)
+# PTB 22.2+ warns from inside RetryAfter on every 429 that retry_after will become a timedelta;
+# retry_after_seconds() accepts both, so that one warning is noise here.
+RETRY_AFTER_WARNING = r".*retry_after.*timedelta"
+warnings.filterwarnings("ignore", RETRY_AFTER_WARNING, PTBDeprecationWarning)
 
 LIMIT = 4096
 MAX_ALERTS = 10
@@ -176,6 +182,11 @@ def _seconds(retry_after: int | float | timedelta) -> float:
     return float(retry_after)
 
 
+def retry_after_seconds(exc: RetryAfter) -> float:
+    """PTB 22 returns an int and warns that it will become a timedelta; accept either."""
+    return _seconds(exc.retry_after)
+
+
 def plain(text_html: str) -> str:
     """The text of one of our HTML parts, without tags (for the can't-parse fallback)."""
     return html.unescape(re.sub(r"<[^>]+>", "", text_html))
@@ -224,7 +235,7 @@ class TelegramNotifier:
                 )
                 return int(message.message_id)
             except RetryAfter as exc:
-                wait = _seconds(exc.retry_after)
+                wait = retry_after_seconds(exc)
                 if attempt == self._max_attempts or wait > MAX_RETRY_AFTER:
                     raise NotifyError(
                         "telegram", f"rate limited, retry after {wait:g}s", retryable=True

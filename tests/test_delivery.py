@@ -1,0 +1,163 @@
+"""The whole service, from POST /alerts to a loopback Slack and a respx Telegram."""
+
+import asyncio
+import json
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+import respx
+
+from tests.fakes import fixture_text
+from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
+
+TG_TOKEN = "123456:FAKE-telegram-token-for-tests"
+TG_API = f"https://api.telegram.test/bot{TG_TOKEN}"
+FIRING = fixture_text("alertmanager-0.25-firing_apidown_binance.json")
+RESOLVED = fixture_text("alertmanager-0.25-resolved_apidown_binance.json")
+
+
+@pytest.fixture
+async def slack():
+    server = await FakeSlack().start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+def telegram(respx_mock: respx.MockRouter) -> respx.Route:
+    ids = iter(range(100, 200))
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200,
+            json={
+                "ok": True,
+                "result": {
+                    "message_id": next(ids),
+                    "date": 1700000000,
+                    "chat": {"id": -100123, "type": "group"},
+                },
+            },
+        )
+
+    return respx_mock.post(f"{TG_API}/sendMessage").mock(side_effect=reply)
+
+
+@pytest.fixture
+def both(make_settings, slack):
+    def settings(**overrides):
+        return make_settings(
+            slack_bot_token=FAKE_SLACK_TOKEN,
+            slack_channel=slack.channel_id,
+            slack_api_url=slack.api_url,
+            telegram_bot_token=TG_TOKEN,
+            telegram_chat_id="-100123",
+            telegram_api_url="https://api.telegram.test/bot",
+            **overrides,
+        )
+
+    return settings
+
+
+def sent_texts(route: respx.Route) -> list[dict]:
+    return [{k: v[0] for k, v in parse_qs(c.request.content.decode()).items()} for c in route.calls]
+
+
+async def settle(app) -> None:
+    store = app.state.runtime.store
+    async with asyncio.timeout(10):
+        while await store.backlog():
+            await asyncio.sleep(0.02)
+
+
+async def test_firing_then_resolved_arrive_once_per_channel_and_threaded(
+    both, running_app, slack, telegram
+) -> None:
+    app, client = await running_app(both())
+    assert (await client.post("/alerts", content=FIRING)).status_code == 202
+    await settle(app)
+    [root] = slack.top_level()
+    assert len(telegram.calls) == 1
+
+    assert (await client.post("/alerts", content=RESOLVED)).status_code == 202
+    assert (await client.post("/alerts", content=RESOLVED)).json()["status"] == "duplicate"
+    await settle(app)
+    assert len(slack.messages) == 2 and len(telegram.calls) == 2
+    [reply] = slack.replies(root["ts"])
+    assert "RESOLVED: APIDown on binance" in "\n".join(all_text(reply))
+    assert slack.messages[root["ts"]]["updated"] is True
+    first, second = sent_texts(telegram)
+    assert json.loads(second["reply_parameters"])["message_id"] == 100
+    assert "RESOLVED" in second["text"] and "FIRING" in first["text"]
+
+
+async def test_group_lifecycle_new_partial_resolve_repeat(
+    both, running_app, slack, telegram
+) -> None:
+    app, client = await running_app(both(dedup_window_seconds=0))
+    mixed = fixture_text("alertmanager-0.25-mixed_apidown_one_resolved.json")
+    for body in (fixture_text("alertmanager-0.25-firing_apidown_group_of_3.json"), mixed, mixed):
+        assert (await client.post("/alerts", content=body)).status_code == 202
+    await settle(app)
+    [root] = slack.top_level()
+    replies = slack.replies(root["ts"])
+    headers = [r["text"] for r in replies]
+    assert "PARTLY RESOLVED" in headers[0] and "STILL FIRING" in headers[1]
+    texts = [t["text"] for t in sent_texts(telegram)]
+    assert [
+        "FIRING: APIDown" in texts[0],
+        "PARTLY RESOLVED" in texts[1],
+        "STILL FIRING" in texts[2],
+    ] == [True] * 3
+
+
+async def test_one_broken_channel_never_blocks_the_other(
+    make_settings, running_app, slack, telegram
+) -> None:
+    settings = make_settings(
+        slack_bot_token="xoxb-revoked-fake",
+        slack_channel=slack.channel_id,
+        slack_api_url=slack.api_url,
+        telegram_bot_token=TG_TOKEN,
+        telegram_chat_id="-100123",
+        telegram_api_url="https://api.telegram.test/bot",
+    )
+    app, client = await running_app(settings)
+    await client.post("/alerts", content=FIRING)
+    await settle(app)
+    assert len(telegram.calls) == 1 and not slack.messages
+    deliveries = await app.state.runtime.store.deliveries(1)
+    assert (
+        deliveries["slack"].status == "failed"
+        and "invalid Slack token" in deliveries["slack"].error
+    )
+    assert deliveries["telegram"].status == "sent"
+
+
+async def test_routing_sends_only_matching_alerts_to_a_channel(
+    both, running_app, slack, telegram
+) -> None:
+    app, client = await running_app(both(telegram_matchers="severity=warning"))
+    await client.post("/alerts", content=FIRING)
+    await settle(app)
+    assert len(slack.messages) == 1 and not telegram.calls
+
+
+async def test_hostile_annotation_arrives_escaped_in_both_channels(
+    both, running_app, slack, telegram
+) -> None:
+    raw = json.loads(FIRING)
+    raw["alerts"][0]["annotations"]["description"] = (
+        "<script>x</script> <!channel> </b> & " * 300
+    )[:7000]
+    raw["commonAnnotations"] = raw["alerts"][0]["annotations"]
+    app, client = await running_app(both())
+    await client.post("/alerts", content=json.dumps(raw))
+    await settle(app)
+    [message] = slack.messages.values()
+    slack_text = "\n".join(all_text(message))
+    assert "<!channel>" not in slack_text and "&lt;!channel&gt;" in slack_text
+    [tg] = sent_texts(telegram)
+    assert "&lt;script&gt;x&lt;/script&gt;" in tg["text"] and "… [shortened]" in tg["text"]
+    assert "<script>" not in tg["text"]

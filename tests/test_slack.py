@@ -1,0 +1,229 @@
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from app.formatting import clean
+from app.notifiers.base import NotifyError, Thread
+from app.notifiers.slack import (
+    MAX_BLOCKS,
+    SECTION_CHARS,
+    SlackBotNotifier,
+    SlackWebhookNotifier,
+    escape,
+    message,
+    retry_handlers,
+)
+from tests.fakes import GOOD_DIAGNOSIS, sample_notification
+from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
+
+HOSTILE = "<script>alert(1)</script> <!channel> <!here> <@U123> <#C1|x> & </b><i> " * 100
+OUR_LINK = re.compile(r"<https?://[^<>|\s]+\|[^<>]+>")
+
+
+@pytest.fixture
+async def slack():
+    server = await FakeSlack().start()
+    yield server
+    await server.stop()
+
+
+def bot(
+    slack: FakeSlack, token: str = FAKE_SLACK_TOKEN, channel: str = "C0FAKE0001"
+) -> SlackBotNotifier:
+    client = AsyncWebClient(token=token, base_url=slack.api_url, retry_handlers=retry_handlers())
+    return SlackBotNotifier(client, channel)
+
+
+def check_limits(payload: dict) -> None:
+    blocks = payload["attachments"][0]["blocks"]
+    assert len(blocks) <= MAX_BLOCKS
+    for block in blocks:
+        if block["type"] == "section":
+            if "text" in block:
+                assert len(block["text"]["text"]) <= SECTION_CHARS
+            assert len(block.get("fields", [])) <= 10
+        if block["type"] == "header":
+            assert len(block["text"]["text"]) <= 150
+    for text in all_text(payload):
+        assert "<" not in OUR_LINK.sub("", text), f"raw '<' survived in {text[:80]!r}"
+
+
+def test_escape_neutralises_mentions() -> None:
+    assert escape("<!channel> & <@U1>") == "&lt;!channel&gt; &amp; &lt;@U1&gt;"
+
+
+def test_firing_message_shows_everything_the_contract_asks_for() -> None:
+    payload = message(sample_notification())
+    text = "\n".join(all_text(payload))
+    for needle in (
+        "FIRING: APIDown on binance",
+        "critical",
+        "`exchange=binance`",
+        "binance API is down",
+        "Diagnosis",
+        "Impact",
+        "1. Check the exchange",
+        "Rollback plan",
+        "Recovery estimate",
+        "now *0*",
+        "██▁▁",
+        "rule-based fallback: no LLM API key configured",
+        "Silence",
+        "Graph",
+    ):
+        assert needle in text, needle
+    assert payload["attachments"][0]["color"] == "#D32F2F"
+    assert payload["text"].startswith("🔥 FIRING: APIDown on binance")
+    check_limits(payload)
+
+
+def test_hostile_annotation_is_escaped_and_shortened_visibly() -> None:
+    payload = message(
+        sample_notification(annotations={"description": HOSTILE[:7000], "summary": "<!channel>"})
+    )
+    check_limits(payload)
+    text = "\n".join(all_text(payload))
+    assert "&lt;!channel&gt;" in text and "… [shortened]" in text
+
+
+def test_huge_llm_diagnosis_continues_over_sections_without_loss() -> None:
+    long = {
+        **GOOD_DIAGNOSIS,
+        "diagnosis": ("<b>cause</b> " * 400)[:2000],
+        "action_items": ["x" * 500] * 10,
+    }
+    payload = message(sample_notification(diagnosis=long))
+    check_limits(payload)
+    joined = "".join(all_text(payload))
+    assert joined.count("&lt;b&gt;cause&lt;/b&gt;") >= 150
+
+
+def test_large_group_summarises_instead_of_overflowing() -> None:
+    n = sample_notification("alertmanager-0.25-firing_apidown_group_of_3.json")
+    n = n.model_copy(update={"firing": n.firing * 30})
+    payload = message(n)
+    check_limits(payload)
+    assert "… and 80 more alerts" in "\n".join(all_text(payload))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    label=st.text(max_size=300),
+    annotation=st.text(max_size=5000),
+    action=st.text(min_size=1, max_size=600),
+)
+def test_any_text_gives_a_payload_within_limits_with_no_raw_mentions(
+    label, annotation, action
+) -> None:
+    n = sample_notification(
+        labels={"exchange": label},
+        annotations={"summary": annotation[:500], "description": annotation},
+        diagnosis={
+            **GOOD_DIAGNOSIS,
+            "diagnosis": annotation[:2000] if clean(annotation[:2000]).strip() else "d",
+            "action_items": [action] * 10,
+        },
+    )
+    check_limits(message(n))
+
+
+async def test_bot_posts_then_threads_the_resolved_reply_and_updates_the_header(slack) -> None:
+    notifier = bot(slack)
+    firing = sample_notification()
+    ref = await notifier.send(firing, None)
+    channel, ts = ref.split(":")
+    assert channel == "C0FAKE0001"
+    posted = slack.messages[ts]
+    assert posted["link_names"] is False
+
+    resolved = sample_notification(
+        "alertmanager-0.25-resolved_apidown_binance.json", notification_id=2
+    )
+    await notifier.send(resolved, Thread(ref=ref, original=firing))
+    [reply] = slack.replies(ts)
+    assert "RESOLVED: APIDown on binance" in reply["attachments"][0]["blocks"][0]["text"]["text"]
+    assert "fired for 6s" in "\n".join(all_text(reply))
+    original = slack.messages[ts]
+    assert original["updated"] is True
+    assert original["attachments"][0]["blocks"][0]["text"]["text"].startswith("✅ RESOLVED")
+    assert "Diagnosis" in "\n".join(all_text(original)), "the update keeps the diagnosis"
+    assert len(slack.top_level()) == 1
+
+
+async def test_escalation_is_broadcast_from_the_thread(slack) -> None:
+    notifier = bot(slack)
+    ref = await notifier.send(sample_notification(), None)
+    escalation = sample_notification(
+        "alertmanager-0.25-firing_apidown_group_of_3.json", kind="escalation"
+    )
+    await notifier.send(escalation, Thread(ref=ref))
+    [reply] = slack.replies(ref.split(":")[1])
+    assert reply["reply_broadcast"] is True
+
+
+async def test_rate_limit_is_retried_after_retry_after_and_sends_once(slack) -> None:
+    slack.fail_next(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"})
+    await bot(slack).send(sample_notification(), None)
+    assert len(slack.messages) == 1
+    assert [r.method for r in slack.requests] == ["chat.postMessage", "chat.postMessage"]
+
+
+async def test_server_error_is_retried(slack) -> None:
+    slack.fail_next(503, {"ok": False, "error": "service_unavailable"})
+    await bot(slack).send(sample_notification(), None)
+    assert len(slack.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("token", "channel", "words"),
+    [
+        ("xoxb-wrong-fake", "C0FAKE0001", "invalid Slack token"),
+        (FAKE_SLACK_TOKEN, "C404", "channel not found"),
+    ],
+)
+async def test_permanent_errors_are_not_retried(slack, token, channel, words) -> None:
+    with pytest.raises(NotifyError, match=words) as raised:
+        await bot(slack, token=token, channel=channel).send(sample_notification(), None)
+    assert raised.value.retryable is False
+    assert len(slack.requests) == 1
+
+
+async def test_persistent_rate_limit_is_a_retryable_failure(slack) -> None:
+    for _ in range(4):
+        slack.fail_next(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"})
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack).send(sample_notification(), None)
+    assert raised.value.retryable is True
+
+
+async def test_unreachable_slack_is_retryable() -> None:
+    client = AsyncWebClient(token=FAKE_SLACK_TOKEN, base_url="http://127.0.0.1:9/api/")
+    with pytest.raises(NotifyError, match="unreachable") as raised:
+        await SlackBotNotifier(client, "C1").send(sample_notification(), None)
+    assert raised.value.retryable
+
+
+async def test_webhook_mode_sends_the_same_blocks(slack) -> None:
+    notifier = SlackWebhookNotifier(AsyncWebhookClient(f"{slack.url}/services/T0/B0/fake"))
+    assert await notifier.send(sample_notification(), None) is None
+    [post] = slack.webhook_posts
+    assert (
+        post["attachments"][0]["blocks"]
+        == message(sample_notification())["attachments"][0]["blocks"]
+    )
+
+
+async def test_webhook_mode_maps_errors(slack) -> None:
+    notifier = SlackWebhookNotifier(AsyncWebhookClient(f"{slack.url}/services/T0/B0/fake"))
+    slack.fail_next(404, "no_service")
+    with pytest.raises(NotifyError) as raised:
+        await notifier.send(sample_notification(), None)
+    assert not raised.value.retryable
+
+
+async def test_ping_uses_auth_test(slack) -> None:
+    assert "bot enricher in team FakeTeam" in await bot(slack).ping()
