@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.llm import LLMError
 from app.logs import configure_logging
-from app.models import AlertmanagerPayload
+from app.models import AlertmanagerPayload, EnrichedNotification
+from app.notifiers import slack, telegram
 from app.notifiers.console import render
 from app.prometheus import PrometheusError
 from app.prompts import PromptError
@@ -47,13 +49,25 @@ def load_payload(path: Path) -> AlertmanagerPayload | None:
     return None
 
 
-async def replay(settings: Settings, payload: AlertmanagerPayload, send: bool) -> int:
+def preview(notification: EnrichedNotification, channel: str) -> str:
+    """What a channel would be sent: console text, Slack's JSON arguments, or Telegram's HTML."""
+    if channel == "slack":
+        return json.dumps(slack.message(notification), ensure_ascii=False, indent=2) + "\n"
+    if channel == "telegram":
+        parts = telegram.pack(telegram.render(notification))
+        return "".join(f"--- part {i}/{len(parts)} ---\n{p}\n" for i, p in enumerate(parts, 1))
+    return render(notification)
+
+
+async def replay(
+    settings: Settings, payload: AlertmanagerPayload, send: bool, channel: str = "console"
+) -> int:
     """Run one saved payload through the pipeline in-process; print it, or deliver it with --send."""
     runtime = await build_runtime(settings)
     try:
         notification = await runtime.enricher.enrich(payload)
         if not send:
-            sys.stdout.write(render(notification))
+            sys.stdout.write(preview(notification, channel))
             return 0
         report = await runtime.dispatcher.deliver(notification)
         for name in report.sent:
@@ -120,6 +134,13 @@ def parser() -> argparse.ArgumentParser:
     replay_cmd = commands.add_parser("replay", help="push one saved payload through the pipeline")
     replay_cmd.add_argument("file", type=Path, help="an Alertmanager webhook payload (JSON)")
     replay_cmd.add_argument("--send", action="store_true", help="deliver to configured channels")
+    replay_cmd.add_argument(
+        "--as",
+        dest="channel",
+        choices=("console", "slack", "telegram"),
+        default="console",
+        help="print what this channel would be sent (without --send)",
+    )
     commands.add_parser("check", help="validate configuration and try every dependency")
     return root
 
@@ -138,5 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve(settings)
     if args.command == "replay":
         payload = load_payload(args.file)
-        return asyncio.run(replay(settings, payload, args.send)) if payload else 2
+        if payload is None:
+            return 2
+        return asyncio.run(replay(settings, payload, args.send, args.channel))
     return asyncio.run(check(settings))

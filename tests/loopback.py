@@ -1,5 +1,8 @@
 """Fake chat and LLM APIs served over real HTTP on 127.0.0.1, for tests and end-to-end runs.
 
+Run them standalone to try the service by hand:
+    python -m tests.loopback --slack 18601 --telegram 18602 --llm 18603
+
 slack-sdk's async client runs on aiohttp, which respx cannot see, so Slack is faked here as a small
 Web API server. Failures are scripted: `fail_next(status, body, headers)` answers the next request
 that way. Every request is recorded.
@@ -7,9 +10,12 @@ that way. Every request is recorded.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+import re
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any
 
 from aiohttp import web
@@ -134,6 +140,223 @@ class FakeSlack(LoopbackServer):
         return [m for m in self.messages.values() if m.get("thread_ts") == ts]
 
 
+class _TelegramHTML(HTMLParser):
+    """Telegram's HTML rules as far as a sender can break them: known tags, nested, closed."""
+
+    ALLOWED = frozenset(
+        {
+            "b",
+            "strong",
+            "i",
+            "em",
+            "u",
+            "ins",
+            "s",
+            "strike",
+            "del",
+            "code",
+            "pre",
+            "a",
+            "tg-spoiler",
+            "blockquote",
+            "span",
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.text = ""
+        self.error: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in self.ALLOWED:
+            self.error = self.error or f'unsupported start tag "{tag}"'
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if not self.stack or self.stack.pop() != tag:
+            self.error = self.error or f'unexpected end tag "{tag}"'
+
+    def handle_data(self, data: str) -> None:
+        self.text += data
+
+
+def parse_telegram_html(text: str) -> tuple[str, str | None]:
+    """(visible text, error) as Telegram would see an HTML message."""
+    parser = _TelegramHTML()
+    parser.feed(text)
+    parser.close()
+    if parser.stack and not parser.error:
+        parser.error = f'can\'t find end tag corresponding to start tag "{parser.stack[-1]}"'
+    return parser.text, parser.error
+
+
+@dataclass
+class FakeTelegram(LoopbackServer):
+    """sendMessage and getMe, rejecting bad HTML and over-long text the way the Bot API does."""
+
+    token: str = "123456:FAKE-telegram-token-for-tests"
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/bot{token}/{method}", self._api)
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.url}/bot"
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        body = (
+            dict(await request.post())
+            if request.content_type != "application/json"
+            else dict(await request.json())
+        )
+        self.requests.append(Recorded(method, body, dict(request.headers)))
+        if request.match_info["token"] != self.token:
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
+        if failure := self.scripted_failure():
+            return failure
+        if method == "getMe":
+            return web.json_response(
+                {
+                    "ok": True,
+                    "result": {
+                        "id": 123456,
+                        "is_bot": True,
+                        "first_name": "Enricher",
+                        "username": "enricher_bot",
+                    },
+                }
+            )
+        if method != "sendMessage":
+            return web.json_response(
+                {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
+            )
+        return self._send(body)
+
+    def _send(self, body: dict[str, Any]) -> web.Response:
+        text = str(body.get("text", ""))
+        visible = text
+        if body.get("parse_mode") == "HTML":
+            visible, error = parse_telegram_html(text)
+            if error:
+                return self._bad(f"Bad Request: can't parse entities: {error}")
+        if len(visible.encode("utf-16-le")) // 2 > 4096:
+            return self._bad("Bad Request: message is too long")
+        message_id = next(self._ids)
+        reply = body.get("reply_parameters")
+        reply_to = json.loads(str(reply)).get("message_id") if reply else None
+        self.sent.append(
+            {**body, "message_id": message_id, "reply_to": reply_to, "visible": visible}
+        )
+        return web.json_response(
+            {
+                "ok": True,
+                "result": {
+                    "message_id": message_id,
+                    "date": 1700000000,
+                    "chat": {
+                        "id": int(str(body.get("chat_id", "0")).lstrip("-") or 0) * -1,
+                        "type": "supergroup",
+                    },
+                    "text": visible,
+                },
+            }
+        )
+
+    @staticmethod
+    def _bad(description: str) -> web.Response:
+        return web.json_response(
+            {"ok": False, "error_code": 400, "description": description}, status=400
+        )
+
+
+@dataclass
+class FakeLLM(LoopbackServer):
+    """An OpenAI-compatible /v1/chat/completions answering a diagnosis built from the prompt.
+
+    `fail_next` scripts errors; `hang_next(seconds)` delays the next answer; `prose_next()` answers
+    text that is not JSON.
+    """
+
+    key: str = "sk-fake-llm-key-for-tests"
+    model_reply: dict[str, Any] | None = None
+    _hangs: list[float] = field(default_factory=list)
+    _prose: int = 0
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def hang_next(self, seconds: float) -> None:
+        self._hangs.append(seconds)
+
+    def prose_next(self) -> None:
+        self._prose += 1
+
+    def _authorized(self, request: web.Request) -> bool:
+        return request.headers.get("Authorization") == f"Bearer {self.key}"
+
+    async def _models(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+        return web.json_response({"object": "list", "data": [{"id": "deepseek-chat"}]})
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.requests.append(Recorded("chat", body, dict(request.headers)))
+        if not self._authorized(request):
+            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+        if failure := self.scripted_failure():
+            return failure
+        if self._hangs:
+            await asyncio.sleep(self._hangs.pop(0))
+        if self._prose:
+            self._prose -= 1
+            return self._completion("The exchange seems down. Restart things and hope.")
+        return self._completion(json.dumps(self.model_reply or self._diagnose(body)))
+
+    @staticmethod
+    def _diagnose(body: dict[str, Any]) -> dict[str, Any]:
+        user = body["messages"][-1]["content"]
+        current = re.search(r'"current":(-?[0-9.e+-]+)', user)
+        exchanges = sorted(set(re.findall(r'"exchange":"([^"]+)"', user)))
+        return {
+            "diagnosis": f"[fake-llm] {', '.join(exchanges) or 'the service'} failing; "
+            f"current value {current.group(1) if current else 'unknown'}.",
+            "impact": "[fake-llm] trading on the affected exchange is blocked.",
+            "action_items": ["[fake-llm] check the exchange status page", "[fake-llm] fail over"],
+            "rollback_plan": "[fake-llm] revert the last change.",
+            "estimated_recovery_time": "[fake-llm] 10 minutes",
+        }
+
+    @staticmethod
+    def _completion(content: str) -> web.Response:
+        return web.json_response(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "model": "deepseek-chat",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": content},
+                    }
+                ],
+            }
+        )
+
+
 def all_text(payload: Any) -> list[str]:
     """Every string inside a Slack payload (to check escaping anywhere)."""
     if isinstance(payload, str):
@@ -147,3 +370,49 @@ def all_text(payload: Any) -> list[str]:
 
 def as_json(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False)
+
+
+async def _serve_forever(ports: dict[str, int]) -> None:
+    servers: dict[str, LoopbackServer] = {}
+    if ports.get("slack") is not None:
+        servers["slack"] = await FakeSlack(port=ports["slack"]).start()
+        print(
+            f"fake Slack    SLACK_API_URL={servers['slack'].url}/api/ "
+            f"SLACK_BOT_TOKEN={FAKE_SLACK_TOKEN} SLACK_CHANNEL=C0FAKE0001",
+            flush=True,
+        )
+    if ports.get("telegram") is not None:
+        tg = FakeTelegram(port=ports["telegram"])
+        servers["telegram"] = await tg.start()
+        print(
+            f"fake Telegram TELEGRAM_API_URL={tg.api_url} TELEGRAM_BOT_TOKEN={tg.token} "
+            "TELEGRAM_CHAT_ID=-100123",
+            flush=True,
+        )
+    if ports.get("llm") is not None:
+        llm = FakeLLM(port=ports["llm"])
+        servers["llm"] = await llm.start()
+        print(f"fake LLM      LLM_BASE_URL={llm.base_url} LLM_API_KEY={llm.key}", flush=True)
+    seen = 0
+    while True:
+        await asyncio.sleep(0.2)
+        records = [(name, r) for name, s in servers.items() for r in s.requests]
+        for name, record in records[seen:]:
+            print(
+                json.dumps(
+                    {"server": name, "method": record.method, "body": record.body},
+                    ensure_ascii=False,
+                ),
+                flush=True,
+            )
+        seen = len(records)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    for name in ("slack", "telegram", "llm"):
+        parser.add_argument(f"--{name}", type=int, help=f"port for the fake {name} API")
+    args = parser.parse_args()
+    asyncio.run(_serve_forever(vars(args)))

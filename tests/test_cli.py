@@ -74,3 +74,13 @@ def test_invalid_configuration_is_reported_without_values(env, capsys) -> None:
     env.setenv("PORT", "not-a-port")
     assert main(["check"]) == 2
     assert "PORT" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("channel", "needle"), [("slack", '"attachments"'), ("telegram", "<b>🔥 FIRING")]
+)
+def test_replay_previews_a_channels_rendering(env, respx_mock, capsys, channel, needle) -> None:
+    respx_mock.post(f"{PROMETHEUS_URL}/api/v1/query_range").mock(return_value=matrix())
+    path = str(FIXTURES / "alertmanager-0.25-firing_apidown_binance.json")
+    assert main(["replay", path, "--as", channel]) == 0
+    assert needle in capsys.readouterr().out

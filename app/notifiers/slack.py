@@ -320,6 +320,9 @@ class SlackWebhookNotifier:
     def __init__(self, client: AsyncWebhookClient) -> None:
         self._client = client
 
+    async def ping(self) -> str:
+        return "webhook mode: configured, not probed (a probe would post a message)"
+
     async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
         try:
             response = await self._client.send(**message(notification))
