@@ -82,8 +82,10 @@ class PrometheusClient:
             )
             response.raise_for_status()
             return str(response.json().get("data", {}).get("version", "unknown"))
+        except httpx.HTTPStatusError as exc:
+            raise PrometheusError(f"{self._base} answered HTTP {exc.response.status_code}") from exc
         except (httpx.HTTPError, ValueError) as exc:
-            raise PrometheusError(f"{type(exc).__name__}: {exc}") from exc
+            raise PrometheusError(f"{self._base} unreachable ({type(exc).__name__})") from exc
 
 
 def _to_float(value: object) -> float:

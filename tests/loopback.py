@@ -393,19 +393,14 @@ async def _serve_forever(ports: dict[str, int]) -> None:
         llm = FakeLLM(port=ports["llm"])
         servers["llm"] = await llm.start()
         print(f"fake LLM      LLM_BASE_URL={llm.base_url} LLM_API_KEY={llm.key}", flush=True)
-    seen = 0
+    seen = dict.fromkeys(servers, 0)
     while True:
         await asyncio.sleep(0.2)
-        records = [(name, r) for name, s in servers.items() for r in s.requests]
-        for name, record in records[seen:]:
-            print(
-                json.dumps(
-                    {"server": name, "method": record.method, "body": record.body},
-                    ensure_ascii=False,
-                ),
-                flush=True,
-            )
-        seen = len(records)
+        for name, server in servers.items():
+            for record in server.requests[seen[name] :]:
+                line = {"server": name, "method": record.method, "body": record.body}
+                print(json.dumps(line, ensure_ascii=False), flush=True)
+            seen[name] = len(server.requests)
 
 
 if __name__ == "__main__":
