@@ -52,18 +52,17 @@ class PrometheusClient:
                 f"{self._base}/api/v1/query_range", data=params, headers=self._headers
             )
         except httpx.TimeoutException as exc:
-            raise PrometheusError("timed out") from exc
+            raise PrometheusError("Prometheus timed out") from exc
         except httpx.HTTPError as exc:
-            raise PrometheusError(f"unreachable ({type(exc).__name__})") from exc
+            raise PrometheusError(f"Prometheus unreachable ({type(exc).__name__})") from exc
         try:
             body = response.json()
         except ValueError:
             body = {}
         if response.status_code != 200 or body.get("status") != "success":
             detail = body.get("error") if isinstance(body, dict) else None
-            raise PrometheusError(
-                f"HTTP {response.status_code}" + (f": {detail}" if detail else "")
-            )
+            suffix = f": {detail}" if detail else ""
+            raise PrometheusError(f"Prometheus answered HTTP {response.status_code}{suffix}")
         data = body.get("data") or {}
         if data.get("resultType") != "matrix":
             raise PrometheusError(f"unexpected result type {data.get('resultType')!r}")
@@ -182,7 +181,7 @@ class ContextBuilder:
             async with asyncio.timeout(self._timeout):
                 return await self._client.query_range(expr, start, now, step)
         except TimeoutError:
-            return "timed out"
+            return "Prometheus timed out"
         except PrometheusError as exc:
             log.warning("prometheus query failed: %s", exc)
             return str(exc)

@@ -95,13 +95,13 @@ async def test_prometheus_token_is_sent_as_bearer(respx_mock: respx.MockRouter) 
 @pytest.mark.parametrize(
     ("response", "reason"),
     [
-        (httpx.ConnectError("refused"), "unreachable (ConnectError)"),
-        (httpx.Response(503, text="down"), "HTTP 503"),
+        (httpx.ConnectError("refused"), "Prometheus unreachable (ConnectError)"),
+        (httpx.Response(503, text="down"), "Prometheus answered HTTP 503"),
         (
             httpx.Response(400, json={"status": "error", "error": "parse error at char 3"}),
-            "HTTP 400: parse error at char 3",
+            "Prometheus answered HTTP 400: parse error at char 3",
         ),
-        (httpx.ReadTimeout("slow"), "timed out"),
+        (httpx.ReadTimeout("slow"), "Prometheus timed out"),
     ],
 )
 async def test_prometheus_failures_become_metrics_unavailable(
