@@ -227,3 +227,10 @@ async def test_webhook_mode_maps_errors(slack) -> None:
 
 async def test_ping_uses_auth_test(slack) -> None:
     assert "bot enricher in team FakeTeam" in await bot(slack).ping()
+
+
+def test_header_is_escaped_and_never_cuts_an_entity() -> None:
+    payload = message(sample_notification(labels={"exchange": "<" * 200}))
+    header = payload["attachments"][0]["blocks"][0]["text"]["text"]
+    assert len(header) <= 150 and "<" not in header
+    assert header.endswith("… [shortened]")

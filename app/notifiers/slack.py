@@ -56,6 +56,14 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+def fit(text: str, limit: int) -> str:
+    """`text` escaped, shortened (visibly) until the escaped form fits `limit`."""
+    size = limit
+    while len(escaped := escape(shorten(text, size))) > limit:
+        size -= max(1, len(escaped) - limit)
+    return escaped
+
+
 def link(url: str, label: str) -> str:
     safe = escape(url).replace("|", "%7C")
     return f"<{safe}|{escape(label)}>"
@@ -164,7 +172,7 @@ def render_blocks(n: EnrichedNotification, title: str | None = None) -> list[dic
     """The full message for `new` and `escalation` (and the original, updated on resolve)."""
     head = title or headline(n.kind, n.status, n.title)
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "text": shorten(head, HEADER_CHARS)}},
+        {"type": "header", "text": {"type": "plain_text", "text": fit(head, HEADER_CHARS)}},
         _fields(n),
     ]
     blocks += [_alert_block(a) for a in n.firing[:MAX_ALERTS]]
@@ -212,7 +220,7 @@ def _follow_up_sections(lines: list[str]) -> list[dict[str, Any]]:
 
 def fallback_text(n: EnrichedNotification) -> str:
     """What push notifications and screen readers show."""
-    return escape(shorten(f"{headline(n.kind, n.status, n.title)} ({n.severity})", 300))
+    return fit(f"{headline(n.kind, n.status, n.title)} ({n.severity})", 300)
 
 
 def color(n: EnrichedNotification) -> str:
@@ -286,7 +294,7 @@ class SlackBotNotifier:
         """The original message keeps its diagnosis; its header and colour say it is resolved."""
         title = headline("resolved", "resolved", original.title)
         blocks = render_blocks(original, title=title)
-        text = escape(shorten(title, 300))
+        text = fit(title, 300)
         try:
             await self._client.chat_update(
                 channel=channel,
