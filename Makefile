@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test lint format e2e bench clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test lint format e2e e2e-deps bench clean
 
 $(BIN)/alert-enricher: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +22,18 @@ run: $(BIN)/alert-enricher
 
 test: $(VENV)/.dev
 	$(BIN)/pytest -q -m "not e2e"
+
+# End-to-end: real Prometheus and Alertmanager (Debian packages, installed when missing).
+e2e-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	  echo "installing prometheus and prometheus-alertmanager (Debian packages)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+e2e: $(VENV)/.dev e2e-deps
+	$(BIN)/pytest -q -m e2e tests/e2e
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check app tests bench

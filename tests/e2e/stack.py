@@ -1,0 +1,245 @@
+"""Real Prometheus, real Alertmanager and the service, each a process on a loopback port.
+
+Every process writes its output to a log file under the test's temporary directory; `Stack.logs()`
+reads them back (the secrets test scans them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = Path(__file__).with_name("rules.yml")
+WEBHOOK_TOKEN = "fake-e2e-webhook-token"
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def binary(*names: str) -> str:
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise RuntimeError(f"none of {names} is installed: run `make e2e`, which installs them")
+
+
+def wait_http(url: str, timeout: float = 30, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+@dataclass
+class Process:
+    name: str
+    argv: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Process:
+        handle = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            cwd=self.cwd,
+            start_new_session=True,  # its own process group: `make` and what it starts
+        )
+        handle.close()
+        return self
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+
+    def stop(self, timeout: float = 20) -> None:
+        if self.proc is None:
+            return
+        self.signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no shutdown handlers run."""
+        if self.proc is not None:
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+@dataclass
+class Stack:
+    """One exporter target, Prometheus, N Alertmanagers and the service, all on loopback."""
+
+    tmp: Path
+    exporter_port: int
+    service_env: dict[str, str]
+    alertmanagers: int = 1
+    prometheus_port: int = field(default_factory=free_port)
+    service_port: int = field(default_factory=free_port)
+    am_ports: list[int] = field(default_factory=list)
+    processes: dict[str, Process] = field(default_factory=dict)
+
+    @property
+    def service_url(self) -> str:
+        return f"http://127.0.0.1:{self.service_port}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    def start(self) -> Stack:
+        self.am_ports = [free_port() for _ in range(self.alertmanagers)]
+        self.start_service()
+        for i, port in enumerate(self.am_ports):
+            self._start_alertmanager(i, port)
+        self._start_prometheus()
+        return self
+
+    def _start_prometheus(self) -> None:
+        targets = [f"127.0.0.1:{p}" for p in self.am_ports]
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(RULES)],
+            "alerting": {"alertmanagers": [{"static_configs": [{"targets": targets}]}]},
+            "scrape_configs": [
+                {
+                    "job_name": "crypto-api-monitor",
+                    "static_configs": [{"targets": [f"127.0.0.1:{self.exporter_port}"]}],
+                }
+            ],
+        }
+        path = self.tmp / "prometheus.yml"
+        path.write_text(json.dumps(config))  # JSON is YAML
+        process = Process(
+            "prometheus",
+            [
+                binary("prometheus"),
+                f"--config.file={path}",
+                f"--storage.tsdb.path={self.tmp / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{self.prometheus_port}",
+                # generatorURL points here: a host the service must never contact
+                "--web.external-url=http://prometheus.invalid:9090",
+                "--rules.alert.resend-delay=1s",
+                "--log.level=warn",
+            ],
+            self.tmp / "prometheus.log",
+        ).start()
+        self.processes["prometheus"] = process
+        wait_http(f"{self.prometheus_url}/-/ready", process=process.proc)
+
+    def wait_for_history(self, samples: int = 4, timeout: float = 30) -> None:
+        """Block until Prometheus holds `samples` scrapes of every exchange.
+
+        /-/ready comes before the first scrape: static targets reach the scraper through service
+        discovery, which passes updates on at most every 5 seconds.
+        """
+        query = f"min(count_over_time(api_health_status[1m])) >= {samples}"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = httpx.get(f"{self.prometheus_url}/api/v1/query", params={"query": query})
+            if answer.json()["data"]["result"]:
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"Prometheus has no {samples} samples after {timeout}s")
+
+    def _start_alertmanager(self, index: int, port: int) -> None:
+        config = {
+            "route": {
+                "receiver": "enricher",
+                "group_by": ["alertname", "exchange"],
+                "group_wait": "1s",
+                "group_interval": "2s",
+                "repeat_interval": "1h",
+            },
+            "receivers": [
+                {
+                    "name": "enricher",
+                    "webhook_configs": [
+                        {
+                            "url": f"{self.service_url}/alerts",
+                            "send_resolved": True,
+                            "http_config": {
+                                "authorization": {"type": "Bearer", "credentials": WEBHOOK_TOKEN}
+                            },
+                        }
+                    ],
+                }
+            ],
+        }
+        path = self.tmp / f"alertmanager-{index}.yml"
+        path.write_text(json.dumps(config))
+        process = Process(
+            f"alertmanager-{index}",
+            [
+                binary(*ALERTMANAGER_BINARIES),
+                f"--config.file={path}",
+                f"--storage.path={self.tmp / f'alertmanager-{index}-data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--web.external-url=http://127.0.0.1:{port}",
+                "--cluster.listen-address=",  # no gossip: replicas do not dedup for us
+                "--log.level=warn",
+            ],
+            self.tmp / f"alertmanager-{index}.log",
+        ).start()
+        self.processes[process.name] = process
+        wait_http(f"http://127.0.0.1:{port}/-/ready", process=process.proc)
+
+    def start_service(self) -> Process:
+        """`make run`, as a user starts it, with the test's settings in the environment."""
+        env = {
+            **os.environ,
+            "HOST": "127.0.0.1",
+            "PORT": str(self.service_port),
+            "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
+            "STORE_URL": f"sqlite:///{self.tmp / 'store' / 'enricher.db'}",
+            "PROMETHEUS_URL": self.prometheus_url,
+            "LOG_LEVEL": "INFO",
+            **self.service_env,
+        }
+        process = Process(
+            "service", ["make", "-s", "run"], self.tmp / "service.log", env=env, cwd=ROOT
+        ).start()
+        self.processes["service"] = process
+        wait_http(f"{self.service_url}/health", timeout=120, process=process.proc)
+        return process
+
+    def restart_service(self, kill: bool = False) -> None:
+        service = self.processes["service"]
+        service.kill() if kill else service.stop()
+        self.start_service()
+
+    def stop(self) -> None:
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+
+    def logs(self, name: str = "service") -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
