@@ -38,7 +38,9 @@ def binary(*names: str) -> str:
     raise RuntimeError(f"none of {names} is installed: run `make e2e`, which installs them")
 
 
-def wait_http(url: str, timeout: float = 30, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = 30, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:

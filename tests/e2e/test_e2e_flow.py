@@ -24,7 +24,11 @@ async def test_firing_then_resolved_arrive_diagnosed_and_threaded(stack, exporte
     assert "Diagnosis source: model deepseek-chat" in text
     [chat] = fakes.llm.requests
     prompt = chat.body["messages"][1]["content"]
-    assert '"current":0' in prompt and '"maximum":1' in prompt and '"expr":"api_health_status"' in prompt
+    assert (
+        '"current":0' in prompt
+        and '"maximum":1' in prompt
+        and '"expr":"api_health_status"' in prompt
+    )
     first = await eventually(lambda: fakes.telegram.sent, what="the firing message in Telegram")
     assert "FIRING: APIDown on binance" in first[0]["visible"]
 
