@@ -107,7 +107,7 @@ async def test_sigkill_after_ack_is_delivered_exactly_once_after_restart(
     await eventually(lambda: fakes.llm.requests, what="the worker reaching the LLM")
     await asyncio.to_thread(svc.restart_service, True)  # SIGKILL, then `make run` again
 
-    await eventually(lambda: fakes.slack.top_level(), timeout=30, what="delivery after restart")
+    await eventually(fakes.slack.top_level, timeout=30, what="delivery after restart")
     await eventually(lambda: fakes.telegram.sent, what="Telegram after restart")
     await asyncio.sleep(4)
     assert len(fakes.slack.messages) == 1 and len(fakes.telegram.sent) == 1
