@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
@@ -135,6 +137,10 @@ CREATE TABLE IF NOT EXISTS message_refs (
     updated_at REAL NOT NULL,
     PRIMARY KEY (group_id, channel)
 );
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS groups (
     group_id TEXT PRIMARY KEY,
     firing TEXT NOT NULL,
@@ -174,37 +180,51 @@ class SQLiteStore:
         self._clock = clock
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, store_url: str, clock: Callable[[], float] = time.time) -> SQLiteStore:
+        """Open the store. If it is unusable now (read-only or missing disk), the service still
+        starts: every call tries again and fails with StoreError (503s, /health 503) until the
+        disk is back, so Alertmanager's retries land without a restart."""
         store = cls(sqlite_path(store_url), clock)
-        await store._run(store._connect)
+        try:
+            await store._run(store._connect)
+        except StoreError as exc:
+            log.error("store %s is unusable, retrying on every use: %s", store_url, exc)
         return store
 
-    def _connect(self) -> None:
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
         if self._path != ":memory:":
             Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.executescript(SCHEMA)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error:
+            conn.close()
+            raise
         self._conn = conn
+        return conn
 
     async def _run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, fn)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
     def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
         """Wrap fn in BEGIN IMMEDIATE ... COMMIT on the store's thread."""
 
         def run() -> T:
-            conn = self._conn
-            if conn is None:
+            if self._closed:
                 raise sqlite3.OperationalError("store is closed")
+            conn = self._connect()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 result = fn(conn)
@@ -217,7 +237,17 @@ class SQLiteStore:
         return run
 
     async def ping(self) -> None:
-        await self._run(self._tx(lambda c: c.execute("SELECT 1").fetchone()))
+        """A one-row write: a full or read-only disk fails here, as accepting would."""
+        now = self._clock()
+        await self._run(
+            self._tx(
+                lambda c: c.execute(
+                    "INSERT INTO heartbeat (id, at) VALUES (1, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    (now,),
+                )
+            )
+        )
 
     async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted:
         now = self._clock()
@@ -420,6 +450,7 @@ class SQLiteStore:
 
     async def close(self) -> None:
         def close() -> None:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
 PURGE_EVERY_SECONDS = 3600.0
+STORE_ERROR_LOG_SECONDS = 30.0
 
 
 def backoff(attempt: int) -> float:
@@ -93,6 +94,7 @@ class WorkerPool:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._last_purge = 0.0
+        self._last_store_error = -STORE_ERROR_LOG_SECONDS
 
     @property
     def alive(self) -> int:
@@ -127,7 +129,7 @@ class WorkerPool:
             try:
                 stored = await self._store.claim(owner, self._lease)
             except StoreError as exc:
-                log.error("cannot claim work from the store: %s", exc)
+                self._store_trouble("cannot claim work from the store", exc)
                 stored = None
             if stored is None:
                 await self._idle(index)
@@ -136,6 +138,13 @@ class WorkerPool:
                 await self._handle(stored, owner)
             except StoreError as exc:  # the lease runs out and the work is claimed again
                 log.error("store failed while finishing notification %s: %s", stored.id, exc)
+
+    def _store_trouble(self, what: str, exc: StoreError) -> None:
+        """Log a failing store once per STORE_ERROR_LOG_SECONDS, not once per worker per poll."""
+        now = time.monotonic()
+        if now - self._last_store_error >= STORE_ERROR_LOG_SECONDS:
+            self._last_store_error = now
+            log.error("%s: %s", what, exc)
 
     async def _idle(self, index: int) -> None:
         if index == 0:
@@ -155,7 +164,7 @@ class WorkerPool:
                 if purged:
                     log.info("purged %d finished notifications past retention", purged)
         except StoreError as exc:
-            log.error("store housekeeping failed: %s", exc)
+            self._store_trouble("store housekeeping failed", exc)
 
     async def _handle(self, stored: StoredNotification, owner: str) -> None:
         heartbeat = asyncio.create_task(self._heartbeat(stored.id, owner))

@@ -149,3 +149,17 @@ def test_store_url_forms() -> None:
     assert sqlite_path("sqlite:////var/lib/x.db") == "/var/lib/x.db"
     with pytest.raises(StoreError, match="unsupported"):
         sqlite_path("postgresql://db/x")
+
+
+async def test_store_unusable_at_start_heals_without_restart(tmp_path: Path) -> None:
+    blocker = tmp_path / "disk"
+    blocker.write_text("not a directory")
+    store = await SQLiteStore.open(f"sqlite:///{blocker}/s.db")
+    with pytest.raises(StoreError):
+        await store.ping()
+    with pytest.raises(StoreError):
+        await store.accept("k", "g", "{}", 600)
+    blocker.unlink()
+    await store.ping()
+    assert not (await store.accept("k", "g", "{}", 600)).duplicate
+    await store.close()

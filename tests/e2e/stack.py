@@ -39,14 +39,17 @@ def binary(*names: str) -> str:
 
 
 def wait_http(
-    url: str, timeout: float = 30, process: subprocess.Popen[bytes] | None = None
+    url: str,
+    timeout: float = 30,
+    process: subprocess.Popen[bytes] | None = None,
+    statuses: tuple[int, ...] = (200,),
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"process for {url} exited with {process.returncode}")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code in statuses:
                 return
         except httpx.HTTPError:
             pass
@@ -215,7 +218,7 @@ class Stack:
         self.processes[process.name] = process
         wait_http(f"http://127.0.0.1:{port}/-/ready", process=process.proc)
 
-    def start_service(self) -> Process:
+    def start_service(self, healthy: bool = True) -> Process:
         """`make run`, as a user starts it, with the test's settings in the environment."""
         env = {
             **os.environ,
@@ -231,7 +234,8 @@ class Stack:
             "service", ["make", "-s", "run"], self.tmp / "service.log", env=env, cwd=ROOT
         ).start()
         self.processes["service"] = process
-        wait_http(f"{self.service_url}/health", timeout=120, process=process.proc)
+        statuses = (200,) if healthy else (200, 503)
+        wait_http(f"{self.service_url}/health", 120, process.proc, statuses)
         return process
 
     def restart_service(self, kill: bool = False) -> None:
