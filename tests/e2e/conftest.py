@@ -64,7 +64,7 @@ async def stack(
     """Start the whole stack (blocking start-up runs in a thread so the fakes keep serving)."""
     started: list[Stack] = []
 
-    async def start(alertmanagers: int = 1, **env: str) -> Stack:
+    async def start(alertmanagers: int = 1, service_only: bool = False, **env: str) -> Stack:
         service_env = {
             **fakes.service_env(),
             "LLM_TIMEOUT_SECONDS": "4",
@@ -74,6 +74,9 @@ async def stack(
         }
         running = Stack(tmp_path, exporter.port, service_env, alertmanagers=alertmanagers)
         started.append(running)
+        if service_only:
+            await asyncio.to_thread(running.start_service)
+            return running
         await asyncio.to_thread(running.start)
         await asyncio.to_thread(running.wait_for_history)
         return running
