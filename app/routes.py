@@ -23,14 +23,29 @@ from app.store import StoreError
 log = logging.getLogger(__name__)
 router = APIRouter()
 
+def inline_schema(model: type[AlertmanagerPayload]) -> dict[str, Any]:
+    """The model's JSON schema with its `$defs` inlined: local refs do not resolve in OpenAPI."""
+    schema = model.model_json_schema(by_alias=True, mode="validation")
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    resolved: dict[str, Any] = resolve(schema)
+    return resolved
+
+
 ALERTS_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
-        "content": {
-            "application/json": {
-                "schema": AlertmanagerPayload.model_json_schema(by_alias=True, mode="validation")
-            }
-        },
+        "content": {"application/json": {"schema": inline_schema(AlertmanagerPayload)}},
     },
 }
 ALERTS_RESPONSES: dict[int | str, dict[str, Any]] = {

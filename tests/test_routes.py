@@ -140,3 +140,5 @@ async def test_openapi_describes_the_webhook_body(make_settings, running_app) ->
         "schema"
     ]
     assert "alerts" in schema["required"]
+    assert "$ref" not in json.dumps(schema), "every definition inlined"
+    assert schema["properties"]["alerts"]["items"]["properties"]["labels"]["type"] == "object"
