@@ -23,6 +23,7 @@ from app.store import StoreError
 log = logging.getLogger(__name__)
 router = APIRouter()
 
+
 def inline_schema(model: type[AlertmanagerPayload]) -> dict[str, Any]:
     """The model's JSON schema with its `$defs` inlined: local refs do not resolve in OpenAPI."""
     schema = model.model_json_schema(by_alias=True, mode="validation")

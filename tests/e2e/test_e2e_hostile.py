@@ -1,6 +1,5 @@
 """Hostile input from every side: HTTP bodies, alert text through real Prometheus, LLM replies."""
 
-import asyncio
 import json
 import re
 
