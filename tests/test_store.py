@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from app.store import GroupState, SQLiteStore, StoreError, sqlite_path
+from app.sqlite_store import SQLiteStore, sqlite_path
+from app.store import GroupState, StoreError
 
 
 class Clock:
@@ -161,5 +162,22 @@ async def test_store_unusable_at_start_heals_without_restart(tmp_path: Path) -> 
         await store.accept("k", "g", "{}", 600)
     blocker.unlink()
     await store.ping()
+    assert not (await store.accept("k", "g", "{}", 600)).duplicate
+    await store.close()
+
+
+async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
+
+    def violates_at_commit(conn):  # a deferred foreign key fails only when COMMIT runs
+        conn.execute("PRAGMA defer_foreign_keys=ON")
+        conn.execute(
+            "INSERT INTO deliveries (notification_id, channel, status, updated_at)"
+            " VALUES (999, 'slack', 'sent', 0)"
+        )
+
+    with pytest.raises(StoreError, match="FOREIGN KEY"):
+        await store._run(store._tx(violates_at_commit))
+    assert not store._conn.in_transaction
     assert not (await store.accept("k", "g", "{}", 600)).duplicate
     await store.close()

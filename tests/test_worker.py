@@ -4,7 +4,8 @@ from pathlib import Path
 from app.delivery import Dispatcher
 from app.metrics import Metrics
 from app.models import DiagnosisSource, EnrichedNotification
-from app.store import SQLiteStore, StoredNotification
+from app.sqlite_store import SQLiteStore
+from app.store import StoredNotification
 from app.worker import Pipeline, WorkerPool, backoff
 from tests.fakes import RecordingNotifier, fixture_text
 
