@@ -179,6 +179,39 @@ def next_state(
     return GroupState(firing=firing, root_id=root)
 
 
+def assemble(
+    payload: AlertmanagerPayload,
+    kind: Kind,
+    contexts: list[MetricContext],
+    diagnosis: Diagnosis | None,
+    source: DiagnosisSource,
+    *,
+    notification_id: int | None = None,
+) -> EnrichedNotification:
+    """The presentation-neutral notification: cleaned text, at most MAX_ALERTS_SHOWN alerts."""
+    firing = payload.firing
+    shown_firing = firing[:MAX_ALERTS_SHOWN]
+    context_of = dict(zip((a.identity for a in firing), contexts, strict=False))
+    shown_resolved = payload.resolved[: max(0, MAX_ALERTS_SHOWN - len(shown_firing))]
+    omitted = len(payload.alerts) - len(shown_firing) - len(shown_resolved)
+    return EnrichedNotification(
+        notification_id=notification_id,
+        group_id=payload.group_id,
+        status=payload.status,
+        kind=kind,
+        title=title(payload),
+        severity=clean(severity(firing or payload.alerts)),
+        receiver=clean(payload.receiver),
+        firing=[alert_view(a, context_of.get(a.identity)) for a in shown_firing],
+        resolved=[alert_view(a) for a in shown_resolved],
+        omitted_alerts=omitted + payload.truncated_alerts,
+        diagnosis=diagnosis,
+        source=source,
+        silence_url=silence_url(payload),
+        alertmanager_url=_http_url(payload.external_url),
+    )
+
+
 class Enricher:
     """Turns a payload into an EnrichedNotification. No chat I/O here."""
 
@@ -215,27 +248,7 @@ class Enricher:
         if kind in ("new", "escalation"):
             contexts = await self._contexts.build(firing)
             diagnosis, source = await self.diagnose(payload, contexts)
-        shown_firing = firing[:MAX_ALERTS_SHOWN]
-        context_of = dict(zip((a.identity for a in firing), contexts, strict=False))
-        room = max(0, MAX_ALERTS_SHOWN - len(shown_firing))
-        shown_resolved = payload.resolved[:room]
-        omitted = len(payload.alerts) - len(shown_firing) - len(shown_resolved)
-        return EnrichedNotification(
-            notification_id=notification_id,
-            group_id=payload.group_id,
-            status=payload.status,
-            kind=kind,
-            title=title(payload),
-            severity=clean(severity(firing or payload.alerts)),
-            receiver=clean(payload.receiver),
-            firing=[alert_view(a, context_of.get(a.identity)) for a in shown_firing],
-            resolved=[alert_view(a) for a in shown_resolved],
-            omitted_alerts=omitted + payload.truncated_alerts,
-            diagnosis=diagnosis,
-            source=source,
-            silence_url=silence_url(payload),
-            alertmanager_url=_http_url(payload.external_url),
-        )
+        return assemble(payload, kind, contexts, diagnosis, source, notification_id=notification_id)
 
     async def diagnose(
         self, payload: AlertmanagerPayload, contexts: list[MetricContext]

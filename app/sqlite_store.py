@@ -89,6 +89,14 @@ RETURNING id, group_id, payload, attempts, enrichment
 """
 
 
+# What a claimed notification's owner may do with it (SET clauses; the owner is checked).
+RENEW = "lease_until = ?, state = 'processing'"
+FINISH = "state = 'done', owner = NULL, lease_until = 0, finished_at = ?, last_error = NULL"
+RETRY = "state = 'pending', owner = NULL, lease_until = 0, next_attempt_at = ?, last_error = ?"
+GIVE_UP = "state = 'failed', owner = NULL, lease_until = 0, finished_at = ?, last_error = ?"
+RELEASE = "state = 'pending', owner = NULL, lease_until = 0, attempts = MAX(attempts - 1, 0)"
+
+
 def sqlite_path(store_url: str) -> str:
     """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite:///:memory:`."""
     prefix = "sqlite:///"
@@ -216,47 +224,21 @@ class SQLiteStore:
         )
 
     async def renew(self, notification_id: int, owner: str, lease: float) -> bool:
-        changed = await self._update_owned(
-            notification_id,
-            owner,
-            "lease_until = ? , state = 'processing'",
-            self._clock() + lease,
-        )
+        changed = await self._update_owned(notification_id, owner, RENEW, self._clock() + lease)
         return changed == 1
 
     async def finish(self, notification_id: int, owner: str) -> None:
-        await self._update_owned(
-            notification_id,
-            owner,
-            "state = 'done', owner = NULL, lease_until = 0, finished_at = ?, last_error = NULL",
-            self._clock(),
-        )
+        await self._update_owned(notification_id, owner, FINISH, self._clock())
 
     async def retry_later(self, notification_id: int, owner: str, error: str, delay: float) -> None:
-        await self._update_owned(
-            notification_id,
-            owner,
-            "state = 'pending', owner = NULL, lease_until = 0, next_attempt_at = ?, last_error = ?",
-            self._clock() + delay,
-            error,
-        )
+        await self._update_owned(notification_id, owner, RETRY, self._clock() + delay, error)
 
     async def give_up(self, notification_id: int, owner: str, error: str) -> None:
-        await self._update_owned(
-            notification_id,
-            owner,
-            "state = 'failed', owner = NULL, lease_until = 0, finished_at = ?, last_error = ?",
-            self._clock(),
-            error,
-        )
+        await self._update_owned(notification_id, owner, GIVE_UP, self._clock(), error)
 
     async def release(self, notification_id: int, owner: str) -> None:
         """Hand unfinished work back (graceful shutdown): claimable at once, attempt not counted."""
-        await self._update_owned(
-            notification_id,
-            owner,
-            "state = 'pending', owner = NULL, lease_until = 0, attempts = MAX(attempts - 1, 0)",
-        )
+        await self._update_owned(notification_id, owner, RELEASE)
 
     async def group_state(self, group_id: str) -> GroupState | None:
         rows = await self._fetch(

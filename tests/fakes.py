@@ -88,7 +88,7 @@ def sample_notification(
     diagnosis: dict[str, Any] | None = None,
 ) -> EnrichedNotification:
     """A rendered-ready notification from a real payload, with a rule-based or given diagnosis."""
-    from app.enrich import alert_view, classify, severity, silence_url, title  # noqa: PLC0415
+    from app.enrich import assemble, classify  # noqa: PLC0415
     from app.models import Diagnosis, DiagnosisSource, MetricContext  # noqa: PLC0415
     from app.rules import diagnose  # noqa: PLC0415
 
@@ -113,18 +113,7 @@ def sample_notification(
     result = None
     if full:
         result = Diagnosis.model_validate(diagnosis) if diagnosis else diagnose(payload.firing)
-    return EnrichedNotification(
-        notification_id=notification_id,
-        group_id=payload.group_id,
-        status=payload.status,
-        kind=kind,
-        title=title(payload),
-        severity=severity(payload.firing or payload.alerts),
-        firing=[alert_view(a, context if full else None) for a in payload.firing],
-        resolved=[alert_view(a) for a in payload.resolved],
-        diagnosis=result,
-        source=DiagnosisSource(kind="rules", reason="no LLM API key configured")
-        if full
-        else DiagnosisSource(kind="none"),
-        silence_url=silence_url(payload),
-    )
+    source = DiagnosisSource(kind="rules", reason="no LLM API key configured") if full else None
+    contexts = [context] * len(payload.firing) if full else []
+    source = source or DiagnosisSource(kind="none")
+    return assemble(payload, kind, contexts, result, source, notification_id=notification_id)
