@@ -316,11 +316,13 @@ class FakeLLM(LoopbackServer):
         self.requests.append(Recorded("chat", body, dict(request.headers)))
         if not self._authorized(request):
             return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+        # Each request's behaviour is decided when it arrives, so a hung request that wakes up
+        # later cannot take a script meant for the next one.
         if failure := self.scripted_failure():
             return failure
         if self._hangs:
             await asyncio.sleep(self._hangs.pop(0))
-        if self._prose:
+        elif self._prose:
             self._prose -= 1
             return self._completion("The exchange seems down. Restart things and hope.")
         return self._completion(json.dumps(self.model_reply or self._diagnose(body)))
