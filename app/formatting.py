@@ -58,19 +58,3 @@ def signed(value: float | None) -> str:
 
 def timestamp(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "unknown"
-
-
-HEADLINES = {
-    "new": ("🔥", "FIRING"),
-    "escalation": ("🔥", "MORE FIRING"),
-    "repeat": ("🔁", "STILL FIRING"),
-}
-
-
-def headline(kind: str, status: str, title: str) -> str:
-    """`🔥 FIRING: APIDown on binance`; the same words in every channel."""
-    if kind == "resolved":
-        icon, word = ("✅", "RESOLVED") if status == "resolved" else ("✅", "PARTLY RESOLVED")
-    else:
-        icon, word = HEADLINES.get(kind, ("🔥", "FIRING"))
-    return f"{icon} {word}: {title}"

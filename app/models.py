@@ -219,3 +219,7 @@ class EnrichedNotification(BaseModel):
     @property
     def alerts(self) -> list[AlertView]:
         return [*self.firing, *self.resolved]
+
+    @property
+    def runbook_url(self) -> str | None:
+        return next((a.runbook_url for a in self.alerts if a.runbook_url), None)

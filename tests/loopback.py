@@ -42,6 +42,13 @@ class LoopbackServer:
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    @staticmethod
+    async def read_body(request: web.Request) -> dict[str, Any]:
+        """A JSON or form body as a dict (slack-sdk and python-telegram-bot send either)."""
+        if request.content_type == "application/json":
+            return dict(await request.json())
+        return dict(await request.post())
+
     def fail_next(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         self._failures.append((status, body, headers or {}))
 
@@ -90,14 +97,9 @@ class FakeSlack(LoopbackServer):
     def api_url(self) -> str:
         return f"{self.url}/api/"
 
-    async def _body(self, request: web.Request) -> dict[str, Any]:
-        if request.content_type == "application/json":
-            return dict(await request.json())
-        return dict(await request.post())
-
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        body = await self._body(request)
+        body = await self.read_body(request)
         self.requests.append(Recorded(method, body, dict(request.headers)))
         if failure := self.scripted_failure():
             return failure
@@ -209,11 +211,7 @@ class FakeTelegram(LoopbackServer):
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        body = (
-            dict(await request.post())
-            if request.content_type != "application/json"
-            else dict(await request.json())
-        )
+        body = await self.read_body(request)
         self.requests.append(Recorded(method, body, dict(request.headers)))
         if request.match_info["token"] != self.token:
             return web.json_response(

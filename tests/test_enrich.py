@@ -9,7 +9,7 @@ from app.config import SHIPPED_PROMPTS_DIR
 from app.enrich import Enricher, PromptBudget, classify, next_state, prompt_data, silence_url
 from app.llm import LLMClient
 from app.metrics import Metrics
-from app.models import AlertmanagerPayload, MetricContext
+from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from tests.fakes import (
@@ -47,6 +47,12 @@ def enricher(
         window_minutes=30,
         prompt_budget=24_000,
     )
+
+
+async def enrich_fixture(name: str, **options) -> EnrichedNotification:
+    """One fixture through a fresh Enricher (options go to `enricher`)."""
+    async with httpx.AsyncClient() as http:
+        return await enricher(http, **options).enrich(fixture_payload(name))
 
 
 @pytest.fixture
@@ -94,10 +100,7 @@ async def test_llm_failure_falls_back_to_rules_and_says_why(
     respx_mock: respx.MockRouter, prometheus: respx.Route, reply: httpx.Response, reason: str
 ) -> None:
     respx_mock.post(f"{LLM_URL}/chat/completions").mock(return_value=reply)
-    async with httpx.AsyncClient() as http:
-        result = await enricher(http).enrich(
-            fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
-        )
+    result = await enrich_fixture("alertmanager-0.25-firing_apidown_binance.json")
     assert result.source.kind == "rules"
     assert reason in result.source.label
     assert "binance" in result.diagnosis.diagnosis
@@ -107,10 +110,7 @@ async def test_llm_timeout_falls_back_to_rules_within_the_budget(
     respx_mock: respx.MockRouter, prometheus: respx.Route
 ) -> None:
     respx_mock.post(f"{LLM_URL}/chat/completions").mock(side_effect=httpx.ReadTimeout("hang"))
-    async with httpx.AsyncClient() as http:
-        result = await enricher(http).enrich(
-            fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
-        )
+    result = await enrich_fixture("alertmanager-0.25-firing_apidown_binance.json")
     assert result.source.kind == "rules"
     assert "timed out" in result.source.reason
 
@@ -118,10 +118,7 @@ async def test_llm_timeout_falls_back_to_rules_within_the_budget(
 async def test_resolved_notification_never_calls_the_llm_or_prometheus(
     respx_mock: respx.MockRouter,
 ) -> None:
-    async with httpx.AsyncClient() as http:
-        result = await enricher(http).enrich(
-            fixture_payload("alertmanager-0.25-resolved_apidown_binance.json")
-        )
+    result = await enrich_fixture("alertmanager-0.25-resolved_apidown_binance.json")
     assert not respx_mock.calls
     assert result.status == "resolved" and result.diagnosis is None
     assert result.resolved[0].ends_at is not None
@@ -133,10 +130,7 @@ async def test_mixed_group_diagnoses_only_firing_alerts_and_lists_the_resolved(
     llm = respx_mock.post(f"{LLM_URL}/chat/completions").mock(
         return_value=chat_reply(GOOD_DIAGNOSIS)
     )
-    async with httpx.AsyncClient() as http:
-        result = await enricher(http).enrich(
-            fixture_payload("alertmanager-0.25-mixed_apidown_one_resolved.json")
-        )
+    result = await enrich_fixture("alertmanager-0.25-mixed_apidown_one_resolved.json")
     assert llm.call_count == 1
     assert [a.identifying_labels["exchange"] for a in result.firing] == ["bybit", "okx"]
     assert [a.identifying_labels["exchange"] for a in result.resolved] == ["binance"]
@@ -149,10 +143,7 @@ async def test_analysis_language_reaches_the_prompt(
     llm = respx_mock.post(f"{LLM_URL}/chat/completions").mock(
         return_value=chat_reply(GOOD_DIAGNOSIS)
     )
-    async with httpx.AsyncClient() as http:
-        await enricher(http, language=language).enrich(
-            fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
-        )
+    await enrich_fixture("alertmanager-0.25-firing_apidown_binance.json", language=language)
     system = json.loads(llm.calls[0].request.content)["messages"][0]["content"]
     assert ("Vietnamese" if language == "vi" else "English") in system
 

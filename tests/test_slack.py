@@ -234,3 +234,10 @@ def test_header_is_escaped_and_never_cuts_an_entity() -> None:
     header = payload["attachments"][0]["blocks"][0]["text"]["text"]
     assert len(header) <= 150 and "<" not in header
     assert header.endswith("… [shortened]")
+
+
+def test_follow_up_counts_every_alert_it_does_not_show() -> None:
+    base = sample_notification("alertmanager-0.25-mixed_apidown_one_resolved.json", kind="resolved")
+    many = base.model_copy(update={"resolved": base.resolved * 15, "firing": base.firing[:1] * 3})
+    text = "\n".join(all_text(message(many)))
+    assert "… and 5 more alerts" in text, "15 resolved + 3 firing, 13 shown"

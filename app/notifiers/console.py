@@ -5,9 +5,10 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from app.formatting import fired_for, headline, number, shorten, signed, timestamp
+from app.formatting import fired_for, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification, MetricContext
 from app.notifiers.base import Thread
+from app.notifiers.layout import follow_ups, headline, label_text
 
 RULE = "─" * 72
 
@@ -27,8 +28,7 @@ def _context_lines(context: MetricContext | None) -> list[str]:
 
 
 def _alert_lines(alert: AlertView) -> list[str]:
-    labels = " ".join(f"{k}={v}" for k, v in alert.identifying_labels.items())
-    lines = [f"  • [{alert.status}] {alert.name} {labels}".rstrip()]
+    lines = [f"  • [{alert.status}] {alert.name} {label_text(alert)}".rstrip()]
     if alert.status == "resolved":
         lines.append(f"    resolved after {fired_for(alert.starts_at, alert.ends_at)}")
     else:
@@ -44,19 +44,9 @@ def _alert_lines(alert: AlertView) -> list[str]:
 
 
 def _follow_up_lines(n: EnrichedNotification) -> list[str]:
-    lines = []
-    for alert in n.resolved:
-        labels = " ".join(f"{k}={v}" for k, v in alert.identifying_labels.items())
-        lines.append(
-            f"  ✅ {alert.name} {labels} resolved, fired for "
-            f"{fired_for(alert.starts_at, alert.ends_at)}"
-        )
-    for alert in n.firing:
-        labels = " ".join(f"{k}={v}" for k, v in alert.identifying_labels.items())
-        lines.append(
-            f"  🔥 {alert.name} {labels} still firing, for {fired_for(alert.starts_at, None)}"
-        )
-    return lines
+    lines, hidden = follow_ups(n, len(n.alerts))
+    shown = [f"  {icon} {a.name} {label_text(a)} {what}" for icon, a, what in lines]
+    return shown + ([f"  … and {hidden} more alerts not shown"] if hidden else [])
 
 
 def render(n: EnrichedNotification) -> str:

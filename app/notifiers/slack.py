@@ -23,9 +23,10 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from app.formatting import fired_for, headline, number, shorten, signed, timestamp
+from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Thread
+from app.notifiers.layout import follow_ups, headline, label_pairs, metric_stats
 
 log = logging.getLogger(__name__)
 
@@ -100,10 +101,7 @@ def sections(title: str, text: str) -> list[dict[str, Any]]:
 
 
 def _labels(alert: AlertView) -> str:
-    return " ".join(
-        f"`{escape(shorten(k, 60))}={escape(shorten(v, 120))}`"
-        for k, v in list(alert.identifying_labels.items())[:8]
-    )
+    return " ".join(f"`{escape(k)}={escape(v)}`" for k, v in label_pairs(alert))
 
 
 def _alert_block(alert: AlertView) -> dict[str, Any]:
@@ -118,9 +116,7 @@ def _alert_block(alert: AlertView) -> dict[str, Any]:
     elif context:
         lines.append(
             f"`{escape(shorten(context.expr, 200))}`  now *{number(context.current)}*"
-            f" · min {number(context.minimum)} · max {number(context.maximum)}"
-            f" · mean {number(context.mean)} · Δ {signed(context.change)}"
-            f" over {context.window_minutes}m  `{context.sparkline}`"
+            f" · {metric_stats(context)}  `{context.sparkline}`"
         )
     if context and context.graph_url:
         lines.append(link(context.graph_url, "📈 graph"))
@@ -162,9 +158,8 @@ def _links(n: EnrichedNotification) -> list[str]:
         links.append(link(graph, "📈 Graph"))
     if n.silence_url:
         links.append(link(n.silence_url, "🔕 Silence"))
-    runbook = next((a.runbook_url for a in n.alerts if a.runbook_url), None)
-    if runbook:
-        links.append(link(runbook, "📖 Runbook"))
+    if n.runbook_url:
+        links.append(link(n.runbook_url, "📖 Runbook"))
     return links
 
 
@@ -190,17 +185,9 @@ def render_blocks(n: EnrichedNotification, title: str | None = None) -> list[dic
 def render_follow_up(n: EnrichedNotification) -> list[dict[str, Any]]:
     """The short reply for `repeat` and `resolved`."""
     lines = [f"*{escape(headline(n.kind, n.status, n.title))}*"]
-    for alert in n.resolved[:MAX_ALERTS]:
-        lines.append(
-            f"✅ {escape(alert.name)} {_labels(alert)} resolved, fired for "
-            f"{fired_for(alert.starts_at, alert.ends_at)}"
-        )
-    for alert in n.firing[:MAX_ALERTS]:
-        lines.append(
-            f"🔥 {escape(alert.name)} {_labels(alert)} still firing, for "
-            f"{fired_for(alert.starts_at, None)}"
-        )
-    if hidden := max(0, len(n.alerts) - 2 * MAX_ALERTS) + n.omitted_alerts:
+    shown, hidden = follow_ups(n, MAX_ALERTS)
+    lines += [f"{icon} {escape(a.name)} {_labels(a)} {what}" for icon, a, what in shown]
+    if hidden:
         lines.append(f"… and {hidden} more alerts")
     return _follow_up_sections(lines)
 

@@ -33,9 +33,10 @@ from telegram.error import (
 )
 from telegram.warnings import PTBDeprecationWarning
 
-from app.formatting import fired_for, headline, number, shorten, signed, timestamp
+from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Thread
+from app.notifiers.layout import follow_ups, headline, label_text, metric_stats
 
 log = logging.getLogger(__name__)
 # PTB 22.2+ warns from inside RetryAfter on every 429 that retry_after will become a timedelta;
@@ -107,13 +108,8 @@ def pack(lines: list[Line], limit: int = LIMIT) -> list[str]:
     return parts
 
 
-def _labels(alert: AlertView) -> str:
-    pairs = list(alert.identifying_labels.items())[:8]
-    return " ".join(f"{shorten(k, 60)}={shorten(v, 120)}" for k, v in pairs)
-
-
 def _alert_lines(alert: AlertView) -> list[Line]:
-    lines = [Line(label=f"• {shorten(alert.name, 100)}", text=_labels(alert), tag="code")]
+    lines = [Line(label=f"• {shorten(alert.name, 100)}", text=label_text(alert), tag="code")]
     lines.append(Line(f"since {timestamp(alert.starts_at)} ({fired_for(alert.starts_at, None)})"))
     if alert.summary:
         lines.append(Line(shorten(alert.summary, 300)))
@@ -124,13 +120,7 @@ def _alert_lines(alert: AlertView) -> list[Line]:
         lines.append(Line(f"metrics unavailable: {context.unavailable}"))
     elif context:
         lines.append(Line(shorten(context.expr, 200), tag="code"))
-        lines.append(
-            Line(
-                f"now {number(context.current)} · min {number(context.minimum)} · max "
-                f"{number(context.maximum)} · mean {number(context.mean)} · Δ "
-                f"{signed(context.change)} over {context.window_minutes}m"
-            )
-        )
+        lines.append(Line(f"now {number(context.current)} · {metric_stats(context)}"))
         if context.sparkline:
             lines.append(Line(context.sparkline, tag="code"))
     if context and context.graph_url:
@@ -139,21 +129,15 @@ def _alert_lines(alert: AlertView) -> list[Line]:
 
 
 def render(n: EnrichedNotification) -> list[Line]:
-    lines = [Line(label=headline(n.kind, n.status, shorten(n.title, 200)))]
+    lines = [Line(label=headline(n.kind, n.status, n.title))]
     if n.kind in ("repeat", "resolved"):
-        for alert in n.resolved[:MAX_ALERTS]:
-            fired = fired_for(alert.starts_at, alert.ends_at)
-            lines.append(Line(f"✅ {alert.name} {_labels(alert)} resolved, fired for {fired}"))
-        for alert in n.firing[:MAX_ALERTS]:
-            fired = fired_for(alert.starts_at, None)
-            lines.append(Line(f"🔥 {alert.name} {_labels(alert)} still firing, for {fired}"))
+        shown, hidden = follow_ups(n, MAX_ALERTS)
+        lines += [Line(f"{icon} {a.name} {label_text(a)} {what}") for icon, a, what in shown]
     else:
         lines.append(Line(label="Severity:", text=n.severity))
         for alert in n.firing[:MAX_ALERTS]:
             lines += [Line(), *_alert_lines(alert)]
-    hidden = max(0, len(n.firing) - MAX_ALERTS) + n.omitted_alerts
-    if n.kind in ("repeat", "resolved"):
-        hidden += max(0, len(n.resolved) - MAX_ALERTS)
+        hidden = max(0, len(n.firing) - MAX_ALERTS) + n.omitted_alerts
     if hidden:
         lines.append(Line(f"… and {hidden} more alerts", tag="i"))
     if d := n.diagnosis:
@@ -170,9 +154,8 @@ def render(n: EnrichedNotification) -> list[Line]:
         lines += [Line(), Line(f"Diagnosis source: {n.source.label}", tag="i")]
         if n.silence_url:
             lines.append(Line("🔕 Silence in Alertmanager", href=n.silence_url))
-        runbook = next((a.runbook_url for a in n.alerts if a.runbook_url), None)
-        if runbook:
-            lines.append(Line("📖 Runbook", href=runbook))
+        if n.runbook_url:
+            lines.append(Line("📖 Runbook", href=n.runbook_url))
     return lines
 
 
