@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +11,37 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.routing import parse_matchers
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def parse_headers(text: str) -> dict[str, str]:
+    """`Name=value,Other=value` or a JSON object: extra headers for every Prometheus request."""
+    text = text.strip()
+    if not text:
+        return {}
+    if text.startswith("{"):
+        try:
+            loaded = json.loads(text)
+        except ValueError as exc:
+            raise ValueError(f"not a JSON object: {exc}") from exc
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise ValueError("a JSON object of header names to string values is expected")
+        pairs = [(str(k), v) for k, v in loaded.items()]
+    else:
+        pairs = []
+        for item in filter(str.strip, text.split(",")):
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"{name.strip()!r} has no value (use Name=value,Other=value)")
+            pairs.append((name.strip(), value.strip()))
+    for name, value in pairs:
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"{name!r} is not a valid header name")
+        if any(ch in value for ch in "\r\n\0"):
+            raise ValueError(f"the value of {name} contains a line break")
+    return dict(pairs)
+
 
 SHIPPED_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -27,6 +60,7 @@ class Settings(BaseSettings):
     webhook_username: str | None = None
     webhook_password: SecretStr | None = None
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    allow_unauthenticated: bool = False
 
     store_url: str = "sqlite:///./data/enricher.db"
     dedup_window_seconds: float = Field(600, ge=0)
@@ -36,6 +70,11 @@ class Settings(BaseSettings):
 
     prometheus_url: str = "http://localhost:9090"
     prometheus_token: SecretStr | None = None
+    prometheus_username: str | None = None
+    prometheus_password: SecretStr | None = None
+    prometheus_headers: SecretStr | None = None
+    prometheus_ca_file: Path | None = None
+    prometheus_tls_verify: bool = True
     prometheus_external_url: str | None = None
     prometheus_timeout_seconds: float = Field(5, gt=0)
     context_window_minutes: int = Field(30, ge=1, le=24 * 60)
@@ -52,6 +91,7 @@ class Settings(BaseSettings):
     llm_max_attempts: int = Field(3, ge=1)
     llm_concurrency: int = Field(8, ge=1)
     llm_prompt_budget_chars: int = Field(24_000, ge=2_000)
+    llm_max_tokens: int = Field(2048, ge=64)
     analysis_language: str = "en"
 
     slack_bot_token: SecretStr | None = None
@@ -84,6 +124,10 @@ class Settings(BaseSettings):
         "slack_channel",
         "telegram_chat_id",
         "prometheus_external_url",
+        "prometheus_username",
+        "prometheus_password",
+        "prometheus_headers",
+        "prometheus_ca_file",
         mode="before",
     )
     @classmethod
@@ -102,6 +146,13 @@ class Settings(BaseSettings):
         parse_matchers(value)  # a typo fails at start, not when the first alert should route
         return value
 
+    @field_validator("prometheus_headers")
+    @classmethod
+    def _valid_headers(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            parse_headers(value.get_secret_value())  # a typo fails at start
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _upper_level(cls, value: str) -> str:
@@ -110,6 +161,11 @@ class Settings(BaseSettings):
     @property
     def graph_base_url(self) -> str:
         return (self.prometheus_external_url or self.prometheus_url).rstrip("/")
+
+    @property
+    def prometheus_header_map(self) -> dict[str, str]:
+        raw = self.prometheus_headers
+        return parse_headers(raw.get_secret_value()) if raw is not None else {}
 
     @property
     def llm_enabled(self) -> bool:
@@ -129,9 +185,12 @@ class Settings(BaseSettings):
             self.webhook_token,
             self.webhook_password,
             self.prometheus_token,
+            self.prometheus_password,
             self.llm_api_key,
             self.slack_bot_token,
             self.slack_webhook_url,
             self.telegram_bot_token,
         ]
-        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        # Header values can be credentials too (an API key header in front of a tenant's Mimir).
+        return values + [v for v in self.prometheus_header_map.values() if v]
