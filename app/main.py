@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.config import Settings
-from app.routes import router
+from app.routes import credentials_configured, router
 from app.runtime import build_runtime
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else "off (rule-based diagnosis)",
             ", ".join(channels),
         )
+        if not credentials_configured(settings):
+            if settings.allow_unauthenticated:
+                log.warning(
+                    "POST /alerts accepts anyone who can reach %s:%s (ALLOW_UNAUTHENTICATED=true, "
+                    "no WEBHOOK_TOKEN): anyone can page your chats and spend LLM credit",
+                    settings.host,
+                    settings.port,
+                )
+            else:
+                log.warning(
+                    "protected mode: no WEBHOOK_TOKEN (or basic auth) set, so POST /alerts answers "
+                    "401 to every client but loopback; set WEBHOOK_TOKEN for Alertmanager elsewhere"
+                )
         try:
             yield
         finally:

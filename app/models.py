@@ -35,7 +35,8 @@ class Alert(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     status: Status
-    labels: dict[str, str] = Field(default_factory=dict)
+    # Alertmanager itself refuses an alert without label pairs; so do we (422, not "unnamed alert").
+    labels: dict[str, str] = Field(min_length=1)
     annotations: dict[str, str] = Field(default_factory=dict)
     starts_at: datetime | None = Field(None, alias="startsAt")
     ends_at: datetime | None = Field(None, alias="endsAt")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import ipaddress
 import logging
 import secrets
 import time
@@ -58,6 +59,36 @@ ALERTS_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"description": "JSON that is not an Alertmanager webhook payload"},
     503: {"description": "Could not be stored; Alertmanager will retry"},
 }
+
+
+PROTECTED_MODE_DETAIL = (
+    "no webhook credentials are configured, so only clients on this machine (loopback) may post: "
+    "set WEBHOOK_TOKEN and the same bearer token in Alertmanager's webhook http_config "
+    "(or WEBHOOK_USERNAME/WEBHOOK_PASSWORD), or set ALLOW_UNAUTHENTICATED=true to accept anyone"
+)
+
+
+def credentials_configured(settings: Settings) -> bool:
+    basic = settings.webhook_username is not None and settings.webhook_password is not None
+    return settings.webhook_token is not None or basic
+
+
+def loopback(host: str | None) -> bool:
+    """127.0.0.0/8, ::1 and IPv4-mapped loopback; anything unparsable (a Unix socket) is not."""
+    try:
+        address = ipaddress.ip_address((host or "").split("%")[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def protected_mode_refuses(request: Request, settings: Settings) -> bool:
+    """Like Redis's protected mode: with no credentials, only loopback clients may post."""
+    if credentials_configured(settings) or settings.allow_unauthenticated:
+        return False
+    return not loopback(request.client.host if request.client else None)
 
 
 def _equal(given: str, expected: str) -> bool:
@@ -134,6 +165,9 @@ async def receive_alerts(request: Request) -> Response:
     services = runtime_of(request.app)
     settings = services.settings
     started = time.perf_counter()
+    if protected_mode_refuses(request, settings):
+        challenge = {"WWW-Authenticate": 'Bearer realm="alert-enricher"'}
+        return _reject(services, "unauthorized", 401, PROTECTED_MODE_DETAIL, **challenge)
     if not authorized(request.headers.get("authorization"), settings):
         challenge = {"WWW-Authenticate": _challenge(settings)}
         return _reject(services, "unauthorized", 401, "missing or wrong credentials", **challenge)

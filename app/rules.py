@@ -1,7 +1,8 @@
 """Rule-based diagnosis: what an experienced on-call engineer knows, as data. No I/O.
 
 Two tables: playbooks for the exchange-API alerts by alert name, and exchange error signatures found
-in the alert's own text (labels and annotations). A signature is more specific than an alert name, so
+in the text that describes the failure (annotations, and labels that carry an error such as `error`
+or `error_code`), never in identifying labels: `job="egress-proxy"` says where, not what failed. A signature is more specific than an alert name, so
 it leads; the alert's playbook adds its steps after. Anything else gets a generic diagnosis built from
 the alert's summary, description and runbook. Alert text is never used as a format string.
 """
@@ -209,11 +210,21 @@ GENERIC = Playbook(
 )
 
 
+# Labels that describe a failure rather than identify a target (exporters put error codes there).
+ERROR_LABELS = frozenset(
+    {"error", "error_code", "err", "code", "status", "status_code", "http_status", "reason"}
+)
+# Annotations that are links or identifiers, not descriptions.
+NON_TEXT_ANNOTATIONS = frozenset({"runbook_url", "dashboard", "dashboard_url", "grafana_url"})
+
+
 def _alert_text(alert: Alert) -> str:
-    """The error text of an alert: annotations and labels, but not its name (`RateLimitExhausted`
-    says which playbook applies, not which exchange error occurred)."""
-    labels = [v for k, v in alert.labels.items() if k != "alertname"]
-    return " ".join([*labels, *alert.annotations.values()])
+    """The text that describes an alert's failure: its annotations and error labels. Not its name
+    (`RateLimitExhausted` says which playbook applies, not which exchange error occurred) and not
+    identifying labels (a `job="egress-proxy"` must not turn an outage into a proxy diagnosis)."""
+    errors = [v for k, v in alert.labels.items() if k.lower() in ERROR_LABELS]
+    notes = [v for k, v in alert.annotations.items() if k.lower() not in NON_TEXT_ANNOTATIONS]
+    return " ".join([*errors, *notes])
 
 
 def find_signature(alerts: list[Alert]) -> Signature | None:

@@ -1,6 +1,7 @@
 import base64
 import json
 
+import httpx
 import pytest
 
 from tests.fakes import fixture_text
@@ -90,6 +91,16 @@ async def test_oversized_chunked_body_is_refused(make_settings, running_app) -> 
             422,
             "alerts.0.labels.a",
         ),
+        (
+            json.dumps({"status": "firing", "alerts": [{"status": "firing", "labels": {}}]}).encode(),
+            422,
+            "alerts.0.labels: Dictionary should have at least 1 item",
+        ),
+        (
+            json.dumps({"status": "firing", "alerts": [{"status": "firing"}]}).encode(),
+            422,
+            "alerts.0.labels: Field required",
+        ),
     ],
 )
 async def test_malformed_bodies_get_a_readable_reason(
@@ -142,3 +153,51 @@ async def test_openapi_describes_the_webhook_body(make_settings, running_app) ->
     assert "alerts" in schema["required"]
     assert "$ref" not in json.dumps(schema), "every definition inlined"
     assert schema["properties"]["alerts"]["items"]["properties"]["labels"]["type"] == "object"
+
+
+async def test_413_is_counted_so_dropped_pages_can_alert(make_settings, running_app) -> None:
+    _, client = await running_app(make_settings(max_body_bytes=2048))
+    await client.post("/alerts", content=b"{" + b" " * 5000)
+    text = (await client.get("/metrics")).text
+    assert 'alert_enricher_webhooks_total{outcome="too_large"} 1.0' in text
+
+
+def client_from(app, host: str) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(host, 40000))
+    return httpx.AsyncClient(transport=transport, base_url="http://svc")
+
+
+@pytest.mark.parametrize("host", ["10.0.0.7", "192.0.2.1", "2001:db8::1", "::ffff:10.0.0.7"])
+async def test_without_credentials_only_loopback_clients_may_post(
+    make_settings, running_app, host
+) -> None:
+    app, _ = await running_app(make_settings())
+    async with client_from(app, host) as remote:
+        response = await remote.post("/alerts", content=FIRING)
+    assert response.status_code == 401
+    assert "WEBHOOK_TOKEN" in response.json()["detail"]
+    assert response.headers["www-authenticate"] == 'Bearer realm="alert-enricher"'
+    assert await app.state.runtime.store.backlog() == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
+async def test_loopback_clients_may_post_without_credentials(
+    make_settings, running_app, host
+) -> None:
+    app, _ = await running_app(make_settings())
+    async with client_from(app, host) as local:
+        assert (await local.post("/alerts", content=FIRING)).status_code == 202
+
+
+async def test_allow_unauthenticated_lifts_protected_mode(make_settings, running_app) -> None:
+    app, _ = await running_app(make_settings(allow_unauthenticated=True))
+    async with client_from(app, "10.0.0.7") as remote:
+        assert (await remote.post("/alerts", content=FIRING)).status_code == 202
+
+
+async def test_a_configured_token_admits_remote_clients(make_settings, running_app) -> None:
+    app, _ = await running_app(make_settings(webhook_token=TOKEN))
+    async with client_from(app, "10.0.0.7") as remote:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        assert (await remote.post("/alerts", content=FIRING, headers=headers)).status_code == 202
+        assert (await remote.post("/alerts", content=FIRING)).status_code == 401

@@ -69,3 +69,35 @@ def test_unknown_alert_gets_generic_diagnosis_from_its_own_text() -> None:
 def test_alert_text_is_never_a_format_string() -> None:
     result = diagnose([alert("Custom", summary="{exchanges} {0} {__class__} %s")])
     assert "{0} {__class__} %s" in result.diagnosis
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"job": "egress-proxy"},
+        {"instance": "cors-gateway-429.internal:9100"},
+        {"service": "forbidden-zone", "team": "ip-banned-squad"},
+    ],
+)
+def test_identifying_labels_never_pick_an_error_signature(labels: dict[str, str]) -> None:
+    down = Alert(
+        status="firing",
+        labels={"alertname": "APIDown", "exchange": "binance", **labels},
+        annotations={"summary": "binance API is down"},
+    )
+    assert find_signature([down]) is None
+    assert diagnose([down]).diagnosis == diagnose([alert("APIDown")]).diagnosis
+
+
+def test_an_error_code_label_still_picks_its_signature() -> None:
+    errors = Alert(
+        status="firing",
+        labels={"alertname": "APIErrorRateHigh", "exchange": "binance", "error_code": "-1021"},
+    )
+    found = find_signature([errors])
+    assert found is not None and "clock skew" in found.name
+
+
+def test_runbook_link_text_is_not_read_as_a_failure() -> None:
+    down = alert("APIDown", runbook_url="https://wiki.example.com/proxy-429-forbidden")
+    assert find_signature([down]) is None
