@@ -2,8 +2,9 @@
 
 Two tables: playbooks for the exchange-API alerts by alert name, and exchange error signatures found
 in the text that describes the failure (annotations, and labels that carry an error such as `error`
-or `error_code`), never in identifying labels: `job="egress-proxy"` says where, not what failed. A signature is more specific than an alert name, so
-it leads; the alert's playbook adds its steps after. Anything else gets a generic diagnosis built from
+or `error_code`), never in identifying labels: `job="egress-proxy"` says where, not what failed.
+A signature is more specific than an alert name, so it leads; the alert's playbook adds its steps
+after. Anything else gets a generic diagnosis built from
 the alert's summary, description and runbook. Alert text is never used as a format string.
 """
 
