@@ -1,8 +1,14 @@
 """OpenAI-compatible chat client (HolySheep, OpenAI, DeepSeek, vLLM, Ollama, LiteLLM) and LLMError.
 
+Every request carries `max_tokens` and, until the server shows it does not take it,
+`response_format: json_object`.
+
 Retry policy: 429, 5xx, timeouts and transport errors are retried with exponential backoff and jitter,
-honouring `Retry-After`, at most `max_attempts` times and never past `timeout` seconds in total
-(the whole call, waits included, runs under one deadline). 400/401/402/403/404 are permanent and fail at
+honouring `Retry-After` (delta-seconds or an HTTP date), at most `max_attempts` times and never past
+`timeout` seconds in total (the whole call, waits included, runs under one deadline). A 400 to a request
+with `response_format` is answered by sending the same request once more without it, within the same
+attempt and deadline; if the server takes that one, the client stops sending `response_format` for its
+lifetime (the reply is still checked as JSON). 400/401/402/403/404 are otherwise permanent and fail at
 once in plain words. Every failure, including a reply that is not the JSON we asked for, is one
 `LLMError`, which the pipeline answers with the rule-based diagnosis.
 """
@@ -13,6 +19,9 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -39,6 +48,7 @@ PERMANENT = {
     404: "LLM endpoint or model not found (404): check LLM_BASE_URL and LLM_MODEL",
 }
 MAX_RETRY_AFTER = 60.0
+JSON_MODE = {"type": "json_object"}
 
 
 class LLMError(Exception):
@@ -79,18 +89,34 @@ def default_wait() -> wait_base:
     return wait_retry_after(wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _retry_after(response: httpx.Response, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After of delta-seconds or an HTTP date (RFC 9110), else None."""
     value = response.headers.get("retry-after")
     if value is None:
         return None
     try:
         return max(0.0, float(value))
     except ValueError:
-        return None  # an HTTP date: rare from LLM APIs; fall back to our own backoff
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, OverflowError):
+        return None  # garbage: fall back to our own backoff
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)  # HTTP dates are always GMT
+    return max(0.0, (when - now).total_seconds())
 
 
 class LLMClient:
-    """One JSON-mode chat completion per call, bounded by a semaphore and a total deadline."""
+    """One chat completion per call (JSON mode while the server takes it).
+
+    Calls are bounded by a semaphore and a total deadline; `now` is the clock that Retry-After
+    dates are measured against (injected by tests).
+    """
 
     def __init__(
         self,
@@ -102,7 +128,9 @@ class LLMClient:
         timeout: float,
         max_attempts: int,
         concurrency: int,
+        max_tokens: int = 2048,
         wait: wait_base | None = None,
+        now: Callable[[], datetime] = utc_now,
     ) -> None:
         self._http = http
         self._url = base_url.rstrip("/") + "/chat/completions"
@@ -112,7 +140,10 @@ class LLMClient:
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._limit = asyncio.Semaphore(concurrency)
+        self._max_tokens = max_tokens
         self._wait = wait if wait is not None else default_wait()
+        self._now = now
+        self._json_mode = True  # until the server rejects response_format
 
     @property
     def enabled(self) -> bool:
@@ -139,7 +170,7 @@ class LLMClient:
                 {"role": "user", "content": user},
             ],
             "temperature": 0.3,
-            "response_format": {"type": "json_object"},
+            "max_tokens": self._max_tokens,
         }
         async with self._limit:  # the budget starts once this call may go out
             deadline = time.monotonic() + self._timeout
@@ -153,15 +184,37 @@ class LLMClient:
                 async with asyncio.timeout(self._timeout):
                     async for attempt in retrying:
                         with attempt:
-                            return await self._post(body, deadline)
+                            return await self._send(body, deadline)
             except TimeoutError as exc:
                 raise LLMError(f"LLM timed out after {self._timeout:g}s") from exc
         raise LLMError("LLM gave no answer")  # pragma: no cover - AsyncRetrying always re-raises
 
-    async def _post(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+    async def _send(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+        """One attempt: JSON mode if the server takes it, else (or after its 400) plain."""
+        if not self._json_mode:
+            return self._read(await self._post(body, deadline))
+        response = await self._post({**body, "response_format": JSON_MODE}, deadline)
+        if response.status_code != 400:
+            return self._read(response)
+        response = await self._post(body, deadline)
+        # Only a server that takes the request without it has shown that response_format was the
+        # problem; a 400 again means the request itself is wrong, and JSON mode stays on.
+        if response.status_code == 200:
+            self._stop_json_mode()
+        return self._read(response)
+
+    def _stop_json_mode(self) -> None:
+        if self._json_mode:
+            self._json_mode = False
+            log.warning(
+                "The LLM server rejects response_format json_object (HTTP 400), so requests are "
+                "sent without it from now on; replies are still checked as JSON."
+            )
+
+    async def _post(self, body: dict[str, Any], deadline: float) -> httpx.Response:
         remaining = max(0.1, deadline - time.monotonic())
         try:
-            response = await self._http.post(
+            return await self._http.post(
                 self._url,
                 json=body,
                 headers={"Authorization": f"Bearer {self._api_key}"},
@@ -171,14 +224,18 @@ class LLMClient:
             raise _RetryableError("LLM request timed out") from exc
         except httpx.HTTPError as exc:
             raise _RetryableError(f"LLM unreachable ({type(exc).__name__})") from exc
+
+    def _read(self, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
         if status in PERMANENT:
             log.error("%s", PERMANENT[status])
             raise LLMError(PERMANENT[status])
         if status == 429:
-            raise _RetryableError("LLM rate limited (429)", _retry_after(response))
+            raise _RetryableError("LLM rate limited (429)", _retry_after(response, self._now()))
         if status >= 500:
-            raise _RetryableError(f"LLM server error ({status})", _retry_after(response))
+            raise _RetryableError(
+                f"LLM server error ({status})", _retry_after(response, self._now())
+            )
         if status != 200:
             raise LLMError(f"LLM API answered HTTP {status}")
         return _content_json(response)
