@@ -93,7 +93,19 @@ async def check(settings: Settings) -> int:
         return f"{settings.store_url} (backlog {await runtime.store.backlog()})"
 
     async def prometheus() -> str:
-        return f"{settings.prometheus_url} (Prometheus {await runtime.prometheus.ready()})"
+        version = await runtime.prometheus.ready()
+        extras = [f"Prometheus {version}"]
+        if settings.prometheus_username:
+            extras.append(f"basic auth as {settings.prometheus_username}")
+        if settings.prometheus_token:
+            extras.append("bearer token")
+        if headers := settings.prometheus_header_map:
+            extras.append(f"headers {', '.join(sorted(headers))}")
+        if settings.prometheus_ca_file:
+            extras.append(f"CA {settings.prometheus_ca_file}")
+        if not settings.prometheus_tls_verify:
+            extras.append("TLS not verified")
+        return f"{settings.prometheus_url} ({'; '.join(extras)})"
 
     async def llm() -> str:
         return f"{settings.llm_model} at {settings.llm_base_url}: {await runtime.llm.ping()}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 from pathlib import Path
 from typing import Literal
 
@@ -151,6 +152,16 @@ class Settings(BaseSettings):
     def _valid_headers(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
             parse_headers(value.get_secret_value())  # a typo fails at start
+        return value
+
+    @field_validator("prometheus_ca_file")
+    @classmethod
+    def _readable_ca(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                ssl.create_default_context(cafile=str(value))
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot load a CA bundle from {value}: {exc}") from exc
         return value
 
     @field_validator("log_level")

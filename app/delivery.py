@@ -1,9 +1,9 @@
 """Fan-out of one enriched notification to every channel, recorded per channel.
 
 Channels are sent concurrently and independently: one slow or broken channel never holds back another.
-A channel that already got this notification (a retry, or work picked up after a crash) is skipped.
-Follow-ups (escalation, repeat, resolved) go into the thread of the group's first message, whose
-reference the store keeps with the notification that produced it.
+A channel that already got this notification (a retry, or work picked up after a crash) is skipped,
+and a channel that got part of it (Telegram parts, Slack's reply before its update) continues where it
+stopped. Follow-ups (escalation, repeat, resolved) go into the thread of the incident's first message.
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from app.lease import Lease
 from app.metrics import Metrics
 from app.models import EnrichedNotification
-from app.notifiers.base import Notifier, NotifyError, Thread
+from app.notifiers.base import Notifier, NotifyError, Progress, Thread
 from app.routing import Matcher, routed
-from app.store import Delivery, Store
+from app.store import Delivery, LeaseLostError, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -42,25 +43,40 @@ class Dispatcher:
         self._metrics = metrics
         self._routes = routes or {}
 
-    async def deliver(self, notification: EnrichedNotification) -> DeliveryReport:
+    async def deliver(
+        self, notification: EnrichedNotification, lease: Lease | None = None
+    ) -> DeliveryReport:
+        """Send to every channel; with a lease, record each step and skip what already went out.
+
+        Every channel settles (sent, failed, or its store write failed) before the outcome is
+        decided: no send is left running behind an error to be repeated by the retry. A lost claim
+        wins over everything else, then a store error; both propagate to the worker.
+        """
         done: dict[str, Delivery] = {}
-        if notification.notification_id is not None:
-            done = await self._store.deliveries(notification.notification_id)
+        if lease is not None:
+            done = await self._store.deliveries(lease.claim.notification_id)
         report = DeliveryReport()
-        await asyncio.gather(
-            *(self._one(notifier, notification, done, report) for notifier in self.notifiers)
+        outcomes = await asyncio.gather(
+            *(
+                self._one(notifier, notification, done.get(notifier.name), lease, report)
+                for notifier in self.notifiers
+            ),
+            return_exceptions=True,
         )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        for error in sorted(errors, key=lambda e: not isinstance(e, LeaseLostError)):
+            raise error
         return report
 
     async def _one(
         self,
         notifier: Notifier,
         notification: EnrichedNotification,
-        done: dict[str, Delivery],
+        previous: Delivery | None,
+        lease: Lease | None,
         report: DeliveryReport,
     ) -> None:
         name = notifier.name
-        previous = done.get(name)
         if previous is not None and previous.status in ("sent", "failed"):
             report.skipped.append(name)
             self._metrics.deliveries.labels(channel=name, outcome="skipped").inc()
@@ -69,30 +85,44 @@ class Dispatcher:
             self._metrics.deliveries.labels(channel=name, outcome="not_routed").inc()
             return
         thread = await self._thread(notification, name)
+        progress = self._progress(name, previous, lease)
         try:
-            ref = await notifier.send(notification, thread)
+            ref = await notifier.send(notification, thread, progress)
         except NotifyError as exc:
             self._failed(name, notification, exc.reason, exc.retryable, report)
-            if not exc.retryable:
-                await self._record(notification, name, "failed", None, exc.reason)
+            if not exc.retryable and lease is not None:
+                await self._store.record_delivery(lease.claim, name, "failed", None, exc.reason)
             return
+        except (LeaseLostError, StoreError):
+            raise
         except Exception as exc:  # a bug in one channel must not stop the others
             log.exception("%s notifier raised unexpectedly", name)
             self._failed(name, notification, f"{type(exc).__name__}: {exc}", True, report)
             return
-        await self._record(notification, name, "sent", ref, None)
-        if ref and thread is None and notification.kind in ("new", "escalation"):
-            await self._store.save_message_ref(
-                notification.group_id, name, ref, notification.notification_id
-            )
+        if lease is not None:
+            opens_thread = thread is None and notification.kind in ("new", "escalation")
+            if ref and opens_thread and notification.incident_id is not None:
+                await self._store.save_message_ref(lease.claim, notification.incident_id, name, ref)
+            await self._store.record_delivery(lease.claim, name, "sent", ref, None)
         report.sent.append(name)
         self._metrics.deliveries.labels(channel=name, outcome="sent").inc()
 
+    def _progress(self, channel: str, previous: Delivery | None, lease: Lease | None) -> Progress:
+        done = previous.steps if previous else {}
+        if lease is None:
+            return Progress(done)
+        claim = lease.claim
+
+        async def record(step: str, ref: str | None) -> None:
+            await self._store.record_step(claim, channel, step, ref)
+
+        return Progress(done, hold=lease.hold, record=record)
+
     async def _thread(self, notification: EnrichedNotification, channel: str) -> Thread | None:
-        """Follow-ups go into the thread of the group's first message, when there is one."""
-        if notification.kind == "new":
+        """Follow-ups go into the thread of the incident's first message, when there is one."""
+        if notification.kind == "new" or notification.incident_id is None:
             return None
-        stored = await self._store.message_ref(notification.group_id, channel)
+        stored = await self._store.message_ref(notification.incident_id, channel)
         if stored is None:
             return None
         original = None
@@ -118,16 +148,3 @@ class Dispatcher:
         )
         (report.retryable if retryable else report.permanent)[name] = reason
         self._metrics.deliveries.labels(channel=name, outcome="failed").inc()
-
-    async def _record(
-        self,
-        notification: EnrichedNotification,
-        channel: str,
-        status: str,
-        ref: str | None,
-        error: str | None,
-    ) -> None:
-        if notification.notification_id is not None:
-            await self._store.record_delivery(
-                notification.notification_id, channel, status, ref, error
-            )

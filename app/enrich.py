@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from app.formatting import clean, shorten
+from app.incident import classify
 from app.llm import LLMClient, LLMError
 from app.metrics import Metrics
 from app.models import (
@@ -28,7 +29,6 @@ from app.models import (
 from app.prometheus import ContextBuilder
 from app.prompts import Prompts
 from app.rules import diagnose as rule_diagnosis
-from app.store import GroupState
 
 log = logging.getLogger(__name__)
 
@@ -151,32 +151,6 @@ def prompt_data(
         if len(text) <= budget.chars:
             return text
     return build(100, False, 1)
-
-
-def classify(payload: AlertmanagerPayload, previous: GroupState | None) -> Kind:
-    """What this notification means for its group, given what the group's last one left."""
-    firing = {a.identity for a in payload.firing}
-    if not firing:
-        return "resolved"
-    if previous is None:
-        return "new"
-    if firing - previous.firing:
-        return "escalation"
-    newly_resolved = {a.identity for a in payload.resolved} & previous.firing
-    if newly_resolved or firing < previous.firing:
-        return "resolved"
-    return "repeat"
-
-
-def next_state(
-    payload: AlertmanagerPayload, previous: GroupState | None, kind: Kind, notification_id: int
-) -> GroupState | None:
-    """The group's state after this notification; None once nothing fires any more."""
-    firing = frozenset(a.identity for a in payload.firing)
-    if not firing:
-        return None
-    root = notification_id if kind == "new" or previous is None else previous.root_id
-    return GroupState(firing=firing, root_id=root)
 
 
 def assemble(

@@ -202,6 +202,7 @@ class EnrichedNotification(BaseModel):
     """Everything a channel needs to render one message, independent of the channel's format."""
 
     notification_id: int | None = None
+    incident_id: int | None = None  # set once the store has filed it (see app/incident.py)
     group_id: str
     status: Status
     kind: Kind = "new"

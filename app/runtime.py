@@ -6,6 +6,8 @@ exactly what the server runs.
 
 from __future__ import annotations
 
+import logging
+import ssl
 from dataclasses import dataclass, field
 
 import httpx
@@ -22,6 +24,8 @@ from app.prompts import Prompts
 from app.routing import parse_matchers
 from app.store import Store, open_store
 from app.worker import Pipeline, WorkerPool
+
+log = logging.getLogger(__name__)
 
 KNOWN_CHANNELS = ("slack", "telegram", "console")
 
@@ -54,12 +58,33 @@ class Runtime:
         await self.store.close()
 
 
+def prometheus_http_client(settings: Settings) -> httpx.AsyncClient:
+    """The HTTP client for PROMETHEUS_URL: basic auth, tenant headers and TLS as configured."""
+    auth = None
+    if settings.prometheus_username is not None:
+        password = settings.prometheus_password
+        auth = httpx.BasicAuth(
+            settings.prometheus_username, password.get_secret_value() if password else ""
+        )
+    verify: ssl.SSLContext | bool = settings.prometheus_tls_verify
+    if settings.prometheus_ca_file is not None and settings.prometheus_tls_verify:
+        verify = ssl.create_default_context(cafile=str(settings.prometheus_ca_file))
+    elif not settings.prometheus_tls_verify:
+        log.warning("PROMETHEUS_TLS_VERIFY=false: Prometheus's certificate is not checked")
+    return httpx.AsyncClient(
+        timeout=settings.prometheus_timeout_seconds,
+        auth=auth,
+        headers=settings.prometheus_header_map,
+        verify=verify,
+    )
+
+
 async def build_runtime(settings: Settings) -> Runtime:
     """Open the store, build clients, notifiers, pipeline and (not yet started) workers."""
     prompts = Prompts.load(settings.prompts_dir)  # a broken template fails here, at start
     metrics = Metrics()
     store = await open_store(settings.store_url)
-    prometheus_http = httpx.AsyncClient(timeout=settings.prometheus_timeout_seconds)
+    prometheus_http = prometheus_http_client(settings)
     llm_http = httpx.AsyncClient(
         timeout=settings.llm_timeout_seconds,
         limits=httpx.Limits(max_connections=settings.llm_concurrency * 2),
@@ -84,6 +109,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         timeout=settings.llm_timeout_seconds,
         max_attempts=settings.llm_max_attempts,
         concurrency=settings.llm_concurrency,
+        max_tokens=settings.llm_max_tokens,
     )
     enricher = Enricher(
         contexts,

@@ -1,7 +1,9 @@
 """Workers: claim stored notifications and run the pipeline for each.
 
-- A claim holds a lease that a heartbeat renews while the work runs; if the process dies, the lease
-  runs out and another worker (or this service after a restart) claims the notification again.
+- A claim holds a fenced lease (app/lease.py) that is renewed while the work runs; if the process
+  dies, the lease runs out and another worker (or this service after a restart) claims the
+  notification again. A worker whose claim was taken over (it stalled past its lease) is stopped
+  and sends nothing more: every message is preceded by a check of the claim.
 - The diagnosis is saved before any delivery, so a retry or a recovered crash re-sends only to channels
   that did not get the message, without a second LLM call.
 - Transient failures retry with exponential backoff; after `max_attempts` the notification is marked
@@ -16,13 +18,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from app.delivery import Dispatcher
-from app.enrich import Enricher, classify, next_state
+from app.enrich import Enricher
+from app.incident import transition
+from app.lease import Lease
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, EnrichedNotification
-from app.store import Store, StoredNotification, StoreError
+from app.store import LeaseLostError, Store, StoredNotification, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +53,19 @@ class Pipeline:
         self._enricher = enricher
         self._dispatcher = dispatcher
 
-    async def run(self, stored: StoredNotification) -> None:
+    async def run(self, stored: StoredNotification, lease: Lease) -> None:
         if stored.enrichment:
             notification = EnrichedNotification.model_validate_json(stored.enrichment)
+            incident_id = stored.incident_id
         else:
             payload = AlertmanagerPayload.model_validate_json(stored.payload)
-            previous = await self._store.group_state(payload.group_id)
-            kind = classify(payload, previous)
-            notification = await self._enricher.enrich(payload, stored.id, kind)
-            await self._store.save_enrichment(
-                stored.id,
-                notification.model_dump_json(),
-                payload.group_id,
-                next_state(payload, previous, kind, stored.id),
+            change = transition(payload, await self._store.open_incident(payload.group_id))
+            notification = await self._enricher.enrich(payload, stored.id, change.kind)
+            incident_id = await self._store.save_enrichment(
+                lease.claim, notification.model_dump_json(), change
             )
-        report = await self._dispatcher.deliver(notification)
+        notification = notification.model_copy(update={"incident_id": incident_id})
+        report = await self._dispatcher.deliver(notification, lease)
         if report.retryable:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(report.retryable.items()))
             raise RetryLaterError(reasons)
@@ -72,7 +75,7 @@ class WorkerPool:
     def __init__(
         self,
         store: Store,
-        process: Callable[[StoredNotification], Awaitable[None]],
+        process: Callable[[StoredNotification, Lease], Coroutine[Any, Any, None]],
         metrics: Metrics,
         *,
         count: int,
@@ -135,9 +138,14 @@ class WorkerPool:
                 await self._idle(index)
                 continue
             try:
-                await self._handle(stored, owner)
+                await self._handle(stored)
             except StoreError as exc:  # the lease runs out and the work is claimed again
                 log.error("store failed while finishing notification %s: %s", stored.id, exc)
+            except LeaseLostError as exc:
+                self._metrics.processed.labels(outcome="lost").inc()
+                log.warning(
+                    "stopped work on notification %s, sending nothing more: %s", stored.id, exc
+                )
 
     def _store_trouble(self, what: str, exc: StoreError) -> None:
         """Log a failing store once per STORE_ERROR_LOG_SECONDS, not once per worker per poll."""
@@ -166,26 +174,37 @@ class WorkerPool:
         except StoreError as exc:
             self._store_trouble("store housekeeping failed", exc)
 
-    async def _handle(self, stored: StoredNotification, owner: str) -> None:
-        heartbeat = asyncio.create_task(self._heartbeat(stored.id, owner))
+    async def _handle(self, stored: StoredNotification) -> None:
+        lease = Lease(self._store, stored.claim, self._lease)
+        work = asyncio.create_task(self._process(stored, lease))
+        keeper = asyncio.create_task(lease.keep())
         started = time.monotonic()
         try:
-            await self._process(stored)
-        except asyncio.CancelledError:
-            with contextlib.suppress(StoreError):
-                await self._store.release(stored.id, owner)
+            await asyncio.wait({work, keeper}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # the keeper returned: another worker has the notification now
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+                raise LeaseLostError(f"the lease on notification {stored.id} was lost")
+            work.result()
+        except asyncio.CancelledError:  # stop(): hand the work back, claimable at once
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            with contextlib.suppress(StoreError, LeaseLostError):
+                await self._store.release(stored.claim)
+            raise
+        except (LeaseLostError, StoreError):
             raise
         except Exception as exc:
-            await self._failed(stored, owner, exc)
+            await self._failed(stored, exc)
         else:
-            await self._store.finish(stored.id, owner)
+            await self._store.finish(stored.claim)
             self._metrics.processed.labels(outcome="done").inc()
             log.info("notification %s processed", stored.id)
         finally:
-            heartbeat.cancel()
+            keeper.cancel()
             self._metrics.processing_seconds.observe(time.monotonic() - started)
 
-    async def _failed(self, stored: StoredNotification, owner: str, exc: Exception) -> None:
+    async def _failed(self, stored: StoredNotification, exc: Exception) -> None:
         reason = str(exc) if isinstance(exc, RetryLaterError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, RetryLaterError):
             log.exception("processing notification %s failed", stored.id)
@@ -196,19 +215,10 @@ class WorkerPool:
                 stored.attempts,
                 reason,
             )
-            await self._store.give_up(stored.id, owner, reason)
+            await self._store.give_up(stored.claim, reason)
             self._metrics.processed.labels(outcome="failed").inc()
             return
         delay = backoff(stored.attempts)
         log.warning("notification %s will be retried in %.0fs: %s", stored.id, delay, reason)
-        await self._store.retry_later(stored.id, owner, reason, delay)
+        await self._store.retry_later(stored.claim, reason, delay)
         self._metrics.processed.labels(outcome="retry").inc()
-
-    async def _heartbeat(self, notification_id: int, owner: str) -> None:
-        while True:
-            await asyncio.sleep(self._lease / 3)
-            try:
-                if not await self._store.renew(notification_id, owner, self._lease):
-                    log.warning("lost the lease on notification %s", notification_id)
-            except StoreError as exc:
-                log.error("cannot renew lease on notification %s: %s", notification_id, exc)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from app.models import AlertmanagerPayload, EnrichedNotification
-from app.notifiers.base import NotifyError, Thread
+from app.notifiers.base import NotifyError, Progress, Thread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLM_URL = "http://llm.test/v1"
@@ -69,7 +69,17 @@ class RecordingNotifier:
         self.retryable = retryable
         self.calls = 0
 
-    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+    async def send(
+        self,
+        notification: EnrichedNotification,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> str | None:
+        return await (progress or Progress()).step(
+            "message", lambda: self._send(notification, thread)
+        )
+
+    async def _send(self, notification: EnrichedNotification, thread: Thread | None) -> str:
         self.calls += 1
         if self.fail_times > 0:
             self.fail_times -= 1
@@ -88,7 +98,8 @@ def sample_notification(
     diagnosis: dict[str, Any] | None = None,
 ) -> EnrichedNotification:
     """A rendered-ready notification from a real payload, with a rule-based or given diagnosis."""
-    from app.enrich import assemble, classify  # noqa: PLC0415
+    from app.enrich import assemble  # noqa: PLC0415
+    from app.incident import classify  # noqa: PLC0415
     from app.models import Diagnosis, DiagnosisSource, MetricContext  # noqa: PLC0415
     from app.rules import diagnose  # noqa: PLC0415
 

@@ -1,3 +1,5 @@
+import base64
+
 import httpx
 import pytest
 import respx
@@ -84,3 +86,38 @@ def test_replay_previews_a_channels_rendering(env, respx_mock, capsys, channel, 
     path = str(FIXTURES / "alertmanager-0.25-firing_apidown_binance.json")
     assert main(["replay", path, "--as", channel]) == 0
     assert needle in capsys.readouterr().out
+
+
+def test_check_reaches_prometheus_with_basic_auth_and_tenant_headers(
+    env, respx_mock, capsys
+) -> None:
+    env.setenv("PROMETHEUS_USERNAME", "grafana")
+    env.setenv("PROMETHEUS_PASSWORD", "fake-prom-password")
+    env.setenv("PROMETHEUS_HEADERS", "X-Scope-OrgID=tenant-1,X-Extra=yes")
+    route = respx_mock.get(f"{PROMETHEUS_URL}/api/v1/status/buildinfo").mock(
+        return_value=httpx.Response(200, json={"status": "success", "data": {"version": "2.42.0"}})
+    )
+    assert main(["check"]) == 0
+    request = route.calls[0].request
+    expected = base64.b64encode(b"grafana:fake-prom-password").decode()
+    assert request.headers["authorization"] == f"Basic {expected}"
+    assert request.headers["x-scope-orgid"] == "tenant-1" and request.headers["x-extra"] == "yes"
+    out = capsys.readouterr().out
+    assert "basic auth as grafana; headers X-Extra, X-Scope-OrgID" in out
+    assert "fake-prom-password" not in out and "tenant-1" not in out
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "reason"),
+    [
+        ("PROMETHEUS_HEADERS", "X-Scope-OrgID", "has no value"),
+        ("PROMETHEUS_HEADERS", "Bad Header=1", "not a valid header name"),
+        ("PROMETHEUS_HEADERS", '{"X-A": 1}', "string values"),
+        ("PROMETHEUS_CA_FILE", "/nonexistent/ca.pem", "cannot load a CA bundle"),
+    ],
+)
+def test_bad_prometheus_access_settings_stop_at_start(env, capsys, name, value, reason) -> None:
+    env.setenv(name, value)
+    assert main(["check"]) == 2
+    err = capsys.readouterr().err
+    assert f"invalid configuration: {name}" in err and reason in err

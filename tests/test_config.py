@@ -47,3 +47,14 @@ def test_env_example_lists_every_setting() -> None:
     example = (Path(__file__).parent.parent / ".env.example").read_text()
     listed = {line.split("=")[0] for line in example.splitlines() if "=" in line and line[0] != "#"}
     assert {name.upper() for name in Settings.model_fields} == listed
+
+
+def test_prometheus_header_values_are_scrubbed_like_secrets() -> None:
+    s = Settings(
+        prometheus_headers='{"X-Scope-OrgID": "tenant-1", "X-Api-Key": "fake-header-key"}',
+        prometheus_password="fake-prom-pass",
+        _env_file=None,
+    )
+    assert s.prometheus_header_map == {"X-Scope-OrgID": "tenant-1", "X-Api-Key": "fake-header-key"}
+    assert {"fake-prom-pass", "fake-header-key"} <= set(s.secret_values())
+    assert "fake-header-key" not in repr(s)

@@ -8,7 +8,11 @@ import httpx
 import pytest
 import respx
 
-from tests.fakes import fixture_text
+from app.delivery import Dispatcher
+from app.lease import Lease
+from app.metrics import Metrics
+from app.store import LeaseLostError, SQLiteStore, StoreError
+from tests.fakes import RecordingNotifier, fixture_text, sample_notification
 from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
 
 TG_TOKEN = "123456:FAKE-telegram-token-for-tests"
@@ -161,3 +165,52 @@ async def test_hostile_annotation_arrives_escaped_in_both_channels(
     [tg] = sent_texts(telegram)
     assert "&lt;script&gt;x&lt;/script&gt;" in tg["text"] and "… [shortened]" in tg["text"]
     assert "<script>" not in tg["text"]
+
+
+class SlowNotifier(RecordingNotifier):
+    async def _send(self, notification, thread):
+        await asyncio.sleep(0.2)
+        return await super()._send(notification, thread)
+
+
+async def test_a_store_error_on_one_channel_lets_the_other_settle_before_the_outcome(
+    tmp_path,
+) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
+    await store.accept("k", "g", FIRING, 600)
+    claimed = await store.claim("w", 30)
+    fast, slow = RecordingNotifier("fast"), SlowNotifier("slow")
+    record = store.record_delivery
+
+    async def failing_record(claim, channel, *args):
+        if channel == "fast":
+            raise StoreError("disk I/O error")
+        return await record(claim, channel, *args)
+
+    store.record_delivery = failing_record
+    dispatcher = Dispatcher([fast, slow], store, Metrics())
+    with pytest.raises(StoreError):
+        await dispatcher.deliver(sample_notification(), Lease(store, claimed.claim, 30))
+    deliveries = await store.deliveries(claimed.id)
+    await store.close()
+    assert len(slow.sent) == 1 and deliveries["slow"].status == "sent", "slow settled first"
+    assert deliveries["fast"].steps == {"message": "fast-msg-1"}, "a retry will not resend fast"
+
+
+async def test_a_lost_claim_outranks_other_channel_errors(tmp_path) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
+    await store.accept("k", "g", FIRING, 600)
+    claimed = await store.claim("w", 30)
+
+    async def lost() -> None:
+        raise LeaseLostError("taken over")
+
+    lease = Lease(store, claimed.claim, 30)
+    lease.hold = lost
+    broken = RecordingNotifier("broken", fail_times=1)
+    with pytest.raises(LeaseLostError):
+        await Dispatcher([broken, RecordingNotifier("ok")], store, Metrics()).deliver(
+            sample_notification(), lease
+        )
+    await store.close()
+    assert broken.calls == 0, "nothing is sent without the claim"

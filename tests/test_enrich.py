@@ -6,7 +6,7 @@ import respx
 from tenacity import wait_none
 
 from app.config import SHIPPED_PROMPTS_DIR
-from app.enrich import Enricher, PromptBudget, classify, next_state, prompt_data, silence_url
+from app.enrich import Enricher, PromptBudget, prompt_data, silence_url
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext
@@ -189,23 +189,6 @@ def test_silence_link_prefills_the_group_matchers() -> None:
 def test_no_silence_link_for_non_http_external_url() -> None:
     payload = fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
     assert silence_url(payload.model_copy(update={"external_url": "javascript:alert(1)"})) is None
-
-
-def test_group_lifecycle_is_classified_from_the_previous_state() -> None:
-    firing3 = fixture_payload("alertmanager-0.25-firing_apidown_group_of_3.json")
-    mixed = fixture_payload("alertmanager-0.25-mixed_apidown_one_resolved.json")
-    assert classify(firing3, None) == "new"
-    state = next_state(firing3, None, "new", notification_id=1)
-    assert state.root_id == 1 and len(state.firing) == 3
-    assert classify(firing3, state) == "repeat"
-    assert classify(mixed, state) == "resolved"
-    after_mixed = next_state(mixed, state, "resolved", notification_id=2)
-    assert after_mixed.root_id == 1 and len(after_mixed.firing) == 2
-    assert classify(mixed, after_mixed) == "repeat", "binance's resolve was already told"
-    assert classify(firing3, after_mixed) == "escalation", "binance fired again"
-    resolved = fixture_payload("alertmanager-0.25-resolved_apidown_binance.json")
-    assert classify(resolved, None) == "resolved"
-    assert next_state(resolved, state, "resolved", 3) is None
 
 
 async def test_repeat_and_resolved_follow_ups_make_no_queries(respx_mock: respx.MockRouter) -> None:

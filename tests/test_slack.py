@@ -7,7 +7,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import clean
-from app.notifiers.base import NotifyError, Thread
+from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.slack import (
     MAX_BLOCKS,
     SECTION_CHARS,
@@ -241,3 +241,34 @@ def test_follow_up_counts_every_alert_it_does_not_show() -> None:
     many = base.model_copy(update={"resolved": base.resolved * 15, "firing": base.firing[:1] * 3})
     text = "\n".join(all_text(message(many)))
     assert "… and 5 more alerts" in text, "15 resolved + 3 firing, 13 shown"
+
+
+async def test_a_retry_after_the_resolved_reply_only_updates_the_original(slack) -> None:
+    notifier = bot(slack)
+    firing = sample_notification()
+    ref = await notifier.send(firing, None)
+    _, ts = ref.split(":")
+    resolved = sample_notification(
+        "alertmanager-0.25-resolved_apidown_binance.json", notification_id=2
+    )
+    # An earlier attempt posted the reply, then timed out on chat.update.
+    done = {"reply": f"C0FAKE0001:{ts}-reply"}
+    again = await notifier.send(resolved, Thread(ref=ref, original=firing), Progress(done))
+    assert again == f"C0FAKE0001:{ts}-reply"
+    assert slack.replies(ts) == [], "the reply is not posted twice"
+    assert slack.messages[ts]["updated"] is True
+
+
+async def test_every_call_to_slack_is_a_held_step(slack) -> None:
+    holds: list[str] = []
+
+    async def hold() -> None:
+        holds.append("checked")
+
+    resolved = sample_notification(
+        "alertmanager-0.25-resolved_apidown_binance.json", notification_id=2
+    )
+    notifier, firing = bot(slack), sample_notification()
+    ref = await notifier.send(firing, None, Progress(hold=hold))
+    await notifier.send(resolved, Thread(ref=ref, original=firing), Progress(hold=hold))
+    assert len(holds) == 3, "post, reply and update each check the claim first"

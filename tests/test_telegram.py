@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from telegram import Bot
 
 from app.formatting import clean
-from app.notifiers.base import NotifyError, Thread
+from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.telegram import LIMIT, Line, TelegramNotifier, _seconds, pack, render, units
 from tests.fakes import GOOD_DIAGNOSIS, sample_notification
 
@@ -246,3 +246,26 @@ async def test_ping_uses_get_me(respx_mock: respx.MockRouter) -> None:
         )
     )
     assert "bot @enricher_bot" in await notifier().ping()
+
+
+async def test_a_retry_sends_only_the_parts_that_did_not_go_out(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(f"{API}/sendMessage").mock(side_effect=[sent(n) for n in range(21, 40)])
+    long = {**GOOD_DIAGNOSIS, "diagnosis": "<&> " * 500, "action_items": ["<" * 499] * 10}
+    notification = sample_notification(diagnosis=long)
+    parts = pack(render(notification))
+    assert len(parts) >= 3
+    recorded: list[tuple[str, str | None]] = []
+
+    async def record(step: str, ref: str | None) -> None:
+        recorded.append((step, ref))
+
+    done = {"part-1": "10", "part-2": "11"}  # what an earlier attempt sent before it failed
+    ref = await notifier().send(notification, None, Progress(done, record=record))
+    assert ref == "10", "the message is still known by its first part"
+    assert len(route.calls) == len(parts) - 2
+    first_sent = form(route.calls[0].request)
+    assert first_sent["text"] == parts[2]
+    assert json.loads(first_sent["reply_parameters"])["message_id"] == 10
+    assert recorded[0] == ("part-3", "21")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -26,11 +27,51 @@ class Thread:
     original: EnrichedNotification | None = None
 
 
+Send = Callable[[], Awaitable[str | None]]
+
+
+class Progress:
+    """The steps of one channel's delivery that already went out, and the way to take the next.
+
+    A channel's message can take several calls (Telegram parts, Slack's reply then its update). A
+    retry must repeat only what did not go out, so each call is a named step: done steps return the
+    reference recorded for them; a new step first checks that the worker still holds its claim,
+    then sends, then is recorded. Without a store (replay, previews) nothing is checked or kept.
+    """
+
+    def __init__(
+        self,
+        done: dict[str, str | None] | None = None,
+        *,
+        hold: Callable[[], Awaitable[None]] | None = None,
+        record: Callable[[str, str | None], Awaitable[None]] | None = None,
+    ) -> None:
+        self._done = dict(done or {})
+        self._hold = hold
+        self._record = record
+
+    async def step(self, name: str, send: Send) -> str | None:
+        if name in self._done:
+            return self._done[name]
+        if self._hold is not None:
+            await self._hold()
+        ref = await send()
+        self._done[name] = ref
+        if self._record is not None:
+            await self._record(name, ref)
+        return ref
+
+
 class Notifier(Protocol):
     name: str
 
-    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
-        """Deliver one message, as a follow-up in `thread` when given.
+    async def send(
+        self,
+        notification: EnrichedNotification,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """Deliver one message, as a follow-up in `thread` when given, each call a `progress` step.
 
         Returns this message's reference (for follow-ups) or None; raises NotifyError.
         """

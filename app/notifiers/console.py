@@ -7,7 +7,7 @@ from typing import TextIO
 
 from app.formatting import fired_for, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification, MetricContext
-from app.notifiers.base import Thread
+from app.notifiers.base import Progress, Thread
 from app.notifiers.layout import follow_ups, headline, label_text
 
 RULE = "─" * 72
@@ -76,8 +76,15 @@ class ConsoleNotifier:
     def __init__(self, stream: TextIO | None = None) -> None:
         self._stream = stream
 
-    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
-        stream = self._stream or sys.stdout
-        stream.write(render(notification))
-        stream.flush()
-        return None
+    async def send(
+        self,
+        notification: EnrichedNotification,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> str | None:
+        async def write() -> None:
+            stream = self._stream or sys.stdout
+            stream.write(render(notification))
+            stream.flush()
+
+        return await (progress or Progress()).step("print", write)

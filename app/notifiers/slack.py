@@ -25,7 +25,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
-from app.notifiers.base import NotifyError, Thread
+from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.layout import follow_ups, headline, label_pairs, metric_stats
 
 log = logging.getLogger(__name__)
@@ -248,20 +248,31 @@ class SlackBotNotifier:
         self._client = client
         self._channel = channel
 
-    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+    async def send(
+        self,
+        notification: EnrichedNotification,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """A new message, or a reply in the thread; on resolve, the original is updated as a
+        step of its own, so a retry after a failed update does not post the reply again."""
+        progress = progress or Progress()
         body = message(notification)
         try:
             if thread is None:
-                response = await self._post(body)
-                return f"{response['channel']}:{response['ts']}"
+                return await progress.step("post", lambda: self._post(body))
             channel, _, ts = thread.ref.partition(":")
             broadcast = notification.kind == "escalation"
-            response = await self._post(
-                body, channel=channel, thread_ts=ts, reply_broadcast=broadcast
+            ref = await progress.step(
+                "reply",
+                lambda: self._post(body, channel=channel, thread_ts=ts, reply_broadcast=broadcast),
             )
-            if notification.status == "resolved" and thread.original is not None:
-                await self._mark_resolved(channel, ts, thread.original, notification)
-            return f"{response['channel']}:{response['ts']}"
+            original = thread.original
+            if notification.status == "resolved" and original is not None:
+                await progress.step(
+                    "update", lambda: self._mark_resolved(channel, ts, original, notification)
+                )
+            return ref
         except SlackApiError as exc:
             raise _api_error(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -269,11 +280,13 @@ class SlackBotNotifier:
                 "slack", f"Slack unreachable ({type(exc).__name__})", retryable=True
             ) from exc
 
-    async def _post(self, body: dict[str, Any], **extra: Any) -> Any:
+    async def _post(self, body: dict[str, Any], **extra: Any) -> str:
+        """chat.postMessage; the message's reference, `channel:ts`."""
         extra.setdefault("channel", self._channel)
-        return await self._client.chat_postMessage(
+        response = await self._client.chat_postMessage(
             **body, **extra, link_names=False, unfurl_links=False, unfurl_media=False
         )
+        return f"{response['channel']}:{response['ts']}"
 
     async def _mark_resolved(
         self, channel: str, ts: str, original: EnrichedNotification, resolved: EnrichedNotification
@@ -318,7 +331,15 @@ class SlackWebhookNotifier:
     async def ping(self) -> str:
         return "webhook mode: configured, not probed (a probe would post a message)"
 
-    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+    async def send(
+        self,
+        notification: EnrichedNotification,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> str | None:
+        return await (progress or Progress()).step("post", lambda: self._send(notification))
+
+    async def _send(self, notification: EnrichedNotification) -> None:
         try:
             response = await self._client.send(**message(notification))
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -326,7 +347,7 @@ class SlackWebhookNotifier:
                 "slack", f"Slack webhook unreachable ({type(exc).__name__})", retryable=True
             ) from exc
         if response.status_code == 200:
-            return None
+            return
         retryable = response.status_code == 429 or response.status_code >= 500
         raise NotifyError(
             "slack",

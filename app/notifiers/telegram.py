@@ -13,6 +13,7 @@ RetryAfter (an int or a timedelta) is honoured, timeouts and network errors are 
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import logging
 import re
@@ -35,7 +36,7 @@ from telegram.warnings import PTBDeprecationWarning
 
 from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
-from app.notifiers.base import NotifyError, Thread
+from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.layout import follow_ups, headline, label_text, metric_stats
 
 log = logging.getLogger(__name__)
@@ -193,16 +194,26 @@ class TelegramNotifier:
         self._max_attempts = max_attempts
         self._sleep = sleep
 
-    async def send(self, notification: EnrichedNotification, thread: Thread | None) -> str | None:
+    async def send(
+        self,
+        notification: EnrichedNotification,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """Every part is a step of its own: a retry sends only the parts that did not go out."""
+        progress = progress or Progress()
         parts = pack(render(notification))
         reply_to = int(thread.ref) if thread and thread.ref.isdigit() else None
-        first: int | None = None
-        for part in parts:
-            message_id = await self._send_part(part, first or reply_to)
-            first = first or message_id
-        return str(first) if first is not None else None
+        first: str | None = None
+        for index, part in enumerate(parts, 1):
+            target = int(first) if first else reply_to
+            ref = await progress.step(
+                f"part-{index}", functools.partial(self._send_part, part, target)
+            )
+            first = first or ref
+        return first
 
-    async def _send_part(self, text: str, reply_to: int | None) -> int:
+    async def _send_part(self, text: str, reply_to: int | None) -> str:
         parse_mode: str | None = ParseMode.HTML
         for attempt in range(1, self._max_attempts + 1):
             try:
@@ -216,7 +227,7 @@ class TelegramNotifier:
                     else None,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
                 )
-                return int(message.message_id)
+                return str(message.message_id)
             except RetryAfter as exc:
                 wait = retry_after_seconds(exc)
                 if attempt == self._max_attempts or wait > MAX_RETRY_AFTER:

@@ -1,0 +1,111 @@
+"""What the service needs from its state: the Store Protocol and the records it hands out.
+
+Guarantees the rest of the service builds on, whatever the backend:
+- `accept` commits the payload durably before the webhook answers 202; the dedup check and the
+  insert are one transaction, so two replicas of the same Alertmanager notification store it once.
+- A claim carries a fencing token that grows with every claim of the notification, and a lease.
+  Every write a worker makes about its claim names the token; once another worker has claimed the
+  notification (or the lease ran out, for `renew`), the write changes nothing and raises
+  LeaseLostError, so a stalled worker cannot record, finish or send anything more.
+- Lease time is a clock that only moves forwards (never the wall clock, which can jump).
+- Notifications of one alert group are claimed in arrival order: a group's next notification waits
+  until the earlier one is finished, so a "resolved" follow-up never overtakes its "firing" message.
+- Deliveries are recorded per channel and per step (a Telegram part, Slack's reply and its update),
+  so a retry re-sends nothing that already went out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.incident import Incident, Transition
+
+
+class StoreError(Exception):
+    """The store could not do what was asked (disk full, read-only, corrupt, unreachable)."""
+
+
+class LeaseLostError(Exception):
+    """This worker's claim was taken over or ran out: it must stop and send nothing more."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    id: int
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A worker's hold on one notification; `token` fences every write made under it."""
+
+    notification_id: int
+    owner: str
+    token: int
+
+
+@dataclass(frozen=True)
+class StoredNotification:
+    id: int
+    group_id: str
+    payload: str
+    attempts: int
+    enrichment: str | None
+    incident_id: int | None
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class MessageRef:
+    """A channel's reference to the first message of an incident, and that message's enrichment."""
+
+    ref: str
+    original: str | None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One channel's delivery of a notification: its outcome, and the steps already done."""
+
+    channel: str
+    status: str  # "sent", "failed" (permanently), or "partial" (some steps done)
+    ref: str | None
+    error: str | None
+    steps: dict[str, str | None] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    async def ping(self) -> None: ...
+    async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted: ...
+    async def claim(self, owner: str, lease: float) -> StoredNotification | None: ...
+    async def renew(self, claim: Claim, lease: float) -> bool:
+        """Extend the lease; False once the claim was taken over or the lease had run out."""
+        ...
+
+    async def finish(self, claim: Claim) -> None: ...
+    async def retry_later(self, claim: Claim, error: str, delay: float) -> None: ...
+    async def give_up(self, claim: Claim, error: str) -> None: ...
+    async def release(self, claim: Claim) -> None: ...
+    async def open_incident(self, group_id: str) -> Incident | None: ...
+    async def save_enrichment(
+        self, claim: Claim, enrichment: str, transition: Transition
+    ) -> int | None:
+        """Save the enrichment and advance the group's incident together; the incident's id."""
+        ...
+
+    async def deliveries(self, notification_id: int) -> dict[str, Delivery]: ...
+    async def record_step(self, claim: Claim, channel: str, step: str, ref: str | None) -> None: ...
+    async def record_delivery(
+        self, claim: Claim, channel: str, status: str, ref: str | None, error: str | None
+    ) -> None: ...
+    async def message_ref(self, incident_id: int, channel: str) -> MessageRef | None: ...
+    async def save_message_ref(
+        self, claim: Claim, incident_id: int, channel: str, ref: str
+    ) -> None: ...
+    async def backlog(self) -> int: ...
+    async def purge(self, older_than_seconds: float) -> int:
+        """Forget what belongs to incidents that ended (or went silent) before the cutoff."""
+        ...
+
+    async def close(self) -> None: ...

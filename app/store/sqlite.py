@@ -1,0 +1,492 @@
+"""The SQLite backend: one connection owned by one thread, WAL with synchronous=FULL.
+
+SQLite is the embedded, single-host store. Lease and retry times are read from the machine's
+monotonic clock (seconds since boot, the same for every process on the host, never jumping with
+the wall clock); the boot they belong to is stored beside them, and after a reboot every lease
+has run out, since no process that held one is still alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from app.incident import Incident, Transition
+from app.store.base import (
+    Accepted,
+    Claim,
+    Delivery,
+    LeaseLostError,
+    MessageRef,
+    StoredNotification,
+    StoreError,
+)
+
+T = TypeVar("T")
+Params = Sequence[object] | Mapping[str, object]
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 2
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    idem_key TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    enrichment TEXT,
+    finished_at REAL,
+    fence INTEGER NOT NULL DEFAULT 0,
+    incident_id INTEGER
+);
+CREATE INDEX IF NOT EXISTS notifications_idem ON notifications (idem_key, received_at);
+CREATE INDEX IF NOT EXISTS notifications_open ON notifications (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS notifications_group ON notifications (group_id, id);
+CREATE TABLE IF NOT EXISTS deliveries (
+    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ref TEXT,
+    error TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (notification_id, channel)
+);
+CREATE TABLE IF NOT EXISTS delivery_steps (
+    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,
+    step TEXT NOT NULL,
+    ref TEXT,
+    done_at REAL NOT NULL,
+    PRIMARY KEY (notification_id, channel, step)
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    group_id TEXT NOT NULL,
+    firing TEXT NOT NULL,
+    opened_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ended_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents (group_id) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS incident_refs (
+    incident_id INTEGER NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    notification_id INTEGER,
+    PRIMARY KEY (incident_id, channel)
+);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# Version 1 (before incidents and fencing): its group state and thread references become open
+# incidents, so live threads survive the upgrade. Leases of the old process are void.
+MIGRATE_FROM_1 = """
+ALTER TABLE notifications ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE notifications ADD COLUMN incident_id INTEGER;
+UPDATE notifications SET lease_until = 0, next_attempt_at = 0;
+"""
+MIGRATE_GROUPS = """
+INSERT INTO incidents (group_id, firing, opened_at, updated_at)
+    SELECT group_id, firing, updated_at, updated_at FROM groups;
+INSERT OR IGNORE INTO incident_refs (incident_id, channel, ref, notification_id)
+    SELECT i.id, r.channel, r.ref, r.notification_id
+    FROM message_refs r JOIN incidents i ON i.group_id = r.group_id AND i.ended_at IS NULL;
+DROP TABLE groups;
+DROP TABLE message_refs;
+"""
+
+CLAIM = """
+UPDATE notifications
+SET state = 'processing', owner = :owner, lease_until = :lease_until, attempts = attempts + 1,
+    fence = fence + 1
+WHERE id = (
+    SELECT n.id FROM notifications n
+    WHERE ((n.state = 'pending' AND n.next_attempt_at <= :now)
+           OR (n.state = 'processing' AND n.lease_until < :now))
+      AND NOT EXISTS (
+          SELECT 1 FROM notifications e
+          WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
+    ORDER BY n.id LIMIT 1)
+RETURNING id, group_id, payload, attempts, enrichment, incident_id, fence
+"""
+
+# What a claim's holder may do with its notification (SET clauses; the fence is checked).
+FINISH = "state = 'done', owner = NULL, lease_until = 0, finished_at = ?, last_error = NULL"
+RETRY = "state = 'pending', owner = NULL, lease_until = 0, next_attempt_at = ?, last_error = ?"
+GIVE_UP = "state = 'failed', owner = NULL, lease_until = 0, finished_at = ?, last_error = ?"
+RELEASE = "state = 'pending', owner = NULL, lease_until = 0, attempts = MAX(attempts - 1, 0)"
+HELD = "id = ? AND fence = ? AND state = 'processing'"
+
+
+def sqlite_path(store_url: str) -> str:
+    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite:///:memory:`."""
+    prefix = "sqlite:///"
+    if not store_url.startswith(prefix):
+        scheme = store_url.partition(":")[0] or store_url
+        raise StoreError(f"unsupported STORE_URL scheme {scheme!r}: use sqlite:///path/to/file.db")
+    return store_url[len(prefix) :] or ":memory:"
+
+
+def boot_id() -> str:
+    """Which boot of this machine the monotonic clock counts from."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:  # not Linux: boot time by the wall clock, to the minute
+        return f"boot-{round((time.time() - time.monotonic()) / 60)}"
+
+
+class SQLiteStore:
+    """SQLite behind one connection owned by one thread; every call runs on that thread."""
+
+    def __init__(
+        self,
+        path: str,
+        clock: Callable[[], float] = time.time,
+        lease_clock: Callable[[], float] = time.monotonic,
+        boot: str | None = None,
+    ) -> None:
+        self._path = path
+        self._clock = clock  # wall time: dedup window, retention
+        self._lease_clock = lease_clock  # forwards only: leases and retry times
+        self._boot = boot or boot_id()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        store_url: str,
+        clock: Callable[[], float] = time.time,
+        lease_clock: Callable[[], float] = time.monotonic,
+        boot: str | None = None,
+    ) -> SQLiteStore:
+        """Open the store. If it is unusable now (read-only or missing disk), the service still
+        starts: every call tries again and fails with StoreError (503s, /health 503) until the
+        disk is back, so Alertmanager's retries land without a restart."""
+        store = cls(sqlite_path(store_url), clock, lease_clock, boot)
+        try:
+            await store._run(store._connect)
+        except StoreError as exc:
+            log.error("store %s is unusable, retrying on every use: %s", store_url, exc)
+        return store
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if self._path != ":memory:":
+            Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self._path, isolation_level=None, timeout=10)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("BEGIN IMMEDIATE")
+            self._migrate(conn)
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if version == 0 and "notifications" in tables:  # written by the first release
+            for statement in filter(str.strip, MIGRATE_FROM_1.split(";")):
+                conn.execute(statement)
+        for statement in filter(str.strip, SCHEMA.split(";")):
+            conn.execute(statement)
+        if "groups" in tables:
+            for statement in filter(str.strip, MIGRATE_GROUPS.split(";")):
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()
+        if row is None or row[0] != self._boot:
+            # Lease and retry times of another boot mean nothing now: its holders are gone.
+            conn.execute("UPDATE notifications SET lease_until = 0, next_attempt_at = 0")
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('boot', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (self._boot,),
+            )
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
+
+    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
+        """Wrap fn in BEGIN IMMEDIATE ... COMMIT on the store's thread."""
+
+        def run() -> T:
+            if self._closed:
+                raise sqlite3.OperationalError("store is closed")
+            conn = self._connect()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                # COMMIT itself can fail (disk full); never leave a transaction open behind us.
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return run
+
+    async def _execute(self, sql: str, params: Params = ()) -> int:
+        """One statement in its own transaction; the number of rows it changed."""
+        return await self._run(self._tx(lambda c: c.execute(sql, params).rowcount))
+
+    async def _fetch(self, sql: str, params: Params = ()) -> list[Any]:
+        return await self._run(self._tx(lambda c: c.execute(sql, params).fetchall()))
+
+    async def _held(self, claim: Claim, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run fn in one transaction only while `claim` still holds its notification."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            held = conn.execute(
+                f"SELECT 1 FROM notifications WHERE {HELD}",  # noqa: S608 - fixed SQL
+                (claim.notification_id, claim.token),
+            ).fetchone()
+            if held is None:
+                raise LeaseLostError(f"notification {claim.notification_id}: claim taken over")
+            return fn(conn)
+
+        return await self._run(self._tx(run))
+
+    async def ping(self) -> None:
+        """A one-row write: a full or read-only disk fails here, as accepting would."""
+        await self._execute(
+            "INSERT INTO heartbeat (id, at) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            (self._clock(),),
+        )
+
+    async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted:
+        now = self._clock()
+
+        def accept(conn: sqlite3.Connection) -> Accepted:
+            row = conn.execute(
+                "SELECT id FROM notifications WHERE idem_key = ? AND received_at >= ? LIMIT 1",
+                (key, now - window),
+            ).fetchone()
+            if row is not None:
+                return Accepted(id=row[0], duplicate=True)
+            cursor = conn.execute(
+                "INSERT INTO notifications (idem_key, group_id, payload, received_at)"
+                " VALUES (?, ?, ?, ?)",
+                (key, group_id, payload, now),
+            )
+            return Accepted(id=int(cursor.lastrowid or 0), duplicate=False)
+
+        return await self._run(self._tx(accept))
+
+    async def claim(self, owner: str, lease: float) -> StoredNotification | None:
+        now = self._lease_clock()
+
+        def claim(conn: sqlite3.Connection) -> StoredNotification | None:
+            row = conn.execute(
+                CLAIM, {"owner": owner, "now": now, "lease_until": now + lease}
+            ).fetchone()
+            if row is None:
+                return None
+            id_, group_id, payload, attempts, enrichment, incident_id, fence = row
+            return StoredNotification(
+                id_, group_id, payload, attempts, enrichment, incident_id, Claim(id_, owner, fence)
+            )
+
+        return await self._run(self._tx(claim))
+
+    async def _update_held(self, claim: Claim, sql: str, *args: object) -> None:
+        changed = await self._execute(
+            f"UPDATE notifications SET {sql} WHERE {HELD}",  # noqa: S608 - fixed SQL
+            (*args, claim.notification_id, claim.token),
+        )
+        if changed != 1:
+            raise LeaseLostError(f"notification {claim.notification_id}: claim taken over")
+
+    async def renew(self, claim: Claim, lease: float) -> bool:
+        now = self._lease_clock()
+        changed = await self._execute(
+            f"UPDATE notifications SET lease_until = ? WHERE {HELD} AND lease_until >= ?",  # noqa: S608
+            (now + lease, claim.notification_id, claim.token, now),
+        )
+        return changed == 1
+
+    async def finish(self, claim: Claim) -> None:
+        await self._update_held(claim, FINISH, self._clock())
+
+    async def retry_later(self, claim: Claim, error: str, delay: float) -> None:
+        await self._update_held(claim, RETRY, self._lease_clock() + delay, error)
+
+    async def give_up(self, claim: Claim, error: str) -> None:
+        await self._update_held(claim, GIVE_UP, self._clock(), error)
+
+    async def release(self, claim: Claim) -> None:
+        """Hand unfinished work back (graceful shutdown): claimable at once, attempt not counted."""
+        await self._update_held(claim, RELEASE)
+
+    async def open_incident(self, group_id: str) -> Incident | None:
+        rows = await self._fetch(
+            "SELECT id, firing FROM incidents WHERE group_id = ? AND ended_at IS NULL", (group_id,)
+        )
+        if not rows:
+            return None
+        return Incident(id=rows[0][0], group_id=group_id, firing=frozenset(json.loads(rows[0][1])))
+
+    async def save_enrichment(
+        self, claim: Claim, enrichment: str, transition: Transition
+    ) -> int | None:
+        now = self._clock()
+        firing = json.dumps(sorted(transition.firing))
+
+        def save(conn: sqlite3.Connection) -> int | None:
+            incident_id = transition.incident_id
+            if transition.opens:
+                cursor = conn.execute(
+                    "INSERT INTO incidents (group_id, firing, opened_at, updated_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (transition.group_id, firing, now, now),
+                )
+                incident_id = int(cursor.lastrowid or 0)
+            elif incident_id is not None:
+                conn.execute(
+                    "UPDATE incidents SET firing = ?, updated_at = ?, ended_at = ? WHERE id = ?",
+                    (firing, now, now if transition.ends else None, incident_id),
+                )
+            conn.execute(
+                "UPDATE notifications SET enrichment = ?, incident_id = ? WHERE id = ?",
+                (enrichment, incident_id, claim.notification_id),
+            )
+            return incident_id
+
+        return await self._held(claim, save)
+
+    async def deliveries(self, notification_id: int) -> dict[str, Delivery]:
+        def read(conn: sqlite3.Connection) -> dict[str, Delivery]:
+            found = {
+                row[0]: Delivery(*row)
+                for row in conn.execute(
+                    "SELECT channel, status, ref, error FROM deliveries WHERE notification_id = ?",
+                    (notification_id,),
+                )
+            }
+            for channel, step, ref in conn.execute(
+                "SELECT channel, step, ref FROM delivery_steps WHERE notification_id = ?",
+                (notification_id,),
+            ):
+                delivery = found.setdefault(channel, Delivery(channel, "partial", None, None))
+                delivery.steps[step] = ref
+            return found
+
+        return await self._run(self._tx(read))
+
+    async def record_step(self, claim: Claim, channel: str, step: str, ref: str | None) -> None:
+        await self._held(
+            claim,
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO delivery_steps"
+                " (notification_id, channel, step, ref, done_at) VALUES (?, ?, ?, ?, ?)",
+                (claim.notification_id, channel, step, ref, self._clock()),
+            ),
+        )
+
+    async def record_delivery(
+        self, claim: Claim, channel: str, status: str, ref: str | None, error: str | None
+    ) -> None:
+        await self._held(
+            claim,
+            lambda c: c.execute(
+                "INSERT INTO deliveries (notification_id, channel, status, ref, error, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (notification_id, channel) DO UPDATE"
+                " SET status = excluded.status, ref = excluded.ref, error = excluded.error,"
+                " updated_at = excluded.updated_at",
+                (claim.notification_id, channel, status, ref, error, self._clock()),
+            ),
+        )
+
+    async def message_ref(self, incident_id: int, channel: str) -> MessageRef | None:
+        rows = await self._fetch(
+            "SELECT r.ref, n.enrichment FROM incident_refs r"
+            " LEFT JOIN notifications n ON n.id = r.notification_id"
+            " WHERE r.incident_id = ? AND r.channel = ?",
+            (incident_id, channel),
+        )
+        return MessageRef(ref=str(rows[0][0]), original=rows[0][1]) if rows else None
+
+    async def save_message_ref(
+        self, claim: Claim, incident_id: int, channel: str, ref: str
+    ) -> None:
+        await self._held(
+            claim,
+            lambda c: c.execute(
+                "INSERT INTO incident_refs (incident_id, channel, ref, notification_id)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (incident_id, channel) DO UPDATE"
+                " SET ref = excluded.ref, notification_id = excluded.notification_id",
+                (incident_id, channel, ref, claim.notification_id),
+            ),
+        )
+
+    async def backlog(self) -> int:
+        rows = await self._fetch(
+            "SELECT COUNT(*) FROM notifications WHERE state IN ('pending', 'processing')"
+        )
+        return int(rows[0][0])
+
+    async def purge(self, older_than_seconds: float) -> int:
+        """Forget incidents that ended, or heard nothing for longer than retention (Alertmanager
+        repeats a firing group every repeat_interval), with their thread references; and finished
+        notifications past retention, except the first messages that live threads still show."""
+        cutoff = self._clock() - older_than_seconds
+
+        def purge(conn: sqlite3.Connection) -> int:
+            conn.execute(
+                "DELETE FROM incidents WHERE COALESCE(ended_at, updated_at) < ?", (cutoff,)
+            )
+            cursor = conn.execute(
+                "DELETE FROM notifications WHERE state IN ('done', 'failed') AND finished_at < ?"
+                " AND id NOT IN (SELECT notification_id FROM incident_refs"
+                "                WHERE notification_id IS NOT NULL)",
+                (cutoff,),
+            )
+            return cursor.rowcount
+
+        return await self._run(self._tx(purge))
+
+    async def close(self) -> None:
+        def close() -> None:
+            self._closed = True
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+        await self._run(close)
+        self._executor.shutdown(wait=True)
