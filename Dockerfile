@@ -19,5 +19,8 @@ VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=3s \
   CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:8080/health').status != 200)"
+# Inside a container every client (Alertmanager too) comes from outside loopback, so set the
+# webhook secret: docker run -e WEBHOOK_TOKEN="$(openssl rand -hex 32)" ... (the same token goes
+# into Alertmanager's http_config). Without it, POST /alerts answers 401 to everyone.
 ENTRYPOINT ["alert-enricher"]
 CMD ["serve"]
