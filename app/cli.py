@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import socket
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,9 +18,24 @@ from app.logs import configure_logging
 from app.models import AlertmanagerPayload, EnrichedNotification
 from app.notifiers import slack, telegram
 from app.notifiers.console import render
-from app.prompts import PromptError
+from app.prometheus import PrometheusError
+from app.prompts import PromptError, Prompts
 from app.runtime import build_runtime
 from app.store import StoreError
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything starts, so a busy port fails in one line."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(settings: Settings) -> int:
@@ -26,14 +43,19 @@ def serve(settings: Settings) -> int:
 
     from app.main import create_app  # noqa: PLC0415
 
-    uvicorn.run(
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        print(f"cannot listen on {settings.host}:{settings.port}: {reason}", file=sys.stderr)
+        return 2
+    config = uvicorn.Config(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=15,
     )
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
 
 
@@ -60,7 +82,16 @@ def preview(notification: EnrichedNotification, channel: str) -> str:
 async def replay(
     settings: Settings, payload: AlertmanagerPayload, send: bool, channel: str = "console"
 ) -> int:
-    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send."""
+    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send.
+
+    Replay keeps nothing: unless `--store` names one, its store is a temporary file (it never
+    creates ./data/ in whatever directory it runs from).
+    """
+    if "store_url" not in settings.model_fields_set:
+        with tempfile.TemporaryDirectory(prefix="alert-enricher-replay-") as scratch:
+            scratch_url = f"sqlite:///{Path(scratch) / 'replay.db'}"
+            throwaway = settings.model_copy(update={"store_url": scratch_url})
+            return await replay(throwaway, payload, send, channel)
     runtime = await build_runtime(settings)
     try:
         notification = await runtime.enricher.enrich(payload)
@@ -85,7 +116,7 @@ async def check(settings: Settings) -> int:
     try:
         runtime = await build_runtime(settings)
     except (StoreError, PromptError) as exc:
-        print(f"{'startup':<11}FAIL  {exc}")
+        print(row("startup", "FAIL", str(exc)))
         return 1
 
     async def store() -> str:
@@ -93,7 +124,15 @@ async def check(settings: Settings) -> int:
         return f"{settings.store_url} (backlog {await runtime.store.backlog()})"
 
     async def prometheus() -> str:
-        version = await runtime.prometheus.ready()
+        try:
+            version = await runtime.prometheus.ready()
+        except PrometheusError as exc:
+            if "prometheus_url" in settings.model_fields_set:
+                raise
+            raise AdvisoryError(
+                f"{exc}: the default PROMETHEUS_URL; set PROMETHEUS_URL=http://your-prometheus:9090"
+                " (until then messages say 'metrics unavailable')"
+            ) from exc
         extras = [f"Prometheus {version}"]
         if settings.prometheus_username:
             extras.append(f"basic auth as {settings.prometheus_username}")
@@ -107,32 +146,46 @@ async def check(settings: Settings) -> int:
             extras.append("TLS not verified")
         return f"{settings.prometheus_url} ({'; '.join(extras)})"
 
-    async def llm() -> str:
-        return f"{settings.llm_model} at {settings.llm_base_url}: {await runtime.llm.ping()}"
+    endpoint = f"model {settings.llm_model} at {settings.llm_base_url}"
 
-    probes: list[tuple[str, Probe | str]] = [
+    async def llm() -> str:
+        return f"{endpoint}: {await runtime.llm.ping()}"
+
+    skipped_llm = (
+        f"no LLM_API_KEY: rule-based diagnosis (with a key, alert data goes to {endpoint})"
+    )
+    probes: list[tuple[str, Probe | tuple[str, str]]] = [
         ("store", store),
         ("prometheus", prometheus),
-        ("llm", llm if runtime.llm.enabled else "skipped: no LLM_API_KEY, rule-based diagnosis"),
+        ("llm", llm if runtime.llm.enabled else ("SKIPPED", skipped_llm)),
     ]
     for notifier in runtime.dispatcher.notifiers:
         ping = getattr(notifier, "ping", None)
-        probes.append((notifier.name, ping if ping else "ok: prints to standard output"))
+        probes.append((notifier.name, ping if ping else ("OK", "prints to standard output")))
     failed = 0
     try:
         for name, probe in probes:
-            if isinstance(probe, str):
-                print(f"{name:<11}{probe.split(':')[0].upper():<6}{probe.partition(': ')[2]}")
+            if isinstance(probe, tuple):
+                print(row(name, *probe))
                 continue
             try:
-                detail = await asyncio.wait_for(probe(), timeout=15)
-                print(f"{name:<11}{'OK':<6}{detail}")
+                print(row(name, "OK", await asyncio.wait_for(probe(), timeout=15)))
+            except AdvisoryError as warning:
+                print(row(name, "WARN", str(warning)))
             except Exception as exc:  # a probe failing is the answer, whatever it raised
                 failed += 1
-                print(f"{name:<11}{'FAIL':<6}{str(exc) or type(exc).__name__}")
+                print(row(name, "FAIL", str(exc) or type(exc).__name__))
     finally:
         await runtime.close()
     return 1 if failed else 0
+
+
+class AdvisoryError(Exception):
+    """Worth saying, not a failure: `check` still exits 0."""
+
+
+def row(name: str, status: str, detail: str) -> str:
+    return f"{name:<12}{status:<9}{detail}"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -145,6 +198,11 @@ def parser() -> argparse.ArgumentParser:
     replay_cmd.add_argument("file", type=Path, help="an Alertmanager webhook payload (JSON)")
     replay_cmd.add_argument("--send", action="store_true", help="deliver to configured channels")
     replay_cmd.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep the replay's state in this store (default: a temporary one)",
+    )
+    replay_cmd.add_argument(
         "--as",
         dest="channel",
         choices=("console", "slack", "telegram"),
@@ -155,21 +213,37 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+def configuration_errors(exc: ValidationError) -> list[str]:
+    """`NAME: what is wrong`, one per error; checks across settings name their setting first."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(p) for p in error["loc"]).upper()
+        lines.append(f"{where}: {message}" if where else message)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings()
     except ValidationError as exc:
-        for error in exc.errors(include_input=False, include_url=False):
-            where = ".".join(str(p) for p in error["loc"]).upper()
-            print(f"invalid configuration: {where}: {error['msg']}", file=sys.stderr)
+        for line in configuration_errors(exc):
+            print(f"invalid configuration: {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    try:
+        Prompts.load(settings.prompts_dir)  # a broken template: one line now, not a traceback later
+    except PromptError as exc:
+        print(f"invalid configuration: PROMPTS_DIR: {exc}", file=sys.stderr)
+        return 2
     if args.command == "serve":
         return serve(settings)
     if args.command == "replay":
         payload = load_payload(args.file)
         if payload is None:
             return 2
+        if args.store:
+            settings = settings.model_copy(update={"store_url": args.store})
         return asyncio.run(replay(settings, payload, args.send, args.channel))
     return asyncio.run(check(settings))

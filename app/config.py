@@ -7,8 +7,9 @@ import re
 import ssl
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.routing import parse_matchers
@@ -42,6 +43,21 @@ def parse_headers(text: str) -> dict[str, str]:
         if any(ch in value for ch in "\r\n\0"):
             raise ValueError(f"the value of {name} contains a line break")
     return dict(pairs)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STORE_SCHEMES = ("sqlite:///",)
+
+
+def check_http_url(value: str) -> str:
+    """An http(s) URL with a host, or ValueError saying what is wrong with it."""
+    try:
+        parts = urlsplit(value.strip())
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// URL with a host")
+    return value.strip()
 
 
 SHIPPED_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -166,8 +182,67 @@ class Settings(BaseSettings):
 
     @field_validator("log_level")
     @classmethod
-    def _upper_level(cls, value: str) -> str:
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return value.upper()
+
+    @field_validator(
+        "prometheus_url",
+        "prometheus_external_url",
+        "llm_base_url",
+        "slack_api_url",
+        "telegram_api_url",
+    )
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("slack_webhook_url")
+    @classmethod
+    def _http_secret_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_http_url(value.get_secret_value())
+            except ValueError:  # never echo the webhook URL: it is the secret
+                raise ValueError("must be an https:// Slack incoming-webhook URL") from None
+        return value
+
+    @field_validator("store_url")
+    @classmethod
+    def _supported_store(cls, value: str) -> str:
+        if not value.startswith(STORE_SCHEMES):
+            scheme = value.partition(":")[0] or value
+            raise ValueError(f"unsupported scheme {scheme!r}: use sqlite:///path/to/file.db")
+        return value
+
+    @model_validator(mode="after")
+    def _whole_channels(self) -> Settings:
+        """A half-configured channel is an error, never a silent fall-back to the console."""
+        pairs = (
+            ("SLACK_BOT_TOKEN", self.slack_bot_token, "SLACK_CHANNEL", self.slack_channel),
+            (
+                "TELEGRAM_BOT_TOKEN",
+                self.telegram_bot_token,
+                "TELEGRAM_CHAT_ID",
+                self.telegram_chat_id,
+            ),
+        )
+        for first, first_value, second, second_value in pairs:
+            if (first_value is None) != (second_value is None):
+                missing, given = (first, second) if first_value is None else (second, first)
+                raise ValueError(f"{missing}: not set, but {given} is: set both (or neither)")
+        if self.telegram_thread_id is not None and not self.telegram_enabled:
+            raise ValueError("TELEGRAM_THREAD_ID: set, but Telegram is not configured")
+        slack = self.slack_bot_enabled or self.slack_webhook_url is not None
+        for name, matchers, configured in (
+            ("SLACK_MATCHERS", self.slack_matchers, slack),
+            ("TELEGRAM_MATCHERS", self.telegram_matchers, self.telegram_enabled),
+        ):
+            if matchers.strip() and not configured:
+                channel = name.split("_")[0].capitalize()
+                raise ValueError(f"{name}: set, but {channel} is not configured")
+        return self
 
     @property
     def graph_base_url(self) -> str:

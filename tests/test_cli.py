@@ -1,4 +1,5 @@
 import base64
+import socket
 
 import httpx
 import pytest
@@ -51,14 +52,16 @@ def test_check_reports_each_dependency_and_fails_when_one_is_down(env, respx_moc
     )
     assert main(["check"]) == 0
     out = capsys.readouterr().out
-    assert "store      OK" in out and "Prometheus 2.42.0" in out
-    assert "llm        SKIPPED" in out
+    assert "store       OK       sqlite:///" in out and "Prometheus 2.42.0" in out
+    assert "llm         SKIPPED  no LLM_API_KEY" in out
+    assert f"alert data goes to model deepseek-chat at {LLM_URL}" in out
 
     env.setenv("LLM_API_KEY", "fake-bad-key")
     respx_mock.get(f"{LLM_URL}/models").mock(return_value=httpx.Response(401))
     assert main(["check"]) == 1
     out = capsys.readouterr().out
-    assert "llm        FAIL  invalid LLM API key (401)" in out
+    assert "llm         FAIL     model deepseek-chat at" not in out
+    assert "llm         FAIL     invalid LLM API key (401)" in out
     assert "fake-bad-key" not in out
 
 
@@ -68,8 +71,8 @@ def test_check_fails_when_prometheus_is_unreachable(
     respx_mock.get(f"{PROMETHEUS_URL}/api/v1/status/buildinfo").mock(
         side_effect=httpx.ConnectError("x")
     )
-    assert main(["check"]) == 1
-    assert "prometheus FAIL" in capsys.readouterr().out
+    assert main(["check"]) == 1, "a configured Prometheus that is down is a failure"
+    assert "prometheus  FAIL     " in capsys.readouterr().out
 
 
 def test_invalid_configuration_is_reported_without_values(env, capsys) -> None:
@@ -121,3 +124,81 @@ def test_bad_prometheus_access_settings_stop_at_start(env, capsys, name, value, 
     assert main(["check"]) == 2
     err = capsys.readouterr().err
     assert f"invalid configuration: {name}" in err and reason in err
+
+
+def test_check_passes_with_nothing_configured_and_warns_about_the_default_prometheus(
+    env, respx_mock, capsys
+) -> None:
+    env.delenv("PROMETHEUS_URL")
+    respx_mock.get("http://localhost:9090/api/v1/status/buildinfo").mock(
+        side_effect=httpx.ConnectError("refused")
+    )
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "prometheus  WARN     " in out and "set PROMETHEUS_URL=" in out
+    columns = {line.index(line.split()[2]) for line in out.splitlines()}
+    assert columns == {21}, "the details start in one column"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({"SLACK_CHANNEL": "C0FAKE"}, "SLACK_BOT_TOKEN: not set, but SLACK_CHANNEL is"),
+        ({"SLACK_BOT_TOKEN": "xoxb-fake"}, "SLACK_CHANNEL: not set, but SLACK_BOT_TOKEN is"),
+        ({"TELEGRAM_BOT_TOKEN": "1:fake"}, "TELEGRAM_CHAT_ID: not set, but TELEGRAM_BOT_TOKEN is"),
+        ({"TELEGRAM_CHAT_ID": "-100"}, "TELEGRAM_BOT_TOKEN: not set, but TELEGRAM_CHAT_ID is"),
+        ({"TELEGRAM_THREAD_ID": "7"}, "TELEGRAM_THREAD_ID: set, but Telegram is not configured"),
+        ({"SLACK_MATCHERS": "severity=critical"}, "SLACK_MATCHERS: set, but Slack is not"),
+        ({"TELEGRAM_MATCHERS": "a=b"}, "TELEGRAM_MATCHERS: set, but Telegram is not"),
+        ({"PROMETHEUS_URL": "localhost:9090"}, "PROMETHEUS_URL: must be an http:// or https://"),
+        ({"LLM_BASE_URL": "ftp://llm"}, "LLM_BASE_URL: must be an http:// or https://"),
+        ({"SLACK_API_URL": "slack.com/api"}, "SLACK_API_URL: must be an http"),
+        ({"TELEGRAM_API_URL": "https://"}, "TELEGRAM_API_URL: must be an http"),
+        ({"SLACK_WEBHOOK_URL": "hooks/T0/B0/secret"}, "SLACK_WEBHOOK_URL: must be an https://"),
+        ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL: must be one of DEBUG, INFO"),
+        (
+            {"STORE_URL": "postgres://u:pw@db/x"},
+            "STORE_URL: unsupported scheme 'postgres': use sqlite:///",
+        ),
+    ],
+)
+def test_a_wrong_or_half_configuration_stops_at_start_in_one_line(
+    env, capsys, settings, expected
+) -> None:
+    for name, value in settings.items():
+        env.setenv(name, value)
+    for command in (["check"], ["serve"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert err == f"invalid configuration: {expected}" + err.split(expected, 1)[1]
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert "hooks/T0/B0/secret" not in err and ":pw@" not in err
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line(env, capsys) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env.setenv("HOST", "127.0.0.1")
+        env.setenv("PORT", str(taken.getsockname()[1]))
+        assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cannot listen on 127.0.0.1:") and "in use" in err
+    assert err.count("\n") == 1
+
+
+def test_replay_leaves_no_data_directory_behind(env, respx_mock, tmp_path, capsys) -> None:
+    env.delenv("STORE_URL")
+    respx_mock.post(f"{PROMETHEUS_URL}/api/v1/query_range").mock(return_value=matrix())
+    path = str(FIXTURES / "alertmanager-0.25-firing_apidown_binance.json")
+    assert main(["replay", path]) == 0
+    assert not (tmp_path / "data").exists()
+    assert main(["replay", path, "--store", f"sqlite:///{tmp_path}/kept.db"]) == 0
+    assert (tmp_path / "kept.db").exists()
+
+
+def test_a_missing_prompts_dir_stops_serve_in_one_line(env, tmp_path, capsys) -> None:
+    env.setenv("PROMPTS_DIR", str(tmp_path / "nowhere"))
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("invalid configuration: PROMPTS_DIR: cannot read prompt template")
