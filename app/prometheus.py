@@ -1,7 +1,8 @@
 """Prometheus HTTP API client and the metric context behind each alert.
 
 Only `PROMETHEUS_URL` is ever queried; the host in an alert's generatorURL is ignored (it is often an
-internal name the service cannot reach, and it is attacker-controlled text). Every failure turns into
+internal name the service cannot reach, and it is attacker-controlled text). Every failure, from an
+expression too large or not valid to analyse (see `app.promql`) to a bug here, turns into
 `MetricContext(unavailable=reason)`: missing metrics never stop a notification.
 """
 
@@ -17,11 +18,12 @@ from urllib.parse import urlencode
 import httpx
 
 from app.models import Alert, MetricContext
-from app.promql import context_expr, expr_from_generator_url
+from app.promql import PromQLError, context_expr, expr_from_generator_url
 
 log = logging.getLogger(__name__)
 
 MAX_POINTS = 60
+PARSE_TIMEOUT_SECONDS = 2.0
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 
 Series = tuple[dict[str, str], list[float]]
@@ -153,26 +155,62 @@ class ContextBuilder:
         graph_base: str,
         max_alerts: int,
         timeout: float,
+        *,
+        parse_timeout: float = PARSE_TIMEOUT_SECONDS,
     ) -> None:
         self._client = client
         self._window = window_minutes
         self._graph_base = graph_base
         self._max_alerts = max_alerts
         self._timeout = timeout
+        self._parse_timeout = parse_timeout
 
     async def build(self, alerts: list[Alert], now: datetime | None = None) -> list[MetricContext]:
-        """Contexts for the first `max_alerts` alerts, in order; the rest get none."""
-        now = now or datetime.now(UTC)
+        """Contexts for the first `max_alerts` alerts, in order; the rest get none.
+
+        Never raises: whatever goes wrong becomes a context with the reason in `unavailable`.
+        """
         chosen = alerts[: self._max_alerts]
-        exprs = {a.identity: self._expr_for(a) for a in chosen}
-        distinct = {e for e in exprs.values() if e}
+        try:
+            return await self._build(chosen, now or datetime.now(UTC))
+        except Exception:  # context is optional: a bug here must not cost the notification
+            log.exception("unexpected error building the metric context")
+            reason = "internal error while building the metric context"
+            return [MetricContext(unavailable=reason) for _ in chosen]
+
+    async def _build(self, chosen: list[Alert], now: datetime) -> list[MetricContext]:
+        raw = {a.identity: expr_from_generator_url(a.generator_url) for a in chosen}
+        distinct_raw = list(dict.fromkeys(e for e in raw.values() if e))
+        analysed = await asyncio.gather(*(self._analyse(e) for e in distinct_raw))
+        by_raw = dict(zip(distinct_raw, analysed, strict=True))
+        distinct = list(dict.fromkeys(e for e in analysed if isinstance(e, str)))
         results = await asyncio.gather(*(self._fetch(e, now) for e in distinct))
         by_expr = dict(zip(distinct, results, strict=True))
-        return [self._context(a, exprs[a.identity], by_expr) for a in chosen]
+        contexts = []
+        for alert in chosen:
+            expr = raw[alert.identity]
+            contexts.append(self._context(alert, by_raw[expr] if expr else None, by_expr))
+        return contexts
 
-    def _expr_for(self, alert: Alert) -> str | None:
-        raw = expr_from_generator_url(alert.generator_url)
-        return context_expr(raw) if raw else None
+    async def _analyse(self, raw: str) -> str | MetricContext:
+        """The expression to query, or the context saying why there is none.
+
+        `app.promql`'s limits keep the parse to milliseconds; the thread and the timeout are a second
+        line. The parser holds the GIL while it runs, so they bound the wait, not a runaway parse.
+        """
+        try:
+            async with asyncio.timeout(self._parse_timeout):
+                return await asyncio.to_thread(context_expr, raw)
+        except TimeoutError:
+            return MetricContext(
+                unavailable=f"analysing the expression took longer than {self._parse_timeout:g}s"
+            )
+        except PromQLError as exc:
+            log.warning("alert expression not analysed: %s", exc)
+            return MetricContext(unavailable=str(exc))
+        except Exception:  # context is optional: a bug here must not cost the notification
+            log.exception("unexpected error analysing the alert expression")
+            return MetricContext(unavailable="internal error while analysing the expression")
 
     async def _fetch(self, expr: str, now: datetime) -> list[Series] | str:
         step = max(1, math.ceil(self._window * 60 / MAX_POINTS))
@@ -190,10 +228,15 @@ class ContextBuilder:
             return "internal error while querying Prometheus"
 
     def _context(
-        self, alert: Alert, expr: str | None, by_expr: dict[str, list[Series] | str]
+        self,
+        alert: Alert,
+        expr: str | MetricContext | None,
+        by_expr: dict[str, list[Series] | str],
     ) -> MetricContext:
-        if not expr:
+        if expr is None:
             return MetricContext(unavailable="no expression in generatorURL")
+        if isinstance(expr, MetricContext):
+            return expr.model_copy()
         link = graph_url(self._graph_base, expr, self._window)
         result = by_expr[expr]
         if isinstance(result, str):

@@ -1,6 +1,7 @@
 import math
+import time
 from datetime import UTC, datetime
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import httpx
 import pytest
@@ -11,10 +12,11 @@ from app.prometheus import ContextBuilder, PrometheusClient, matches, sparkline,
 from tests.fakes import PROMETHEUS_URL, fixture_payload, matrix
 
 NOW = datetime(2026, 11, 21, 10, 30, tzinfo=UTC)
+QUERY_RANGE = f"{PROMETHEUS_URL}/api/v1/query_range"
 
 
 def builder(
-    http: httpx.AsyncClient, token: str | None = None, timeout: float = 5
+    http: httpx.AsyncClient, token: str | None = None, timeout: float = 5, **options: float
 ) -> ContextBuilder:
     return ContextBuilder(
         PrometheusClient(http, PROMETHEUS_URL, token),
@@ -22,7 +24,26 @@ def builder(
         graph_base="http://prom.example:9090",
         max_alerts=10,
         timeout=timeout,
+        **options,
     )
+
+
+def alert_for(expr: str, exchange: str = "binance") -> Alert:
+    url = "http://vm:19090/graph?" + urlencode({"g0.expr": expr, "g0.tab": "1"})
+    return Alert(
+        status="firing",
+        labels={"alertname": "APIDown", "exchange": exchange},
+        generatorURL=url,
+    )
+
+
+class GarbageClient(PrometheusClient):
+    """Answers with a series whose labels are not a mapping: a bug past every parsing check."""
+
+    async def query_range(
+        self, expr: str, start: datetime, end: datetime, step_seconds: int
+    ) -> list[tuple[dict[str, str], list[float]]]:
+        return [(None, [1.0])]  # type: ignore[list-item]
 
 
 def test_sparkline_maps_min_to_lowest_and_max_to_highest_bar() -> None:
@@ -132,3 +153,84 @@ async def test_only_the_first_max_alerts_get_context(respx_mock: respx.MockRoute
             PrometheusClient(http, PROMETHEUS_URL), 30, "http://p", max_alerts=2, timeout=5
         ).build(alerts, now=NOW)
     assert len(contexts) == 2
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("expr", "reason"),
+    [
+        ("(" * 50_000 + "up" + ")" * 50_000, "too long to analyse (100002 characters"),
+        (" and ".join(["api_health_status == 0"] * 3_001), "too long to analyse (81022 characters"),
+        (
+            "(" * 3_000 + "api_health_status == 0" + ") and up" * 3_000,
+            "too long to analyse (27022 characters",
+        ),
+        ("abs(" * 1_000 + "up" + ")" * 1_000, "too deeply nested to analyse (1000 levels"),
+        ("-" * 5_000 + "up", "too many operators to analyse (5000"),
+    ],
+    ids=[
+        "50k-nested-parens",
+        "3k-chained-and",
+        "3k-left-nested-and",
+        "1k-nested-calls",
+        "5k-unary-minus",
+    ],
+)
+async def test_pathological_expression_gives_metrics_unavailable_quickly_and_spares_the_rest(
+    respx_mock: respx.MockRouter, expr: str, reason: str
+) -> None:
+    route = respx_mock.post(QUERY_RANGE).mock(return_value=matrix(({"exchange": "okx"}, [1, 0])))
+    alerts = [alert_for(expr), alert_for("api_health_status == 0", exchange="okx")]
+    started = time.monotonic()
+    async with httpx.AsyncClient() as http:
+        hostile, fine = await builder(http).build(alerts, now=NOW)
+    assert time.monotonic() - started < 2
+    assert reason in (hostile.unavailable or "")
+    assert (hostile.expr, hostile.graph_url) == ("", None), "the text is not echoed back"
+    assert fine.current == 0, "the other alert keeps its context"
+    assert [parse_qs(c.request.content.decode())["query"] for c in route.calls] == [
+        ["api_health_status"]
+    ]
+
+
+async def test_expression_that_is_not_promql_gives_metrics_unavailable_without_a_query(
+    respx_mock: respx.MockRouter,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        [context] = await builder(http).build([alert_for("rate(errors[5m] > 0")], now=NOW)
+    assert (context.unavailable or "").startswith("expression is not valid PromQL: ")
+    assert not respx_mock.calls
+
+
+async def test_expression_analysis_timeout_gives_metrics_unavailable(
+    respx_mock: respx.MockRouter,
+) -> None:
+    async with httpx.AsyncClient() as http:
+        [context] = await builder(http, parse_timeout=0).build([alert_for("up == 0")], now=NOW)
+    assert context.unavailable == "analysing the expression took longer than 0s"
+    assert not respx_mock.calls
+
+
+async def test_unexpected_error_gives_every_alert_metrics_unavailable_instead_of_raising(
+    respx_mock: respx.MockRouter,
+) -> None:
+    alerts = [alert_for("up == 0"), alert_for("up == 0", exchange="okx")]
+    async with httpx.AsyncClient() as http:
+        contexts = await ContextBuilder(
+            GarbageClient(http, PROMETHEUS_URL), 30, "http://p", max_alerts=10, timeout=5
+        ).build(alerts, now=NOW)
+    assert [c.unavailable for c in contexts] == [
+        "internal error while building the metric context"
+    ] * 2
+
+
+async def test_bool_and_group_left_threshold_queries_the_metric_side(
+    respx_mock: respx.MockRouter,
+) -> None:
+    ratio = "sum by (job) (rate(errors[5m])) / on(job) group_left(team) team_info"
+    route = respx_mock.post(QUERY_RANGE).mock(return_value=matrix())
+    async with httpx.AsyncClient() as http:
+        [context] = await builder(http).build([alert_for(f"{ratio} > bool 0.1")], now=NOW)
+    assert parse_qs(route.calls[0].request.content.decode())["query"] == [ratio]
+    assert context.expr == ratio
+    assert context.unavailable == "query returned no series"
