@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from app.formatting import clean, shorten
+from app.formatting import clean, join_names, shorten
 from app.incident import classify
 from app.llm import LLMClient, LLMError
 from app.metrics import Metrics
@@ -52,7 +53,9 @@ def _identifying(labels: dict[str, str]) -> dict[str, str]:
     return {clean(k): clean(v) for k, v in {**ordered, **dict(sorted(rest.items()))}.items()}
 
 
-def alert_view(alert: Alert, context: MetricContext | None = None) -> AlertView:
+def alert_view(
+    alert: Alert, context: MetricContext | None = None, *, new: bool = False
+) -> AlertView:
     runbook = alert.annotations.get("runbook_url", "")
     return AlertView(
         name=clean(alert.name),
@@ -66,6 +69,7 @@ def alert_view(alert: Alert, context: MetricContext | None = None) -> AlertView:
         ends_at=alert.ends_at,
         fingerprint=alert.identity,
         context=context,
+        new=new,
     )
 
 
@@ -81,12 +85,15 @@ def silence_url(payload: AlertmanagerPayload) -> str | None:
 
 
 def title(payload: AlertmanagerPayload) -> str:
-    names = list(dict.fromkeys(a.name for a in payload.alerts))
-    lead = payload.common_labels.get("alertname") or names[0]
-    exchanges = sorted({a.labels["exchange"] for a in payload.alerts if a.labels.get("exchange")})
+    """The alert name and exchanges of what fires; when nothing does, of what resolved."""
+    alerts = payload.firing or payload.alerts
+    names = list(dict.fromkeys(a.name for a in alerts))
+    common = payload.common_labels.get("alertname")
+    lead = common if common in names else names[0]
+    exchanges = sorted({a.labels["exchange"] for a in alerts if a.labels.get("exchange")})
     text = lead if len(names) == 1 else f"{lead} and {len(names) - 1} other alert names"
     if exchanges:
-        text += f" on {', '.join(exchanges[:5])}" + (" …" if len(exchanges) > 5 else "")
+        text += f" on {join_names(exchanges)}"
     return clean(shorten(text, 150))
 
 
@@ -161,11 +168,21 @@ def assemble(
     source: DiagnosisSource,
     *,
     notification_id: int | None = None,
+    known: frozenset[str] | None = None,
 ) -> EnrichedNotification:
-    """The presentation-neutral notification: cleaned text, at most MAX_ALERTS_SHOWN alerts."""
+    """The presentation-neutral notification: cleaned text, at most MAX_ALERTS_SHOWN alerts.
+
+    `contexts` belong to `payload.firing`, in order. `known`: the identities (`Alert.identity`, the
+    fingerprint) of the group's alerts that were already firing; in an escalation the others are
+    marked new and listed first, so no cap hides them. None (not known) marks nothing.
+    """
     firing = payload.firing
-    shown_firing = firing[:MAX_ALERTS_SHOWN]
     context_of = dict(zip((a.identity for a in firing), contexts, strict=False))
+    new: set[str] = set()
+    if kind == "escalation" and known is not None:
+        new = {a.identity for a in firing} - known
+        firing = sorted(firing, key=lambda a: a.identity not in new)
+    shown_firing = firing[:MAX_ALERTS_SHOWN]
     shown_resolved = payload.resolved[: max(0, MAX_ALERTS_SHOWN - len(shown_firing))]
     omitted = len(payload.alerts) - len(shown_firing) - len(shown_resolved)
     return EnrichedNotification(
@@ -176,7 +193,9 @@ def assemble(
         title=title(payload),
         severity=clean(severity(firing or payload.alerts)),
         receiver=clean(payload.receiver),
-        firing=[alert_view(a, context_of.get(a.identity)) for a in shown_firing],
+        firing=[
+            alert_view(a, context_of.get(a.identity), new=a.identity in new) for a in shown_firing
+        ],
         resolved=[alert_view(a) for a in shown_resolved],
         omitted_alerts=omitted + payload.truncated_alerts,
         diagnosis=diagnosis,
@@ -213,8 +232,13 @@ class Enricher:
         payload: AlertmanagerPayload,
         notification_id: int | None = None,
         kind: Kind | None = None,
+        *,
+        known: frozenset[str] | None = None,
     ) -> EnrichedNotification:
-        """Context and diagnosis for `new` and `escalation`; follow-ups make no queries at all."""
+        """Context and diagnosis for `new` and `escalation`; follow-ups make no queries at all.
+
+        `known`: the fingerprints the group's incident had firing before (see `assemble`).
+        """
         kind = kind or classify(payload, None)
         firing = payload.firing
         diagnosis, source = (None, DiagnosisSource(kind="none"))
@@ -222,7 +246,9 @@ class Enricher:
         if kind in ("new", "escalation"):
             contexts = await self._contexts.build(firing)
             diagnosis, source = await self.diagnose(payload, contexts)
-        return assemble(payload, kind, contexts, diagnosis, source, notification_id=notification_id)
+        return assemble(
+            payload, kind, contexts, diagnosis, source, notification_id=notification_id, known=known
+        )
 
     async def diagnose(
         self, payload: AlertmanagerPayload, contexts: list[MetricContext]
@@ -236,8 +262,12 @@ class Enricher:
             window_minutes=self._window,
             language=self._language,
         )
+        # No model, no call: timing its immediate LLMError would fill the histogram with zeros.
+        timer: AbstractContextManager[object] = (
+            self._metrics.llm_seconds.time() if self._llm.enabled else nullcontext()
+        )
         try:
-            with self._metrics.llm_seconds.time():
+            with timer:
                 diagnosis = await self._llm.diagnose(system, user)
         except LLMError as exc:
             reason = str(exc)

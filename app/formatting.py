@@ -24,6 +24,15 @@ def shorten(text: str, limit: int) -> str:
     return text[:keep].rstrip() + SHORTENED_MARK
 
 
+def join_names(names: list[str], limit: int = 5) -> str:
+    """`a`, `a and b`, `a, b and c`; past `limit` names, `a, b, c, d, e and 2 more`."""
+    if len(names) > limit:
+        return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+    if len(names) < 2:
+        return "".join(names)
+    return f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def duration(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
     days, seconds = divmod(seconds, 86400)

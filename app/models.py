@@ -192,6 +192,7 @@ class AlertView(BaseModel):
     ends_at: datetime | None = None
     fingerprint: str = ""
     context: MetricContext | None = None
+    new: bool = False  # joined a group that was already firing (an escalation's news)
 
     @property
     def labels(self) -> dict[str, str]:

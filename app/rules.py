@@ -13,12 +13,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from app.formatting import join_names
 from app.models import Alert, Diagnosis
 
 
 @dataclass(frozen=True)
 class Playbook:
-    """Texts may use `{exchanges}`; nothing else is substituted."""
+    """Texts may use `{exchanges}`, `{severity}` and `{singular|plural}` forms that agree with the
+    number of exchanges; nothing else is substituted."""
 
     diagnosis: str
     impact: str
@@ -29,10 +31,11 @@ class Playbook:
 
 ALERT_PLAYBOOKS: dict[str, Playbook] = {
     "APIDown": Playbook(
-        diagnosis="The {exchanges} API is not answering health checks: the exchange is down or in "
-        "maintenance, or the path to it (DNS, egress proxy, network, TLS) is broken.",
+        diagnosis="The {exchanges} {API is|APIs are} not answering health checks: the "
+        "{exchange is|exchanges are} down or in maintenance, or the path to {it|them} (DNS, "
+        "egress proxy, network, TLS) is broken.",
         impact="No market data or order placement through {exchanges}: open positions cannot be "
-        "adjusted and strategies depending on it are blind.",
+        "adjusted and strategies depending on {it|them} are blind.",
         actions=(
             "Check the exchange's status page and announcement channel for maintenance or incidents.",
             "From the monitoring host, curl the exchange's ping endpoint to separate our network "
@@ -122,7 +125,8 @@ SIGNATURES: tuple[Signature, ...] = (
             _NUM.format("418") + r"|ip (has been )?(auto-)?banned|way too many requests", re.I
         ),
         Playbook(
-            diagnosis="{exchanges} has banned this IP (HTTP 418) after rate limits kept being hit.",
+            diagnosis="{exchanges} {has|have} banned this IP (HTTP 418) after rate limits kept "
+            "being hit.",
             impact="All requests from this IP fail until the ban expires.",
             actions=(
                 "Stop all traffic from the banned IP now: further requests extend the ban.",
@@ -137,8 +141,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "rate limit (HTTP 429 / -1003)",
         re.compile(_NUM.format("429") + r"|-1003\b|too many requests", re.I),
         Playbook(
-            diagnosis="{exchanges} is rate-limiting us (HTTP 429 / -1003): request weight is over "
-            "the exchange's limit.",
+            diagnosis="{exchanges} {is|are} rate-limiting us (HTTP 429 / -1003): request weight "
+            "is over the exchange's limit.",
             impact="Requests are rejected; continuing risks an IP ban (418).",
             actions=(
                 "Back off now and honour Retry-After.",
@@ -154,8 +158,9 @@ SIGNATURES: tuple[Signature, ...] = (
             _NUM.format("401") + r"|-2015\b|-2014\b|-2008\b|invalid api.?key|unauthori[sz]ed", re.I
         ),
         Playbook(
-            diagnosis="{exchanges} rejects our API key (401 / -2015): the key is wrong, expired, "
-            "revoked, lacks the permission used, or the request comes from an IP not on its list.",
+            diagnosis="{exchanges} {rejects|reject} our API key (401 / -2015): the key is wrong, "
+            "expired, revoked, lacks the permission used, or the request comes from an IP not on "
+            "its list.",
             impact="Signed requests fail: no orders, cancels or account data.",
             actions=(
                 "Check which key the service loaded (fingerprint, not the secret) and that it is active.",
@@ -170,8 +175,8 @@ SIGNATURES: tuple[Signature, ...] = (
         "forbidden (HTTP 403)",
         re.compile(_NUM.format("403") + r"|forbidden|not whitelisted|allow.?list", re.I),
         Playbook(
-            diagnosis="{exchanges} answers 403 Forbidden: the egress IP is not on the key's "
-            "allow-list, the key lacks the permission, or a WAF or region block applies.",
+            diagnosis="{exchanges} {answers|answer} 403 Forbidden: the egress IP is not on the "
+            "key's allow-list, the key lacks the permission, or a WAF or region block applies.",
             impact="Affected endpoints fail for every request from this host.",
             actions=(
                 "Compare the current egress IP with the API key's IP allow-list.",
@@ -233,13 +238,20 @@ def find_signature(alerts: list[Alert]) -> Signature | None:
     return next((s for s in SIGNATURES if s.pattern.search(text)), None)
 
 
-def _exchanges(alerts: list[Alert]) -> str:
-    names = sorted({a.labels["exchange"] for a in alerts if a.labels.get("exchange")})
-    return ", ".join(names) if names else "the exchange"
+_FORMS = re.compile(r"\{([^{}|]*)\|([^{}|]*)\}")
 
 
-def _fill(text: str, exchanges: str, severity: str) -> str:
-    return text.replace("{exchanges}", exchanges).replace("{severity}", severity)
+def _exchanges(alerts: list[Alert]) -> list[str]:
+    return sorted({a.labels["exchange"] for a in alerts if a.labels.get("exchange")})
+
+
+def _fill(text: str, exchanges: list[str], severity: str) -> str:
+    """A playbook text for these exchanges: its `{singular|plural}` forms agree with how many
+    there are, then the names go in (after, so no label is ever read as a form)."""
+    form = 2 if len(exchanges) > 1 else 1
+    text = _FORMS.sub(lambda match: match.group(form), text)
+    names = join_names(exchanges) or "the exchange"
+    return text.replace("{exchanges}", names).replace("{severity}", severity)
 
 
 def _generic_diagnosis(alert: Alert) -> str:
@@ -262,17 +274,21 @@ def diagnose(alerts: list[Alert]) -> Diagnosis:
     if not chosen:
         chosen = [GENERIC]
     first = chosen[0]
-    diagnosis = _generic_diagnosis(lead) if first is GENERIC else first.diagnosis
+    severity = lead.severity
+    # Only our playbook text is filled in: alert text is never read as a placeholder or form.
+    generic = first is GENERIC
+    diagnosis = _generic_diagnosis(lead) if generic else _fill(first.diagnosis, exchanges, severity)
     actions: list[str] = []
     runbook = lead.annotations.get("runbook_url")
     if runbook:
         actions.append(f"Follow the runbook: {runbook}")
     for book in chosen:
-        actions += [a for a in book.actions if a not in actions]
+        filled = [_fill(a, exchanges, severity) for a in book.actions]
+        actions += [a for a in filled if a not in actions]
     return Diagnosis(
-        diagnosis=_fill(diagnosis, exchanges, lead.severity),
-        impact=_fill(first.impact, exchanges, lead.severity),
-        action_items=[_fill(a, exchanges, lead.severity) for a in actions],
-        rollback_plan=_fill(first.rollback, exchanges, lead.severity),
-        estimated_recovery_time=_fill(first.recovery, exchanges, lead.severity),
+        diagnosis=diagnosis,
+        impact=_fill(first.impact, exchanges, severity),
+        action_items=actions,
+        rollback_plan=_fill(first.rollback, exchanges, severity),
+        estimated_recovery_time=_fill(first.recovery, exchanges, severity),
     )

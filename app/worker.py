@@ -59,8 +59,10 @@ class Pipeline:
             incident_id = stored.incident_id
         else:
             payload = AlertmanagerPayload.model_validate_json(stored.payload)
-            change = transition(payload, await self._store.open_incident(payload.group_id))
-            notification = await self._enricher.enrich(payload, stored.id, change.kind)
+            incident = await self._store.open_incident(payload.group_id)
+            change = transition(payload, incident)
+            known = incident.firing if incident else None  # to mark the alerts that are new
+            notification = await self._enricher.enrich(payload, stored.id, change.kind, known=known)
             incident_id = await self._store.save_enrichment(
                 lease.claim, notification.model_dump_json(), change
             )

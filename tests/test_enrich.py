@@ -6,10 +6,10 @@ import respx
 from tenacity import wait_none
 
 from app.config import SHIPPED_PROMPTS_DIR
-from app.enrich import Enricher, PromptBudget, prompt_data, silence_url
+from app.enrich import Enricher, PromptBudget, assemble, prompt_data, silence_url, title
 from app.llm import LLMClient
 from app.metrics import Metrics
-from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext
+from app.models import AlertmanagerPayload, DiagnosisSource, EnrichedNotification, MetricContext
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from tests.fakes import (
@@ -25,7 +25,11 @@ from tests.fakes import (
 
 
 def enricher(
-    http: httpx.AsyncClient, *, api_key: str | None = FAKE_LLM_KEY, language="en"
+    http: httpx.AsyncClient,
+    *,
+    api_key: str | None = FAKE_LLM_KEY,
+    language="en",
+    metrics: Metrics | None = None,
 ) -> Enricher:
     llm = LLMClient(
         http,
@@ -42,7 +46,7 @@ def enricher(
         contexts,
         llm,
         Prompts.load(SHIPPED_PROMPTS_DIR),
-        Metrics(),
+        metrics or Metrics(),
         language=language,
         window_minutes=30,
         prompt_budget=24_000,
@@ -198,3 +202,88 @@ async def test_repeat_and_resolved_follow_ups_make_no_queries(respx_mock: respx.
             result = await enricher(http).enrich(payload, 5, kind)
             assert result.kind == kind and result.diagnosis is None
     assert not respx_mock.calls
+
+
+def group_of_3(status: str = "firing", exchanges: tuple[str, ...] = ()) -> AlertmanagerPayload:
+    """The three-exchange APIDown group, all alerts in `status`; more exchanges when given."""
+    raw = json.loads(fixture_text("alertmanager-0.25-firing_apidown_group_of_3.json"))
+    template = raw["alerts"][0]
+    for i, exchange in enumerate(exchanges):
+        labels = {**template["labels"], "exchange": exchange}
+        raw["alerts"].append({**template, "labels": labels, "fingerprint": f"extra{i}"})
+    for alert in raw["alerts"]:
+        alert["status"] = status
+        if status == "resolved":
+            alert["endsAt"] = "2026-11-21T10:40:00Z"
+    raw["status"] = status
+    return AlertmanagerPayload.model_validate(raw)
+
+
+def test_title_of_a_mixed_group_names_only_the_firing_exchanges() -> None:
+    payload = fixture_payload("alertmanager-0.25-mixed_apidown_one_resolved.json")
+    assert title(payload) == "APIDown on bybit and okx", "binance resolved"
+
+
+def test_title_of_an_all_resolved_group_names_the_resolved_exchanges() -> None:
+    assert title(group_of_3("resolved")) == "APIDown on binance, bybit and okx"
+
+
+def test_title_names_five_exchanges_and_counts_the_rest() -> None:
+    payload = group_of_3(exchanges=("kraken", "kucoin", "gate", "mexc"))
+    assert title(payload) == "APIDown on binance, bybit, gate, kraken, kucoin and 2 more"
+
+
+async def test_escalation_marks_the_alerts_that_were_not_already_firing_and_lists_them_first(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    payload = group_of_3()
+    known = frozenset({payload.alerts[0].identity})  # binance was firing before
+    async with httpx.AsyncClient() as http:
+        result = await enricher(http, api_key=None).enrich(payload, 9, "escalation", known=known)
+    marks = [(a.identifying_labels["exchange"], a.new) for a in result.firing]
+    assert marks == [("bybit", True), ("okx", True), ("binance", False)]
+    binance = result.firing[2]
+    assert binance.context is not None and binance.context.sparkline == "███▁▁"
+
+
+def test_without_known_fingerprints_no_alert_is_marked_new() -> None:
+    payload = group_of_3()
+    none = DiagnosisSource(kind="none")
+    for kind in ("new", "escalation"):
+        result = assemble(payload, kind, [], None, none)
+        assert [a.new for a in result.firing] == [False] * 3
+    first = assemble(payload, "new", [], None, none, known=frozenset())
+    assert not any(a.new for a in first.firing), "a group's first message marks nothing"
+
+
+def llm_samples(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("alert_enricher_llm_seconds_count")
+
+
+async def test_rule_based_diagnosis_without_a_model_adds_no_llm_latency_sample(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        result = await enricher(http, api_key=None, metrics=metrics).enrich(
+            fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
+        )
+    assert result.source.kind == "rules"
+    assert llm_samples(metrics) == 0
+    assert (
+        metrics.registry.get_sample_value("alert_enricher_diagnoses_total", {"source": "rules"})
+        == 1
+    )
+
+
+async def test_a_failed_model_call_is_still_timed(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    respx_mock.post(f"{LLM_URL}/chat/completions").mock(return_value=httpx.Response(500))
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        result = await enricher(http, metrics=metrics).enrich(
+            fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
+        )
+    assert result.source.kind == "rules"
+    assert llm_samples(metrics) == 1

@@ -92,7 +92,9 @@ async def test_oversized_chunked_body_is_refused(make_settings, running_app) -> 
             "alerts.0.labels.a",
         ),
         (
-            json.dumps({"status": "firing", "alerts": [{"status": "firing", "labels": {}}]}).encode(),
+            json.dumps(
+                {"status": "firing", "alerts": [{"status": "firing", "labels": {}}]}
+            ).encode(),
             422,
             "alerts.0.labels: Dictionary should have at least 1 item",
         ),

@@ -23,7 +23,29 @@ def test_every_exchange_alert_has_a_specific_diagnosis_naming_the_exchange(name:
 
 def test_group_of_three_names_every_exchange() -> None:
     firing = fixture_payload("alertmanager-0.25-firing_apidown_group_of_3.json").firing
-    assert "binance, bybit, okx" in diagnose(firing).diagnosis
+    result = diagnose(firing)
+    assert result.diagnosis.startswith("The binance, bybit and okx APIs are not answering")
+    assert "the exchanges are down" in result.diagnosis and "path to them" in result.diagnosis
+    assert "strategies that depend on binance, bybit and okx;" in "\n".join(result.action_items)
+
+
+def test_one_exchange_keeps_the_singular() -> None:
+    result = diagnose([alert("APIDown", "okx"), alert("APIDown", "okx")])
+    assert result.diagnosis.startswith(
+        "The okx API is not answering health checks: the exchange is"
+    )
+    assert diagnose([alert("X", "okx", description="HTTP 418 banned")]).diagnosis.startswith(
+        "okx has banned"
+    )
+    assert diagnose(
+        [alert("X", "a", description="HTTP 418"), alert("X", "b")]
+    ).diagnosis.startswith("a and b have banned")
+
+
+def test_alert_text_is_never_read_as_a_placeholder_or_form() -> None:
+    text = "{exchanges} {is|are} {severity}"
+    result = diagnose([alert("Custom", summary=text), alert("Custom", "okx")])
+    assert text in result.diagnosis
 
 
 @pytest.mark.parametrize(

@@ -272,3 +272,81 @@ async def test_every_call_to_slack_is_a_held_step(slack) -> None:
     ref = await notifier.send(firing, None, Progress(hold=hold))
     await notifier.send(resolved, Thread(ref=ref, original=firing), Progress(hold=hold))
     assert len(holds) == 3, "post, reply and update each check the claim first"
+
+
+MIXED = "alertmanager-0.25-mixed_apidown_one_resolved.json"
+GROUP_OF_3 = "alertmanager-0.25-firing_apidown_group_of_3.json"
+
+
+def blocks_of(payload: dict) -> list[dict]:
+    return payload["attachments"][0]["blocks"]
+
+
+def section_text(blocks: list[dict], needle: str) -> str:
+    return next(b["text"]["text"] for b in blocks if needle in b.get("text", {}).get("text", ""))
+
+
+def with_new(n, *exchanges: str):
+    """`n` as an escalation where the alerts on `exchanges` just joined the firing group."""
+    firing = [
+        a.model_copy(update={"new": a.identifying_labels["exchange"] in exchanges})
+        for a in n.firing
+    ]
+    return n.model_copy(update={"firing": firing})
+
+
+def test_full_message_headline_names_only_the_firing_and_lists_the_resolved() -> None:
+    payload = message(sample_notification(MIXED))
+    blocks = blocks_of(payload)
+    assert blocks[0]["text"]["text"] == "🔥 FIRING: APIDown on bybit and okx"
+    resolved = section_text(blocks, "Resolved")
+    assert "✅ *APIDown* `exchange=binance`" in resolved
+    assert "resolved, fired for 4s" in resolved
+    assert "bybit" not in resolved and "okx" not in resolved
+    check_limits(payload)
+
+
+def test_full_message_shows_ten_resolved_alerts_and_counts_the_rest() -> None:
+    base = sample_notification(MIXED)
+    payload = message(base.model_copy(update={"resolved": base.resolved * 15}))
+    check_limits(payload)
+    text = "\n".join(all_text(payload))
+    assert text.count("resolved, fired for 4s") == 10
+    assert "… and 5 more alerts" in text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label=st.text(max_size=300), name=st.text(min_size=1, max_size=300))
+def test_any_text_in_a_mixed_group_gives_a_payload_within_limits(label, name) -> None:
+    n = sample_notification(MIXED, labels={"exchange": label, "alertname": name, "zone": label})
+    n = n.model_copy(update={"resolved": n.resolved * 12})
+    check_limits(message(n))
+
+
+def test_escalation_marks_new_alerts_next_to_their_names() -> None:
+    n = with_new(sample_notification(GROUP_OF_3, kind="escalation"), "okx")
+    blocks = blocks_of(message(n))
+    assert blocks[0]["text"]["text"].startswith("🔥 MORE FIRING")
+    assert section_text(blocks, "exchange=okx").startswith("*APIDown* 🆕 new `exchange=okx`")
+    assert "🆕" not in section_text(blocks, "exchange=binance")
+    assert "🆕" not in "\n".join(all_text(message(sample_notification(GROUP_OF_3))))
+
+
+async def test_resolving_updates_the_originals_counts_and_how_long_it_fired(slack) -> None:
+    notifier = bot(slack)
+    firing = sample_notification()
+    ref = await notifier.send(firing, None)
+    ts = ref.split(":")[1]
+    fields = [f["text"] for f in blocks_of(slack.messages[ts])[1]["fields"]]
+    assert "*Alerts*\n1 firing, 0 resolved" in fields
+
+    resolved = sample_notification(
+        "alertmanager-0.25-resolved_apidown_binance.json", notification_id=2
+    )
+    await notifier.send(resolved, Thread(ref=ref, original=firing))
+    blocks = blocks_of(slack.messages[ts])
+    fields = [f["text"] for f in blocks[1]["fields"]]
+    assert "*Alerts*\n0 firing, 1 resolved" in fields
+    assert "*Fired for*\n6s" in fields, "startsAt 10:19:26 to endsAt 10:19:32"
+    assert not any(f.startswith("*Firing for*") for f in fields)
+    assert firing.diagnosis.diagnosis in section_text(blocks, "Diagnosis"), "the diagnosis stays"

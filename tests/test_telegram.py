@@ -269,3 +269,50 @@ async def test_a_retry_sends_only_the_parts_that_did_not_go_out(
     assert first_sent["text"] == parts[2]
     assert json.loads(first_sent["reply_parameters"])["message_id"] == 10
     assert recorded[0] == ("part-3", "21")
+
+
+MIXED = "alertmanager-0.25-mixed_apidown_one_resolved.json"
+GROUP_OF_3 = "alertmanager-0.25-firing_apidown_group_of_3.json"
+
+
+def with_new(n, *exchanges: str):
+    """`n` as an escalation where the alerts on `exchanges` just joined the firing group."""
+    firing = [
+        a.model_copy(update={"new": a.identifying_labels["exchange"] in exchanges})
+        for a in n.firing
+    ]
+    return n.model_copy(update={"firing": firing})
+
+
+def test_full_message_headline_names_only_the_firing_and_lists_the_resolved() -> None:
+    [part] = pack(render(sample_notification(MIXED)))
+    text = valid(part)
+    assert text.startswith("🔥 FIRING: APIDown on bybit and okx\n")
+    resolved = text[text.index("✅ Resolved:") :].splitlines()
+    assert resolved[1].startswith("• APIDown exchange=binance ")
+    assert resolved[1].endswith("resolved, fired for 4s")
+
+
+def test_full_message_shows_ten_resolved_alerts_and_counts_the_rest() -> None:
+    base = sample_notification(MIXED)
+    parts = pack(render(base.model_copy(update={"resolved": base.resolved * 15})))
+    text = "".join(valid(p) for p in parts)
+    assert text.count("resolved, fired for 4s") == 10
+    assert "… and 5 more alerts" in text
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(label=st.text(max_size=500), name=st.text(min_size=1, max_size=300))
+def test_any_text_in_a_mixed_group_gives_valid_html_parts_that_fit(label, name) -> None:
+    n = sample_notification(MIXED, labels={"exchange": label, "alertname": name, "zone": label})
+    n = with_new(n.model_copy(update={"resolved": n.resolved * 12}), label)
+    for part in pack(render(n)):
+        valid(part)
+
+
+def test_escalation_marks_new_alerts_next_to_their_names() -> None:
+    n = with_new(sample_notification(GROUP_OF_3, kind="escalation"), "okx")
+    text = "".join(valid(p) for p in pack(render(n)))
+    assert text.startswith("🔥 MORE FIRING")
+    assert "• APIDown 🆕 new exchange=okx " in text
+    assert "• APIDown exchange=binance " in text and text.count("🆕") == 1

@@ -21,7 +21,9 @@ class CountingEnricher:
         self.calls = 0
         self.stall = stall
 
-    async def enrich(self, payload, notification_id=None, kind=None) -> EnrichedNotification:
+    async def enrich(
+        self, payload, notification_id=None, kind=None, known=None
+    ) -> EnrichedNotification:
         self.calls += 1
         if self.stall is not None and self.calls == 1:
             await self.stall.wait()

@@ -8,7 +8,7 @@ from typing import TextIO
 from app.formatting import fired_for, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification, MetricContext
 from app.notifiers.base import Progress, Thread
-from app.notifiers.layout import follow_ups, headline, label_text
+from app.notifiers.layout import follow_ups, headline, label_text, new_mark
 
 RULE = "─" * 72
 
@@ -28,7 +28,7 @@ def _context_lines(context: MetricContext | None) -> list[str]:
 
 
 def _alert_lines(alert: AlertView) -> list[str]:
-    lines = [f"  • [{alert.status}] {alert.name} {label_text(alert)}".rstrip()]
+    lines = [f"  • [{alert.status}] {alert.name}{new_mark(alert)} {label_text(alert)}".rstrip()]
     if alert.status == "resolved":
         lines.append(f"    resolved after {fired_for(alert.starts_at, alert.ends_at)}")
     else:

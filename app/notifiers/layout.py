@@ -10,6 +10,7 @@ from app.formatting import fired_for, number, shorten, signed
 from app.models import AlertView, EnrichedNotification, MetricContext
 
 MAX_LABELS = 8
+NEW_MARK = "🆕 new"
 HEADLINES = {
     "new": ("🔥", "FIRING"),
     "escalation": ("🔥", "MORE FIRING"),
@@ -36,13 +37,25 @@ def label_text(alert: AlertView) -> str:
     return " ".join(f"{k}={v}" for k, v in label_pairs(alert))
 
 
+def new_mark(alert: AlertView) -> str:
+    """` 🆕 new` after the name of an alert that joined an already firing group, else nothing."""
+    return f" {NEW_MARK}" if alert.new else ""
+
+
+def resolved_note(alert: AlertView) -> str:
+    return f"resolved, fired for {fired_for(alert.starts_at, alert.ends_at)}"
+
+
+def hidden_alerts(n: EnrichedNotification, limit: int) -> int:
+    """How many of the notification's alerts a full message leaves out when it shows at most
+    `limit` firing and `limit` resolved ones."""
+    return max(0, len(n.firing) - limit) + max(0, len(n.resolved) - limit) + n.omitted_alerts
+
+
 def follow_ups(n: EnrichedNotification, limit: int) -> tuple[list[tuple[str, AlertView, str]], int]:
     """The short reply's lines, (icon, alert, what happened), resolved first; and how many of the
     notification's alerts it leaves out."""
-    lines = [
-        ("✅", a, f"resolved, fired for {fired_for(a.starts_at, a.ends_at)}")
-        for a in n.resolved[:limit]
-    ]
+    lines = [("✅", a, resolved_note(a)) for a in n.resolved[:limit]]
     lines += [
         ("🔥", a, f"still firing, for {fired_for(a.starts_at, None)}") for a in n.firing[:limit]
     ]

@@ -10,6 +10,7 @@ handlers); what is left is a NotifyError, retryable or not by Slack's error code
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -26,7 +27,15 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Thread
-from app.notifiers.layout import follow_ups, headline, label_pairs, metric_stats
+from app.notifiers.layout import (
+    follow_ups,
+    headline,
+    hidden_alerts,
+    label_pairs,
+    metric_stats,
+    new_mark,
+    resolved_note,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +114,7 @@ def _labels(alert: AlertView) -> str:
 
 
 def _alert_block(alert: AlertView) -> dict[str, Any]:
-    lines = [f"*{escape(alert.name)}* {_labels(alert)}"]
+    lines = [f"*{escape(alert.name)}*{new_mark(alert)} {_labels(alert)}"]
     if alert.summary:
         lines.append(escape(shorten(alert.summary, 300)))
     if alert.description:
@@ -124,16 +133,46 @@ def _alert_block(alert: AlertView) -> dict[str, Any]:
     return {"type": "section", "text": _mrkdwn(text[: SECTION_CHARS - 1])}
 
 
-def _fields(n: EnrichedNotification) -> dict[str, Any]:
+def _ended(lead: AlertView | None, resolution: EnrichedNotification) -> datetime:
+    """When the original stopped firing: its lead alert's end in the resolving notification, else
+    the latest end there, else when that notification was made."""
+    ends = {a.fingerprint: a.ends_at for a in resolution.resolved if a.ends_at}
+    if lead is not None and lead.fingerprint in ends:
+        return ends[lead.fingerprint]
+    return max(ends.values(), default=resolution.created_at)
+
+
+def _fields(n: EnrichedNotification, resolution: EnrichedNotification | None) -> dict[str, Any]:
+    """Severity, start, duration and counts; once `resolution` resolved the group, its counts and
+    how long the group fired instead of a duration that would still be counting."""
     first = n.firing[0] if n.firing else (n.resolved[0] if n.resolved else None)
     started = first.starts_at if first else None
+    if resolution is None:
+        duration = f"*Firing for*\n{fired_for(started, None)}"
+    else:
+        duration = f"*Fired for*\n{fired_for(started, _ended(first, resolution))}"
+    counts = resolution or n
+    alerts = f"{len(counts.firing)} firing, {len(counts.resolved)} resolved"
+    if counts.omitted_alerts:
+        alerts += f", {counts.omitted_alerts} more"
     fields = [
         f"*Severity*\n{escape(n.severity)}",
         f"*Started*\n{timestamp(started)}",
-        f"*Firing for*\n{fired_for(started, None)}",
-        f"*Alerts*\n{len(n.firing)} firing, {len(n.resolved)} resolved",
+        duration,
+        f"*Alerts*\n{alerts}",
     ]
     return {"type": "section", "fields": [_mrkdwn(f) for f in fields]}
+
+
+def _resolved_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
+    """A full message's resolved alerts: one short line each (at most MAX_ALERTS of them)."""
+    if not n.resolved:
+        return []
+    lines = ["*✅ Resolved*"]
+    for alert in n.resolved[:MAX_ALERTS]:
+        labels = " ".join(f"`{fit(f'{k}={v}', 100)}`" for k, v in label_pairs(alert))
+        lines.append(f"✅ *{fit(alert.name, 100)}* {labels} {resolved_note(alert)}")
+    return _follow_up_sections(lines)
 
 
 def _diagnosis_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
@@ -163,16 +202,20 @@ def _links(n: EnrichedNotification) -> list[str]:
     return links
 
 
-def render_blocks(n: EnrichedNotification, title: str | None = None) -> list[dict[str, Any]]:
-    """The full message for `new` and `escalation` (and the original, updated on resolve)."""
-    head = title or headline(n.kind, n.status, n.title)
+def render_blocks(
+    n: EnrichedNotification, *, resolution: EnrichedNotification | None = None
+) -> list[dict[str, Any]]:
+    """The full message for `new` and `escalation`; with the `resolution` that resolved the whole
+    group, the original as it is updated: ✅ RESOLVED, resolved counts, how long it fired."""
+    kind, status = ("resolved", "resolved") if resolution else (n.kind, n.status)
+    head = headline(kind, status, n.title)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": fit(head, HEADER_CHARS)}},
-        _fields(n),
+        _fields(n, resolution),
     ]
     blocks += [_alert_block(a) for a in n.firing[:MAX_ALERTS]]
-    hidden = len(n.firing[MAX_ALERTS:]) + n.omitted_alerts
-    if hidden:
+    blocks += _resolved_blocks(n)
+    if hidden := hidden_alerts(n, MAX_ALERTS):
         blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {hidden} more alerts")]})
     blocks += _diagnosis_blocks(n)
     footer = [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")]
@@ -291,10 +334,10 @@ class SlackBotNotifier:
     async def _mark_resolved(
         self, channel: str, ts: str, original: EnrichedNotification, resolved: EnrichedNotification
     ) -> None:
-        """The original message keeps its diagnosis; its header and colour say it is resolved."""
-        title = headline("resolved", "resolved", original.title)
-        blocks = render_blocks(original, title=title)
-        text = fit(title, 300)
+        """The original message keeps its diagnosis; its header, fields and colour say it is
+        resolved."""
+        blocks = render_blocks(original, resolution=resolved)
+        text = fit(headline("resolved", "resolved", original.title), 300)
         try:
             await self._client.chat_update(
                 channel=channel,

@@ -37,7 +37,15 @@ from telegram.warnings import PTBDeprecationWarning
 from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Thread
-from app.notifiers.layout import follow_ups, headline, label_text, metric_stats
+from app.notifiers.layout import (
+    follow_ups,
+    headline,
+    hidden_alerts,
+    label_text,
+    metric_stats,
+    new_mark,
+    resolved_note,
+)
 
 log = logging.getLogger(__name__)
 # PTB 22.2+ warns from inside RetryAfter on every 429 that retry_after will become a timedelta;
@@ -110,7 +118,8 @@ def pack(lines: list[Line], limit: int = LIMIT) -> list[str]:
 
 
 def _alert_lines(alert: AlertView) -> list[Line]:
-    lines = [Line(label=f"• {shorten(alert.name, 100)}", text=label_text(alert), tag="code")]
+    name = f"• {shorten(alert.name, 100)}{new_mark(alert)}"
+    lines = [Line(label=name, text=label_text(alert), tag="code")]
     lines.append(Line(f"since {timestamp(alert.starts_at)} ({fired_for(alert.starts_at, None)})"))
     if alert.summary:
         lines.append(Line(shorten(alert.summary, 300)))
@@ -138,7 +147,13 @@ def render(n: EnrichedNotification) -> list[Line]:
         lines.append(Line(label="Severity:", text=n.severity))
         for alert in n.firing[:MAX_ALERTS]:
             lines += [Line(), *_alert_lines(alert)]
-        hidden = max(0, len(n.firing) - MAX_ALERTS) + n.omitted_alerts
+        if n.resolved:
+            lines += [Line(), Line(label="✅ Resolved:")]
+        lines += [
+            Line(f"• {shorten(a.name, 100)} {label_text(a)} {resolved_note(a)}")
+            for a in n.resolved[:MAX_ALERTS]
+        ]
+        hidden = hidden_alerts(n, MAX_ALERTS)
     if hidden:
         lines.append(Line(f"… and {hidden} more alerts", tag="i"))
     if d := n.diagnosis:
