@@ -3,17 +3,17 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY prompts ./prompts
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    PROMPTS_DIR=/app/prompts STORE_URL=sqlite:////data/enricher.db
+    STORE_URL=sqlite:////data/enricher.db
 RUN useradd --system --uid 10001 --home-dir /app enricher \
     && mkdir -p /data && chown enricher /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 WORKDIR /app
-COPY prompts ./prompts
 USER enricher
 VOLUME ["/data"]
 EXPOSE 8080

@@ -60,7 +60,14 @@ def check_http_url(value: str) -> str:
     return value.strip()
 
 
-SHIPPED_PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+def shipped_prompts_dir() -> Path:
+    """The templates the project ships: inside an installed wheel, else the checkout's prompts/."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "prompt_files"
+    return packaged if packaged.is_dir() else here.parent / "prompts"
+
+
+SHIPPED_PROMPTS_DIR = shipped_prompts_dir()
 
 
 class Settings(BaseSettings):
