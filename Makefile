@@ -27,12 +27,14 @@ test: $(VENV)/.dev
 	$(BIN)/pytest -q -m "not e2e"
 
 # End-to-end: real Prometheus and Alertmanager (Debian packages, installed when missing).
+# iproute2: the protected-mode test posts from a network namespace of its own.
 e2e-deps:
-	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
-	  echo "installing prometheus and prometheus-alertmanager (Debian packages)"; \
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+	    || ! command -v ip >/dev/null; then \
+	  echo "installing prometheus, prometheus-alertmanager and iproute2 (Debian packages)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager >/dev/null; \
+	    prometheus prometheus-alertmanager iproute2 >/dev/null; \
 	fi
 
 e2e: $(VENV)/.dev e2e-deps
