@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.logs import configure_logging
 from app.models import AlertmanagerPayload, EnrichedNotification
-from app.notifiers import slack, telegram
+from app.notifiers import slack_blocks, telegram
 from app.notifiers.console import render
 from app.prometheus import PrometheusError
 from app.prompts import PromptError, Prompts
@@ -72,7 +72,7 @@ def load_payload(path: Path) -> AlertmanagerPayload | None:
 def preview(notification: EnrichedNotification, channel: str) -> str:
     """What a channel would be sent: console text, Slack's JSON arguments, or Telegram's HTML."""
     if channel == "slack":
-        return json.dumps(slack.message(notification), ensure_ascii=False, indent=2) + "\n"
+        return json.dumps(slack_blocks.message(notification), ensure_ascii=False, indent=2) + "\n"
     if channel == "telegram":
         parts = telegram.pack(telegram.render(notification))
         return "".join(f"--- part {i}/{len(parts)} ---\n{p}\n" for i, p in enumerate(parts, 1))

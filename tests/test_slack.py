@@ -8,15 +8,8 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import clean
 from app.notifiers.base import NotifyError, Progress, Thread
-from app.notifiers.slack import (
-    MAX_BLOCKS,
-    SECTION_CHARS,
-    SlackBotNotifier,
-    SlackWebhookNotifier,
-    escape,
-    message,
-    retry_handlers,
-)
+from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
+from app.notifiers.slack_blocks import MAX_BLOCKS, SECTION_CHARS, escape, message
 from tests.fakes import GOOD_DIAGNOSIS, sample_notification
 from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
 

@@ -15,7 +15,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*argv: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     done = subprocess.run(
-        [str(a) for a in argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=540
+        [str(a) for a in argv],
+        check=False,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
     )
     assert done.returncode == 0, f"{argv}: {done.stdout}\n{done.stderr}"
     return done.stdout
