@@ -64,8 +64,9 @@ class Dispatcher:
             return_exceptions=True,
         )
         errors = [o for o in outcomes if isinstance(o, BaseException)]
-        for error in sorted(errors, key=lambda e: not isinstance(e, LeaseLostError)):
-            raise error
+        lost = [e for e in errors if isinstance(e, LeaseLostError)]
+        if lost or errors:
+            raise (lost or errors)[0]
         return report
 
     async def _one(

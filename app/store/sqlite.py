@@ -29,114 +29,11 @@ from app.store.base import (
     StoredNotification,
     StoreError,
 )
+from app.store.sqlite_schema import CLAIM, FINISH, GIVE_UP, HELD, RELEASE, RETRY, boot_id, migrate
 
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
-
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS notifications (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    idem_key TEXT NOT NULL,
-    group_id TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',
-    attempts INTEGER NOT NULL DEFAULT 0,
-    owner TEXT,
-    lease_until REAL NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    last_error TEXT,
-    enrichment TEXT,
-    finished_at REAL,
-    fence INTEGER NOT NULL DEFAULT 0,
-    incident_id INTEGER
-);
-CREATE INDEX IF NOT EXISTS notifications_idem ON notifications (idem_key, received_at);
-CREATE INDEX IF NOT EXISTS notifications_open ON notifications (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS notifications_group ON notifications (group_id, id);
-CREATE TABLE IF NOT EXISTS deliveries (
-    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
-    channel TEXT NOT NULL,
-    status TEXT NOT NULL,
-    ref TEXT,
-    error TEXT,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (notification_id, channel)
-);
-CREATE TABLE IF NOT EXISTS delivery_steps (
-    notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
-    channel TEXT NOT NULL,
-    step TEXT NOT NULL,
-    ref TEXT,
-    done_at REAL NOT NULL,
-    PRIMARY KEY (notification_id, channel, step)
-);
-CREATE TABLE IF NOT EXISTS incidents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    group_id TEXT NOT NULL,
-    firing TEXT NOT NULL,
-    opened_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
-    ended_at REAL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents (group_id) WHERE ended_at IS NULL;
-CREATE TABLE IF NOT EXISTS incident_refs (
-    incident_id INTEGER NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
-    channel TEXT NOT NULL,
-    ref TEXT NOT NULL,
-    notification_id INTEGER,
-    PRIMARY KEY (incident_id, channel)
-);
-CREATE TABLE IF NOT EXISTS heartbeat (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-# Version 1 (before incidents and fencing): its group state and thread references become open
-# incidents, so live threads survive the upgrade. Leases of the old process are void.
-MIGRATE_FROM_1 = """
-ALTER TABLE notifications ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE notifications ADD COLUMN incident_id INTEGER;
-UPDATE notifications SET lease_until = 0, next_attempt_at = 0;
-"""
-MIGRATE_GROUPS = """
-INSERT INTO incidents (group_id, firing, opened_at, updated_at)
-    SELECT group_id, firing, updated_at, updated_at FROM groups;
-INSERT OR IGNORE INTO incident_refs (incident_id, channel, ref, notification_id)
-    SELECT i.id, r.channel, r.ref, r.notification_id
-    FROM message_refs r JOIN incidents i ON i.group_id = r.group_id AND i.ended_at IS NULL;
-DROP TABLE groups;
-DROP TABLE message_refs;
-"""
-
-CLAIM = """
-UPDATE notifications
-SET state = 'processing', owner = :owner, lease_until = :lease_until, attempts = attempts + 1,
-    fence = fence + 1
-WHERE id = (
-    SELECT n.id FROM notifications n
-    WHERE ((n.state = 'pending' AND n.next_attempt_at <= :now)
-           OR (n.state = 'processing' AND n.lease_until < :now))
-      AND NOT EXISTS (
-          SELECT 1 FROM notifications e
-          WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
-    ORDER BY n.id LIMIT 1)
-RETURNING id, group_id, payload, attempts, enrichment, incident_id, fence
-"""
-
-# What a claim's holder may do with its notification (SET clauses; the fence is checked).
-FINISH = "state = 'done', owner = NULL, lease_until = 0, finished_at = ?, last_error = NULL"
-RETRY = "state = 'pending', owner = NULL, lease_until = 0, next_attempt_at = ?, last_error = ?"
-GIVE_UP = "state = 'failed', owner = NULL, lease_until = 0, finished_at = ?, last_error = ?"
-RELEASE = "state = 'pending', owner = NULL, lease_until = 0, attempts = MAX(attempts - 1, 0)"
-HELD = "id = ? AND fence = ? AND state = 'processing'"
 
 
 def sqlite_path(store_url: str) -> str:
@@ -146,14 +43,6 @@ def sqlite_path(store_url: str) -> str:
         scheme = store_url.partition(":")[0] or store_url
         raise StoreError(f"unsupported STORE_URL scheme {scheme!r}: use sqlite:///path/to/file.db")
     return store_url[len(prefix) :] or ":memory:"
-
-
-def boot_id() -> str:
-    """Which boot of this machine the monotonic clock counts from."""
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:  # not Linux: boot time by the wall clock, to the minute
-        return f"boot-{round((time.time() - time.monotonic()) / 60)}"
 
 
 class SQLiteStore:
@@ -203,35 +92,13 @@ class SQLiteStore:
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
-            self._migrate(conn)
+            migrate(conn, self._boot)
             conn.execute("COMMIT")
         except sqlite3.Error:
             conn.close()
             raise
         self._conn = conn
         return conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        if version == 0 and "notifications" in tables:  # written by the first release
-            for statement in filter(str.strip, MIGRATE_FROM_1.split(";")):
-                conn.execute(statement)
-        for statement in filter(str.strip, SCHEMA.split(";")):
-            conn.execute(statement)
-        if "groups" in tables:
-            for statement in filter(str.strip, MIGRATE_GROUPS.split(";")):
-                conn.execute(statement)
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        row = conn.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()
-        if row is None or row[0] != self._boot:
-            # Lease and retry times of another boot mean nothing now: its holders are gone.
-            conn.execute("UPDATE notifications SET lease_until = 0, next_attempt_at = 0")
-            conn.execute(
-                "INSERT INTO meta (key, value) VALUES ('boot', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (self._boot,),
-            )
 
     async def _run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
