@@ -75,7 +75,7 @@ async def test_secrets_never_leave_the_service(stack, exporter, fakes, tmp_path:
         cwd=ROOT,
         check=False,
     )
-    assert "llm        FAIL  invalid LLM API key (401)" in check.stdout
+    assert "llm         FAIL     invalid LLM API key (401)" in check.stdout
 
     await asyncio.to_thread(svc.stop)
     logs = {p.name: p.read_text(errors="replace") for p in tmp_path.glob("*.log")}
