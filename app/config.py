@@ -130,6 +130,8 @@ class Settings(BaseSettings):
     telegram_api_url: str = "https://api.telegram.org/bot"
     telegram_matchers: str = ""
 
+    alertmanager_url: str | None = None
+
     prompts_dir: Path = SHIPPED_PROMPTS_DIR
 
     log_level: str = "INFO"
@@ -152,6 +154,7 @@ class Settings(BaseSettings):
         "prometheus_password",
         "prometheus_headers",
         "prometheus_ca_file",
+        "alertmanager_url",
         mode="before",
     )
     @classmethod
@@ -200,6 +203,7 @@ class Settings(BaseSettings):
         "llm_base_url",
         "slack_api_url",
         "telegram_api_url",
+        "alertmanager_url",
     )
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:

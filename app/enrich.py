@@ -73,9 +73,10 @@ def alert_view(
     )
 
 
-def silence_url(payload: AlertmanagerPayload) -> str | None:
-    """A pre-filled "new silence" link in the Alertmanager UI, matching the group's labels."""
-    base = _http_url(payload.external_url)
+def silence_url(payload: AlertmanagerPayload, alertmanager_url: str | None = None) -> str | None:
+    """A pre-filled "new silence" link in the Alertmanager UI, matching the group's labels: in
+    ALERTMANAGER_URL when configured, else in the externalURL the payload names."""
+    base = _http_url(alertmanager_url or payload.external_url)
     labels = payload.group_labels or payload.common_labels
     if not base or not labels:
         return None
@@ -169,6 +170,7 @@ def assemble(
     *,
     notification_id: int | None = None,
     known: frozenset[str] | None = None,
+    alertmanager_url: str | None = None,
 ) -> EnrichedNotification:
     """The presentation-neutral notification: cleaned text, at most MAX_ALERTS_SHOWN alerts.
 
@@ -200,7 +202,7 @@ def assemble(
         omitted_alerts=omitted + payload.truncated_alerts,
         diagnosis=diagnosis,
         source=source,
-        silence_url=silence_url(payload),
+        silence_url=silence_url(payload, alertmanager_url),
         alertmanager_url=_http_url(payload.external_url),
     )
 
@@ -218,6 +220,7 @@ class Enricher:
         language: str,
         window_minutes: int,
         prompt_budget: int,
+        alertmanager_url: str | None = None,
     ) -> None:
         self._contexts = contexts
         self._llm = llm
@@ -226,6 +229,7 @@ class Enricher:
         self._language = language
         self._window = window_minutes
         self._budget = PromptBudget(prompt_budget)
+        self._alertmanager_url = alertmanager_url
 
     async def enrich(
         self,
@@ -247,7 +251,14 @@ class Enricher:
             contexts = await self._contexts.build(firing)
             diagnosis, source = await self.diagnose(payload, contexts)
         return assemble(
-            payload, kind, contexts, diagnosis, source, notification_id=notification_id, known=known
+            payload,
+            kind,
+            contexts,
+            diagnosis,
+            source,
+            notification_id=notification_id,
+            known=known,
+            alertmanager_url=self._alertmanager_url,
         )
 
     async def diagnose(

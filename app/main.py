@@ -32,6 +32,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             else "off (rule-based diagnosis)",
             ", ".join(channels),
         )
+        if settings.alertmanager_url is None:
+            log.warning(
+                "ALERTMANAGER_URL is not set: silence links point at the externalURL each "
+                "Alertmanager sends (start it with --web.external-url), and there are no silence "
+                "buttons"
+            )
         if not credentials_configured(settings):
             if settings.allow_unauthenticated:
                 log.warning(

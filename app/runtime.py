@@ -119,6 +119,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         language=settings.analysis_language,
         window_minutes=settings.context_window_minutes,
         prompt_budget=settings.llm_prompt_budget_chars,
+        alertmanager_url=settings.alertmanager_url,
     )
     routes = {
         "slack": parse_matchers(settings.slack_matchers),

@@ -156,6 +156,7 @@ def test_check_passes_with_nothing_configured_and_warns_about_the_default_promet
         ({"TELEGRAM_API_URL": "https://"}, "TELEGRAM_API_URL: must be an http"),
         ({"SLACK_WEBHOOK_URL": "hooks/T0/B0/secret"}, "SLACK_WEBHOOK_URL: must be an https://"),
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL: must be one of DEBUG, INFO"),
+        ({"ALERTMANAGER_URL": "alertmanager:9093"}, "ALERTMANAGER_URL: must be an http"),
         (
             {"STORE_URL": "postgres://u:pw@db/x"},
             "STORE_URL: unsupported scheme 'postgres': use sqlite:///",

@@ -287,3 +287,11 @@ async def test_a_failed_model_call_is_still_timed(
         )
     assert result.source.kind == "rules"
     assert llm_samples(metrics) == 1
+
+
+def test_alertmanager_url_is_the_silence_links_base_when_configured() -> None:
+    payload = fixture_payload("alertmanager-0.25-firing_apidown_binance.json")
+    url = silence_url(payload, "https://alertmanager.example.com/")
+    assert url is not None
+    assert url.startswith("https://alertmanager.example.com/#/silences/new?filter=")
+    assert silence_url(payload, None) == silence_url(payload)

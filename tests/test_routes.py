@@ -203,3 +203,11 @@ async def test_a_configured_token_admits_remote_clients(make_settings, running_a
         headers = {"Authorization": f"Bearer {TOKEN}"}
         assert (await remote.post("/alerts", content=FIRING, headers=headers)).status_code == 202
         assert (await remote.post("/alerts", content=FIRING)).status_code == 401
+
+
+async def test_no_alertmanager_url_is_a_warning_at_start_not_an_error(
+    make_settings, running_app, caplog
+) -> None:
+    _, client = await running_app(make_settings())
+    assert (await client.get("/health")).status_code == 200
+    assert "ALERTMANAGER_URL is not set" in caplog.text
