@@ -68,9 +68,12 @@ PROTECTED_MODE_DETAIL = (
 )
 
 
+def basic_configured(settings: Settings) -> bool:
+    return settings.webhook_username is not None and settings.webhook_password is not None
+
+
 def credentials_configured(settings: Settings) -> bool:
-    basic = settings.webhook_username is not None and settings.webhook_password is not None
-    return settings.webhook_token is not None or basic
+    return settings.webhook_token is not None or basic_configured(settings)
 
 
 def loopback(host: str | None) -> bool:
@@ -97,15 +100,14 @@ def _equal(given: str, expected: str) -> bool:
 
 def authorized(header: str | None, settings: Settings) -> bool:
     """Bearer token and/or basic auth, when configured; compared in constant time."""
+    if not credentials_configured(settings):
+        return True
     token = settings.webhook_token.get_secret_value() if settings.webhook_token else None
     password = settings.webhook_password.get_secret_value() if settings.webhook_password else None
-    basic = settings.webhook_username is not None and password is not None
-    if token is None and not basic:
-        return True
     scheme, _, value = (header or "").strip().partition(" ")
     if token is not None and scheme.lower() == "bearer":
         return _equal(value.strip(), token)
-    if basic and password is not None and scheme.lower() == "basic":
+    if password is not None and basic_configured(settings) and scheme.lower() == "basic":
         try:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
@@ -117,10 +119,11 @@ def authorized(header: str | None, settings: Settings) -> bool:
 
 
 def _challenge(settings: Settings) -> str:
+    """The schemes configured; Bearer, the one to set, when none is (protected mode)."""
     schemes = []
-    if settings.webhook_token is not None:
+    if settings.webhook_token is not None or not credentials_configured(settings):
         schemes.append('Bearer realm="alert-enricher"')
-    if settings.webhook_username is not None and settings.webhook_password is not None:
+    if basic_configured(settings):
         schemes.append('Basic realm="alert-enricher"')
     return ", ".join(schemes)
 
@@ -166,7 +169,7 @@ async def receive_alerts(request: Request) -> Response:
     settings = services.settings
     started = time.perf_counter()
     if protected_mode_refuses(request, settings):
-        challenge = {"WWW-Authenticate": 'Bearer realm="alert-enricher"'}
+        challenge = {"WWW-Authenticate": _challenge(settings)}
         return _reject(services, "unauthorized", 401, PROTECTED_MODE_DETAIL, **challenge)
     if not authorized(request.headers.get("authorization"), settings):
         challenge = {"WWW-Authenticate": _challenge(settings)}

@@ -128,3 +128,12 @@ def sample_notification(
     contexts = [context] * len(payload.firing) if full else []
     source = source or DiagnosisSource(kind="none")
     return assemble(payload, kind, contexts, result, source, notification_id=notification_id)
+
+
+def with_new(n: EnrichedNotification, *exchanges: str) -> EnrichedNotification:
+    """`n` as an escalation where the alerts on `exchanges` just joined the firing group."""
+    firing = [
+        a.model_copy(update={"new": a.identifying_labels["exchange"] in exchanges})
+        for a in n.firing
+    ]
+    return n.model_copy(update={"firing": firing})

@@ -1,5 +1,5 @@
 from app.notifiers.console import render
-from tests.fakes import sample_notification
+from tests.fakes import sample_notification, with_new
 
 MIXED = "alertmanager-0.25-mixed_apidown_one_resolved.json"
 
@@ -13,9 +13,6 @@ def test_mixed_group_headline_names_only_the_firing_and_every_alert_shows_its_st
 
 def test_escalation_marks_new_alerts_next_to_their_names() -> None:
     n = sample_notification("alertmanager-0.25-firing_apidown_group_of_3.json", kind="escalation")
-    firing = [
-        a.model_copy(update={"new": a.identifying_labels["exchange"] == "okx"}) for a in n.firing
-    ]
-    text = render(n.model_copy(update={"firing": firing}))
+    text = render(with_new(n, "okx"))
     assert "• [firing] APIDown 🆕 new exchange=okx" in text
     assert "• [firing] APIDown exchange=binance" in text and text.count("🆕") == 1

@@ -10,7 +10,7 @@ from app.formatting import clean
 from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
 from app.notifiers.slack_blocks import MAX_BLOCKS, SECTION_CHARS, escape, message
-from tests.fakes import GOOD_DIAGNOSIS, sample_notification
+from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
 from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
 
 HOSTILE = "<script>alert(1)</script> <!channel> <!here> <@U123> <#C1|x> & </b><i> " * 100
@@ -277,15 +277,6 @@ def blocks_of(payload: dict) -> list[dict]:
 
 def section_text(blocks: list[dict], needle: str) -> str:
     return next(b["text"]["text"] for b in blocks if needle in b.get("text", {}).get("text", ""))
-
-
-def with_new(n, *exchanges: str):
-    """`n` as an escalation where the alerts on `exchanges` just joined the firing group."""
-    firing = [
-        a.model_copy(update={"new": a.identifying_labels["exchange"] in exchanges})
-        for a in n.firing
-    ]
-    return n.model_copy(update={"firing": firing})
 
 
 def test_full_message_headline_names_only_the_firing_and_lists_the_resolved() -> None:

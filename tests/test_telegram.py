@@ -13,7 +13,7 @@ from telegram import Bot
 from app.formatting import clean
 from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.telegram import LIMIT, Line, TelegramNotifier, _seconds, pack, render, units
-from tests.fakes import GOOD_DIAGNOSIS, sample_notification
+from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
 
 TOKEN = "123456:FAKE-telegram-token-for-tests"
 API = f"https://api.telegram.test/bot{TOKEN}"
@@ -273,15 +273,6 @@ async def test_a_retry_sends_only_the_parts_that_did_not_go_out(
 
 MIXED = "alertmanager-0.25-mixed_apidown_one_resolved.json"
 GROUP_OF_3 = "alertmanager-0.25-firing_apidown_group_of_3.json"
-
-
-def with_new(n, *exchanges: str):
-    """`n` as an escalation where the alerts on `exchanges` just joined the firing group."""
-    firing = [
-        a.model_copy(update={"new": a.identifying_labels["exchange"] in exchanges})
-        for a in n.firing
-    ]
-    return n.model_copy(update={"firing": firing})
 
 
 def test_full_message_headline_names_only_the_firing_and_lists_the_resolved() -> None:
