@@ -21,7 +21,7 @@ from app.notifiers.console import render
 from app.prometheus import PrometheusError
 from app.prompts import PromptError, Prompts
 from app.runtime import build_runtime
-from app.store import StoreError
+from app.store import StoreError, shown_url
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -121,7 +121,7 @@ async def check(settings: Settings) -> int:
 
     async def store() -> str:
         await runtime.store.ping()
-        return f"{settings.store_url} (backlog {await runtime.store.backlog()})"
+        return f"{shown_url(settings.store_url)} (backlog {await runtime.store.backlog()})"
 
     async def prometheus() -> str:
         try:

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -46,7 +48,18 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-STORE_SCHEMES = ("sqlite:///",)
+STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
+
+
+def store_url_secrets(store_url: str) -> list[str]:
+    """The password a postgresql:// STORE_URL carries, in the URL or as a parameter."""
+    if not store_url.startswith(STORE_SCHEMES[1:]):
+        return []
+    try:
+        params = conninfo_to_dict(store_url)
+    except psycopg.ProgrammingError:
+        return []
+    return [str(params[k]) for k in ("password", "sslpassword") if params.get(k)]
 
 
 def check_http_url(value: str) -> str:
@@ -87,6 +100,7 @@ class Settings(BaseSettings):
     allow_unauthenticated: bool = False
 
     store_url: str = "sqlite:///./data/enricher.db"
+    store_pool_size: int = Field(10, ge=1, le=1000)
     dedup_window_seconds: float = Field(600, ge=0)
     lease_seconds: float = Field(30, gt=0)
     max_processing_attempts: int = Field(8, ge=1)
@@ -224,7 +238,15 @@ class Settings(BaseSettings):
     def _supported_store(cls, value: str) -> str:
         if not value.startswith(STORE_SCHEMES):
             scheme = value.partition(":")[0] or value
-            raise ValueError(f"unsupported scheme {scheme!r}: use sqlite:///path/to/file.db")
+            raise ValueError(
+                f"unsupported scheme {scheme!r}: use sqlite:///path/to/file.db or"
+                " postgresql://user:password@host:5432/db"
+            )
+        if value.startswith(STORE_SCHEMES[1:]):
+            try:
+                conninfo_to_dict(value)
+            except psycopg.ProgrammingError:  # its text can quote the URL, password and all
+                raise ValueError("not a valid postgresql:// URL") from None
         return value
 
     @model_validator(mode="after")
@@ -289,5 +311,6 @@ class Settings(BaseSettings):
             self.telegram_bot_token,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+        values += store_url_secrets(self.store_url)
         # Header values can be credentials too (an API key header in front of a tenant's Mimir).
         return values + [v for v in self.prometheus_header_map.values() if v]

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.routes import credentials_configured, router
 from app.runtime import build_runtime
+from app.store import shown_url
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         channels = [name for name, on in runtime.channels().items() if on]
         log.info(
             "alert-enricher ready: store %s, LLM %s, channels %s",
-            settings.store_url,
+            shown_url(settings.store_url),
             f"{settings.llm_model} at {settings.llm_base_url}"
             if runtime.llm.enabled
             else "off (rule-based diagnosis)",

@@ -83,7 +83,7 @@ async def build_runtime(settings: Settings) -> Runtime:
     """Open the store, build clients, notifiers, pipeline and (not yet started) workers."""
     prompts = Prompts.load(settings.prompts_dir)  # a broken template fails here, at start
     metrics = Metrics()
-    store = await open_store(settings.store_url)
+    store = await open_store(settings.store_url, settings.store_pool_size)
     prometheus_http = prometheus_http_client(settings)
     llm_http = httpx.AsyncClient(
         timeout=settings.llm_timeout_seconds,

@@ -98,6 +98,7 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._watcher: asyncio.Task[None] | None = None
         self._last_purge = 0.0
         self._last_store_error = -STORE_ERROR_LOG_SECONDS
 
@@ -117,10 +118,15 @@ class WorkerPool:
         self._tasks = [
             asyncio.create_task(self._loop(i), name=f"worker-{i}") for i in range(self._count)
         ]
+        # Other replicas' commits (PostgreSQL's NOTIFY) wake these workers as the webhook does.
+        self._watcher = asyncio.create_task(self._store.watch(self.wake), name="store-watch")
 
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         if not self._tasks:
             return
         _, pending = await asyncio.wait(self._tasks, timeout=self._grace)

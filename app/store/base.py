@@ -7,7 +7,8 @@ Guarantees the rest of the service builds on, whatever the backend:
   Every write a worker makes about its claim names the token; once another worker has claimed the
   notification (or the lease ran out, for `renew`), the write changes nothing and raises
   LeaseLostError, so a stalled worker cannot record, finish or send anything more.
-- Lease time is a clock that only moves forwards (never the wall clock, which can jump).
+- Lease time is one clock for every process sharing the store: the host's monotonic clock for
+  SQLite (one host), the database server's clock for PostgreSQL (many hosts).
 - Notifications of one alert group are claimed in arrival order: a group's next notification waits
   until the earlier one is finished, so a "resolved" follow-up never overtakes its "firing" message.
 - Deliveries are recorded per channel and per step (a Telegram part, Slack's reply and its update),
@@ -16,6 +17,7 @@ Guarantees the rest of the service builds on, whatever the backend:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -106,6 +108,10 @@ class Store(Protocol):
     async def backlog(self) -> int: ...
     async def purge(self, older_than_seconds: float) -> int:
         """Forget what belongs to incidents that ended (or went silent) before the cutoff."""
+        ...
+
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Call `wake` whenever another process makes work claimable; runs until cancelled."""
         ...
 
     async def close(self) -> None: ...

@@ -348,6 +348,10 @@ class SQLiteStore:
 
         return await self._run(self._tx(purge))
 
+    async def watch(self, wake: Callable[[], None]) -> None:
+        """Nothing to listen to: one process owns the file, and its webhook wakes its workers."""
+        await asyncio.Event().wait()
+
     async def close(self) -> None:
         def close() -> None:
             self._closed = True

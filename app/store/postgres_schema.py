@@ -1,0 +1,133 @@
+"""The PostgreSQL backend's SQL: the schema, the claim and what a claim's holder may write.
+
+Every time in it is the database server's clock (`now()`, the start of the statement's transaction),
+so replicas whose clocks disagree still agree on when a lease runs out. `%(skew)s` shifts that clock
+by a number of seconds: always 0 in the service, moved forwards by the contract tests to let time pass.
+"""
+
+# ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
+MIGRATE_LOCK = 0x41450001
+PURGE_LOCK = 0x41450002
+GROUP_LOCK = 0x41450003  # the second int4 is hashtext(group_id)
+
+CHANNEL = "alert_enricher_work"  # NOTIFY channel: work may be claimable now
+
+NOW = "(now() + make_interval(secs => %(skew)s))"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_enricher_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS notifications (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    idem_key TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending'
+        CHECK (state IN ('pending', 'processing', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    owner TEXT,
+    lease_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    next_attempt_at TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    last_error TEXT,
+    enrichment TEXT,
+    finished_at TIMESTAMPTZ,
+    fence BIGINT NOT NULL DEFAULT 0,
+    incident_id BIGINT
+);
+CREATE INDEX IF NOT EXISTS notifications_idem ON notifications (idem_key, received_at);
+CREATE INDEX IF NOT EXISTS notifications_open ON notifications (id)
+    WHERE state IN ('pending', 'processing');
+CREATE INDEX IF NOT EXISTS notifications_open_group ON notifications (group_id, id)
+    WHERE state IN ('pending', 'processing');
+CREATE INDEX IF NOT EXISTS notifications_finished ON notifications (finished_at)
+    WHERE state IN ('done', 'failed');
+CREATE TABLE IF NOT EXISTS deliveries (
+    notification_id BIGINT NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ref TEXT,
+    error TEXT,
+    updated_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (notification_id, channel)
+);
+CREATE TABLE IF NOT EXISTS delivery_steps (
+    notification_id BIGINT NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,
+    step TEXT NOT NULL,
+    ref TEXT,
+    done_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (notification_id, channel, step)
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    group_id TEXT NOT NULL,
+    firing TEXT NOT NULL,
+    opened_at TIMESTAMPTZ NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL,
+    ended_at TIMESTAMPTZ
+);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents (group_id) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS incident_refs (
+    incident_id BIGINT NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
+    channel TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    notification_id BIGINT,
+    PRIMARY KEY (incident_id, channel)
+);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TIMESTAMPTZ NOT NULL
+)
+"""
+
+# The oldest claimable notification whose group has nothing earlier still open. SKIP LOCKED lets
+# replicas claim side by side; a row another replica is claiming right now is skipped, and its
+# group's later notifications stay unclaimable (the row is still open in every snapshot).
+CLAIM = f"""
+WITH next AS (
+    SELECT n.id FROM notifications n
+    WHERE n.state IN ('pending', 'processing')
+      AND ((n.state = 'pending' AND n.next_attempt_at <= {NOW})
+           OR (n.state = 'processing' AND n.lease_until < {NOW}))
+      AND NOT EXISTS (
+          SELECT 1 FROM notifications e
+          WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
+    ORDER BY n.id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE notifications n
+SET state = 'processing', owner = %(owner)s, lease_until = {NOW} + make_interval(secs => %(lease)s),
+    attempts = n.attempts + 1, fence = n.fence + 1
+FROM next WHERE n.id = next.id
+RETURNING n.id, n.group_id, n.payload, n.attempts, n.enrichment, n.incident_id, n.fence
+"""
+
+HELD = "id = %(id)s AND fence = %(fence)s AND state = 'processing'"
+
+# What a claim's holder may do with its notification (SET clauses; the fence is checked).
+FINISH = (
+    f"state = 'done', owner = NULL, lease_until = '-infinity', finished_at = {NOW},"
+    " last_error = NULL"
+)
+RETRY = (
+    "state = 'pending', owner = NULL, lease_until = '-infinity',"
+    f" next_attempt_at = {NOW} + make_interval(secs => %(delay)s), last_error = %(error)s"
+)
+GIVE_UP = (
+    f"state = 'failed', owner = NULL, lease_until = '-infinity', finished_at = {NOW},"
+    " last_error = %(error)s"
+)
+RELEASE = (
+    "state = 'pending', owner = NULL, lease_until = '-infinity',"
+    " attempts = GREATEST(attempts - 1, 0)"
+)
+RENEW = f"lease_until = {NOW} + make_interval(secs => %(lease)s)"
