@@ -26,15 +26,25 @@ run: $(BIN)/alert-enricher
 test: $(VENV)/.dev
 	$(BIN)/pytest -q -m "not e2e"
 
+# PostgreSQL's server programs where tests/pgserver.py looks for them: all three on PATH, else
+# together in one /usr/lib/postgresql/*/bin (Debian's `postgresql` package; not on PATH there).
+PG_SERVER_FOUND = ( { command -v initdb && command -v pg_ctl && command -v postgres; } >/dev/null \
+	&& exit 0; \
+	for bin in /usr/lib/postgresql/*/bin; do \
+	  [ -x "$$bin/initdb" ] && [ -x "$$bin/pg_ctl" ] && [ -x "$$bin/postgres" ] && exit 0; \
+	done; exit 1 )
+
 # End-to-end: real Prometheus and Alertmanager (Debian packages, installed when missing).
 # iproute2: the protected-mode test posts from a network namespace of its own.
+# postgresql: throwaway servers for the PostgreSQL store's tests, unit and end-to-end (.ci/run
+# installs these before `make test`).
 e2e-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
-	    || ! command -v ip >/dev/null; then \
-	  echo "installing prometheus, prometheus-alertmanager and iproute2 (Debian packages)"; \
+	    || ! command -v ip >/dev/null || ! $(PG_SERVER_FOUND); then \
+	  echo "installing prometheus, prometheus-alertmanager, iproute2 and postgresql (Debian packages)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager iproute2 >/dev/null; \
+	    prometheus prometheus-alertmanager iproute2 postgresql >/dev/null; \
 	fi
 
 e2e: $(VENV)/.dev e2e-deps

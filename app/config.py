@@ -7,7 +7,7 @@ import re
 import ssl
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -52,14 +52,18 @@ STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
 def store_url_secrets(store_url: str) -> list[str]:
-    """The password a postgresql:// STORE_URL carries, in the URL or as a parameter."""
+    """The passwords a postgresql:// STORE_URL carries, in its user part or as parameters."""
     if not store_url.startswith(STORE_SCHEMES[1:]):
         return []
-    try:
-        params = conninfo_to_dict(store_url)
-    except psycopg.ProgrammingError:
-        return []
-    return [str(params[k]) for k in ("password", "sslpassword") if params.get(k)]
+    parts = urlsplit(store_url)
+    password = parts.password or ""
+    found = [password, unquote(password)] + [
+        value
+        for name, values in parse_qs(parts.query).items()
+        if name.lower() in ("password", "sslpassword")
+        for value in values
+    ]
+    return sorted({secret for secret in found if secret})
 
 
 def check_http_url(value: str) -> str:

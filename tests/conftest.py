@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +16,7 @@ from fastapi import FastAPI
 from app.config import Settings
 from app.main import create_app
 from tests.fakes import LLM_URL, PROMETHEUS_URL
+from tests.pgserver import PostgresNotInstalledError, PostgresServer, find_binaries
 
 
 @pytest.fixture
@@ -54,3 +59,36 @@ async def running_app() -> AsyncIterator[Callable[[Settings], Any]]:
     for lifespan, client in reversed(contexts):
         await client.aclose()
         await lifespan.__aexit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the session (tests/pgserver.py), stopped at the end.
+
+    Without PostgreSQL's server programs the tests that need it skip, except on CI (CI=true),
+    where they fail: CI installs the `postgresql` package (make e2e-deps) and must run them.
+    """
+    try:
+        find_binaries()
+    except PostgresNotInstalledError as exc:  # its message names the package to install
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: the PostgreSQL tests must run, not skip. {exc}", pytrace=False)
+        pytest.skip(str(exc))
+    # Not under pytest's own temporary directory: that is private to us (0700), and as root the
+    # server runs as the postgres user, which must reach its data directory.
+    directory = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
+    server = PostgresServer(directory).start()
+    yield server
+    server.stop()
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database on the session's server, dropped after the test."""
+    if not postgres_server.running():  # a test stopped or killed it: later ones still get one
+        postgres_server.start()
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield postgres_server.create_database(name)
+    if postgres_server.running():
+        postgres_server.drop_database(name)

@@ -158,9 +158,10 @@ def test_check_passes_with_nothing_configured_and_warns_about_the_default_promet
         ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL: must be one of DEBUG, INFO"),
         ({"ALERTMANAGER_URL": "alertmanager:9093"}, "ALERTMANAGER_URL: must be an http"),
         (
-            {"STORE_URL": "postgres://u:pw@db/x"},
-            "STORE_URL: unsupported scheme 'postgres': use sqlite:///",
+            {"STORE_URL": "mysql://u:pw@db/x"},
+            "STORE_URL: unsupported scheme 'mysql': use sqlite:///",
         ),
+        ({"STORE_URL": "postgresql://u:pw@db/x?sslmode"}, "STORE_URL: not a valid postgresql://"),
     ],
 )
 def test_a_wrong_or_half_configuration_stops_at_start_in_one_line(

@@ -1,15 +1,22 @@
+"""The Store contract, one suite run against every backend (SQLite and PostgreSQL).
+
+Time passes through `later(store, seconds)`: SQLite's injected clocks move, PostgreSQL's clock is
+the server's own, shifted by the store's skew. What only one backend has is in test_store_sqlite.py
+and test_store_postgres.py.
+"""
+
+from __future__ import annotations
+
 import asyncio
-import json
-import os
-import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app.incident import Transition
-from app.store import LeaseLostError, SQLiteStore, StoreError
-from app.store.sqlite import sqlite_path
-from tests.fakes import FIXTURES
+from app.store import LeaseLostError, PostgresStore, SQLiteStore, Store
 
 
 class Clock:
@@ -20,11 +27,36 @@ class Clock:
         return self.now
 
 
+@dataclass
+class Backend:
+    name: str
+    url: str
+
+    async def open(self) -> Store:
+        if self.name == "sqlite":
+            return await SQLiteStore.open(self.url)
+        return await PostgresStore.open(self.url, pool_size=4)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", f"sqlite:///{tmp_path}/s.db")
+    return Backend("postgresql", request.getfixturevalue("postgres_url"))
+
+
 @pytest.fixture
-async def store(tmp_path: Path):
-    wall, lease = Clock(), Clock(500.0)
-    s = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db", wall, lease, boot="boot-1")
-    s.clock, s.lease = wall, lease
+async def store(backend: Backend) -> AsyncIterator[Any]:
+    """A store whose clocks the test moves: `store.clock` (wall) and `store.lease` (leases)."""
+    s: Any
+    if backend.name == "sqlite":
+        wall, lease = Clock(), Clock(500.0)
+        s = await SQLiteStore.open(backend.url, wall, lease, boot="boot-1")
+        s.clock, s.lease = wall, lease
+    else:  # one clock, the server's, moved by the skew
+        skew = Clock(0.0)
+        s = await PostgresStore.open(backend.url, pool_size=4, skew=skew)
+        s.clock = s.lease = skew
     yield s
     await s.close()
 
@@ -33,12 +65,11 @@ def opening(group: str, firing: set[str]) -> Transition:
     return Transition(kind="new", group_id=group, incident_id=None, firing=frozenset(firing))
 
 
-async def test_accepted_notification_survives_reopening(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/s.db"
-    first = await SQLiteStore.open(url)
+async def test_accepted_notification_survives_reopening(backend: Backend) -> None:
+    first = await backend.open()
     accepted = await first.accept("k", "g", '{"x": 1}', window=600)
     await first.close()
-    second = await SQLiteStore.open(url)
+    second = await backend.open()
     claimed = await second.claim("w", lease=30)
     await second.close()
     assert claimed is not None and claimed.id == accepted.id and claimed.payload == '{"x": 1}'
@@ -52,9 +83,8 @@ async def test_same_key_within_window_is_a_duplicate(store) -> None:
     assert not (await store.accept("k", "g", "{}", window=600)).duplicate
 
 
-async def test_concurrent_accepts_of_the_same_notification_store_it_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/s.db"
-    replicas = [await SQLiteStore.open(url) for _ in range(4)]
+async def test_concurrent_accepts_of_the_same_notification_store_it_once(backend: Backend) -> None:
+    replicas = [await backend.open() for _ in range(4)]
     results = await asyncio.gather(
         *(r.accept("k", "g", "{}", 600) for r in replicas for _ in range(5))
     )
@@ -134,30 +164,6 @@ async def test_an_expired_lease_is_lost_even_before_anyone_takes_it(store) -> No
     stalled = await store.claim("w", 30)
     store.lease.now += 31
     assert not await store.renew(stalled.claim, 30)
-
-
-async def test_leases_ignore_wall_clock_jumps(store) -> None:
-    await store.accept("k1", "g1", "{}", 600)
-    await store.accept("k2", "g2", "{}", 600)
-    held = await store.claim("w", 30)
-    store.clock.now += 6 * 3600  # NTP steps the wall clock forwards
-    assert await store.claim("other", 30) is not None and await store.renew(held.claim, 30)
-    await store.retry_later(held.claim, "slack down", delay=5)
-    store.clock.now -= 12 * 3600  # ... and backwards
-    store.lease.now += 5
-    assert (await store.claim("w", 30)).id == held.id, "the retry is not delayed by hours"
-
-
-async def test_a_reboot_voids_every_lease(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/s.db"
-    before = await SQLiteStore.open(url, lease_clock=Clock(90_000.0), boot="boot-1")
-    await before.accept("k", "g", "{}", 600)
-    assert await before.claim("w", 30) is not None
-    await before.close()
-    after = await SQLiteStore.open(url, lease_clock=Clock(12.0), boot="boot-2")
-    again = await after.claim("w", 30)
-    await after.close()
-    assert again is not None, "the lease from the last boot (until 90030) does not hold"
 
 
 async def test_deliveries_steps_and_thread_refs_are_recorded(store) -> None:
@@ -249,84 +255,3 @@ async def test_purge_forgets_ended_and_silent_incidents(store) -> None:
     assert await store.purge(older_than_seconds=2 * 3600) == 3
     assert await store.message_ref(ended, "slack") is None
     assert await store.open_incident("silent") is None, "nothing heard for longer than retention"
-
-
-async def test_a_store_of_the_first_release_is_migrated_with_its_live_threads(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.executescript((FIXTURES / "schema-v1.sql").read_text())
-    old.execute(
-        "INSERT INTO notifications (idem_key, group_id, payload, received_at, state, finished_at,"
-        " enrichment) VALUES ('k', 'g', '{}', 1, 'done', 1, '{\"first\": 1}')"
-    )
-    old.execute(
-        "INSERT INTO notifications (idem_key, group_id, payload, received_at, state, owner,"
-        " lease_until) VALUES ('k2', 'h', '{}', 1, 'processing', 'old', 9e18)"
-    )
-    old.execute("INSERT INTO groups VALUES ('g', ?, 1, 1)", (json.dumps(["fp1"]),))
-    old.execute("INSERT INTO message_refs VALUES ('g', 'slack', 'C1:9.9', 1, 1)")
-    old.commit()
-    old.close()
-    store = await SQLiteStore.open(f"sqlite:///{path}")
-    incident = await store.open_incident("g")
-    assert incident is not None and incident.firing == {"fp1"}
-    thread = await store.message_ref(incident.id, "slack")
-    assert thread.ref == "C1:9.9" and thread.original == '{"first": 1}'
-    assert (await store.claim("new", 30)).group_id == "h", "the old process's lease is void"
-    await store.close()
-    reopened = await SQLiteStore.open(f"sqlite:///{path}")
-    assert (await reopened.open_incident("g")).id == incident.id
-    await reopened.close()
-
-
-async def test_read_only_store_raises_store_error(tmp_path: Path) -> None:
-    if os.geteuid() == 0:
-        url = "sqlite:///:memory:"
-        store = await SQLiteStore.open(url)
-        await store._run(lambda: store._conn.execute("PRAGMA query_only=ON"))
-    else:  # pragma: no cover - CI runs as root
-        store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
-        os.chmod(tmp_path / "s.db", 0o400)
-    with pytest.raises(StoreError):
-        await store.accept("k", "g", "{}", 600)
-    await store.close()
-
-
-def test_store_url_forms() -> None:
-    assert sqlite_path("sqlite:///./data/enricher.db") == "./data/enricher.db"
-    assert sqlite_path("sqlite:////var/lib/x.db") == "/var/lib/x.db"
-    with pytest.raises(StoreError, match="unsupported STORE_URL scheme 'postgresql'"):
-        sqlite_path("postgresql://user:secret@db/x")
-
-
-async def test_store_unusable_at_start_heals_without_restart(tmp_path: Path) -> None:
-    blocker = tmp_path / "disk"
-    blocker.write_text("not a directory")
-    store = await SQLiteStore.open(f"sqlite:///{blocker}/s.db")
-    with pytest.raises(StoreError):
-        await store.ping()
-    with pytest.raises(StoreError):
-        await store.accept("k", "g", "{}", 600)
-    blocker.unlink()
-    await store.ping()
-    assert not (await store.accept("k", "g", "{}", 600)).duplicate
-    await store.close()
-
-
-async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
-
-    def violates_at_commit(conn):  # a deferred foreign key fails only when COMMIT runs
-        conn.execute("PRAGMA defer_foreign_keys=ON")
-        conn.execute(
-            "INSERT INTO deliveries (notification_id, channel, status, updated_at)"
-            " VALUES (999, 'slack', 'sent', 0)"
-        )
-
-    with pytest.raises(StoreError, match="FOREIGN KEY"):
-        await store._run(store._tx(violates_at_commit))
-    assert not store._conn.in_transaction
-    assert not (await store.accept("k", "g", "{}", 600)).duplicate
-    await store.close()

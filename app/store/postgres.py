@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
@@ -107,7 +106,9 @@ class PostgresStore:
             timeout=wait_seconds,
             kwargs={"autocommit": True},
             check=AsyncConnectionPool.check_connection,
-            reconnect_timeout=math.inf,
+            # A reconnection attempt backs off (1 s, 2 s, 4 s ...) until this; the next request
+            # then starts a fresh one, so the pool is back within seconds of the database.
+            reconnect_timeout=wait_seconds,
             name="alert-enricher",
         )
         self._migrated = False

@@ -1,0 +1,160 @@
+"""What only the PostgreSQL backend has: replicas sharing one database, its wake-ups, its outages.
+
+Each test gets a fresh database on the session's throwaway server (tests/pgserver.py); the contract
+every backend keeps is in test_store.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+
+import psycopg
+import pytest
+
+from app.config import Settings
+from app.logs import configure_logging
+from app.store import PostgresStore, StoreError, shown_url
+from app.store.postgres_schema import PURGE_LOCK
+from tests.pgserver import PostgresServer
+
+
+async def replicas(url: str, count: int) -> list[PostgresStore]:
+    return list(await asyncio.gather(*(PostgresStore.open(url, pool_size=4) for _ in range(count))))
+
+
+async def close(stores: list[PostgresStore]) -> None:
+    await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_replicas_starting_at_once_on_an_empty_database_create_the_schema_once(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    stores = await replicas(postgres_url, 6)
+    accepted = await asyncio.gather(
+        *(s.accept(f"k{i}", "g", "{}", 600) for i, s in enumerate(stores))
+    )
+    await close(stores)
+    assert len({a.id for a in accepted}) == 6
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    with psycopg.connect(postgres_url) as conn:
+        version = conn.execute(
+            "SELECT value FROM alert_enricher_meta WHERE key = 'schema_version'"
+        ).fetchone()
+    assert version == ("1",)
+
+
+async def test_replicas_claiming_side_by_side_take_each_notification_once_in_group_order(
+    postgres_url: str,
+) -> None:
+    stores = await replicas(postgres_url, 4)
+    for i in range(60):
+        await stores[i % 4].accept(f"k{i}", f"group-{i % 6}", str(i), 600)
+    taken: dict[str, list[int]] = defaultdict(list)
+
+    async def work(store: PostgresStore, owner: str) -> None:
+        while (stored := await store.claim(owner, 30)) is not None or await store.backlog():
+            if stored is None:
+                await asyncio.sleep(0.005)
+                continue
+            taken[stored.group_id].append(int(stored.payload))
+            await store.finish(stored.claim)
+
+    await asyncio.gather(*(work(s, f"w{i}-{j}") for i, s in enumerate(stores) for j in range(3)))
+    await close(stores)
+    assert sorted(n for group in taken.values() for n in group) == list(range(60))
+    for group, numbers in taken.items():
+        assert numbers == sorted(numbers), f"{group} was processed out of order"
+
+
+async def test_a_commit_on_one_replica_wakes_the_others_within_100_ms(postgres_url: str) -> None:
+    accepting, *listening = await replicas(postgres_url, 3)
+    woken = [asyncio.Event() for _ in listening]
+    watchers = [asyncio.create_task(s.watch(e.set)) for s, e in zip(listening, woken, strict=True)]
+    await asyncio.gather(*(e.wait() for e in woken))  # each wakes once when it starts listening
+    for event in woken:
+        event.clear()
+    started = time.perf_counter()
+    await accepting.accept("k", "g", "{}", 600)
+    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in woken)), 1)
+    elapsed = time.perf_counter() - started
+    for watcher in watchers:
+        watcher.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    await close([accepting, *listening])
+    assert elapsed < 0.1, f"woken after {elapsed * 1000:.0f} ms"
+
+
+async def test_the_database_going_away_fails_fast_and_the_store_heals_without_reopening(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    store = await PostgresStore.open(postgres_url, pool_size=2, wait_seconds=2)
+    accepted = await store.accept("k1", "g", "{}", 600)
+    postgres_server.stop()
+    try:
+        started = time.perf_counter()
+        with pytest.raises(StoreError):
+            await store.accept("k2", "g", "{}", 600)
+        with pytest.raises(StoreError):
+            await store.ping()
+        assert time.perf_counter() - started < 10
+    finally:
+        postgres_server.start()
+    await store.ping()
+    assert not (await store.accept("k2", "g", "{}", 600)).duplicate
+    assert (await store.claim("w", 30)).id == accepted.id, "nothing accepted before is lost"
+    await store.close()
+
+
+async def test_a_store_opened_while_the_database_is_down_starts_and_heals(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    postgres_server.stop()
+    try:
+        store = await PostgresStore.open(postgres_url, pool_size=2, wait_seconds=1)
+        with pytest.raises(StoreError):
+            await store.backlog()
+    finally:
+        postgres_server.start()
+    assert not (await store.accept("k", "g", "{}", 600)).duplicate
+    await store.close()
+
+
+async def test_one_replica_purges_at_a_time(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url, pool_size=2)
+    await store.accept("k", "g", "{}", 600)
+    held = await store.claim("w", 30)
+    await store.finish(held.claim)
+    with psycopg.connect(postgres_url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s, 0)", (PURGE_LOCK,))  # another replica purging
+        assert await store.purge(older_than_seconds=-1) == 0
+        other.execute("SELECT pg_advisory_unlock(%s, 0)", (PURGE_LOCK,))
+    assert await store.purge(older_than_seconds=-1) == 1
+    await store.close()
+
+
+async def test_a_group_key_with_a_nul_character_is_stored_not_refused(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url, pool_size=2)
+    group = '{}:{alertname="x\x00y"}'
+    first = await store.accept("k", group, "{}", 600)
+    assert (await store.accept("k", group, "{}", 600)).duplicate
+    held = await store.claim("w", 30)
+    await store.retry_later(held.claim, "slack said \x00", 0)
+    assert first.id == held.id and await store.open_incident(group) is None
+    await store.close()
+
+
+def test_store_url_passwords_never_reach_logs_or_the_console(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    url = "postgresql://enricher:s3cret-pw@db:5432/e?sslmode=require&password=other-pw"
+    shown = shown_url(url)
+    assert "s3cret-pw" not in shown and "other-pw" not in shown
+    assert shown.startswith("postgresql://enricher:***@db:5432/e?sslmode=require")
+    assert shown_url("sqlite:///./data/enricher.db") == "sqlite:///./data/enricher.db"
+    settings = Settings(store_url=url, _env_file=None)  # type: ignore[call-arg]
+    configure_logging("INFO", "text", settings.secret_values())
+    logging.getLogger("test").error("cannot connect to %s", url)
+    assert "s3cret-pw" not in capsys.readouterr().err
