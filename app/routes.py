@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from app.config import Settings
 from app.models import AlertmanagerPayload
 from app.runtime import Runtime, runtime_of
-from app.store import StoreError
+from app.store import StoreError, backend_name
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -219,13 +219,14 @@ async def receive_alerts(request: Request) -> Response:
 async def health(request: Request) -> Response:
     """Overall status and each component; 503 only when the store is unusable."""
     services = runtime_of(request.app)
-    store: dict[str, Any] = {"status": "ok"}
+    backend = backend_name(services.settings.store_url)
+    store: dict[str, Any] = {"status": "ok", "backend": backend}
     backlog = None
     try:
         await services.store.ping()
         backlog = await services.store.backlog()
     except StoreError as exc:
-        store = {"status": "error", "error": str(exc)}
+        store = {"status": "error", "backend": backend, "error": str(exc)}
     workers = {
         "status": "ok" if services.workers.alive == services.workers.size else "degraded",
         "alive": services.workers.alive,

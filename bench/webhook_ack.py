@@ -1,12 +1,15 @@
 """Webhook acknowledgement latency and drain time, against the real server on loopback.
 
-Starts `alert-enricher serve` as a user would (fresh SQLite store, console output discarded,
-Prometheus pointed at a closed port so context fails fast), then:
+For each store backend (a fresh SQLite file; a fresh database on a throwaway PostgreSQL server from
+tests/pgserver.py, when PostgreSQL's server programs are installed) it starts `alert-enricher serve`
+as a user would (console output discarded, Prometheus pointed at a closed port so context fails
+fast), then:
 1. posts N distinct notifications one at a time and reports ack latency percentiles;
 2. posts N more from C concurrent clients and reports throughput;
-3. waits until the backlog is processed and reports how long that took.
+3. waits until the backlog is processed and reports how long that took;
+and ends with one table row per backend.
 
-Usage: python bench/webhook_ack.py [--count 300] [--concurrency 16]
+Usage: python bench/webhook_ack.py [--count 300] [--concurrency 16] [--store sqlite|postgresql]
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -26,6 +30,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # tests/pgserver.py: the throwaway PostgreSQL server
+from tests.pgserver import PostgresServer  # noqa: E402
+
 FIXTURE = ROOT / "tests" / "fixtures" / "alertmanager-0.25-firing_apidown_binance.json"
 
 
@@ -43,10 +50,14 @@ def payload(i: int) -> bytes:
     return json.dumps(body).encode()
 
 
-def percentiles(samples: list[float]) -> str:
+def quantiles_ms(samples: list[float]) -> dict[str, float]:
     ms = sorted(s * 1000 for s in samples)
     q = statistics.quantiles(ms, n=100)
-    return f"p50 {q[49]:.2f} ms  p95 {q[94]:.2f} ms  p99 {q[98]:.2f} ms  max {ms[-1]:.2f} ms"
+    return {"p50": q[49], "p95": q[94], "p99": q[98], "max": ms[-1]}
+
+
+def percentiles(samples: list[float]) -> str:
+    return "  ".join(f"{k} {v:.2f} ms" for k, v in quantiles_ms(samples).items())
 
 
 async def wait_ready(client: httpx.AsyncClient) -> None:
@@ -64,7 +75,7 @@ async def backlog(client: httpx.AsyncClient) -> int:
     return int((await client.get("/health")).json()["components"]["workers"]["backlog"])
 
 
-async def run(count: int, concurrency: int, port: int) -> None:
+async def run(count: int, concurrency: int, port: int) -> dict[str, float]:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
         await wait_ready(client)
         sequential = []
@@ -98,39 +109,71 @@ async def run(count: int, concurrency: int, port: int) -> None:
         started = time.perf_counter()
         while await backlog(client) > 0:
             await asyncio.sleep(0.05)
+        drained = time.perf_counter() - started
         print(
             f"drained {2 * count} notifications (rule-based, console) "
-            f"{time.perf_counter() - started:.2f} s after the last ack"
+            f"{drained:.2f} s after the last ack"
         )
+        seq = quantiles_ms(sequential)
+        return {"p50": seq["p50"], "p99": seq["p99"], "rps": count / elapsed, "drain": drained}
+
+
+def serve(port: int, store_url: str, cwd: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "STORE_URL": store_url,
+        "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "LOG_LEVEL": "WARNING",
+        "LLM_API_KEY": "",
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "app", "serve"], cwd=cwd, env=env, stdout=subprocess.DEVNULL
+    )
+
+
+def measure(store_url: str, cwd: str, count: int, concurrency: int) -> dict[str, float]:
+    port = free_port()
+    server = serve(port, store_url, cwd)
+    try:
+        return asyncio.run(run(count, concurrency, port))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), action="append")
     args = parser.parse_args()
-    port = free_port()
+    stores = args.store or ["sqlite", *(["postgresql"] if PostgresServer.available() else [])]
+    rows: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            **os.environ,
-            "PORT": str(port),
-            "HOST": "127.0.0.1",
-            "STORE_URL": f"sqlite:///{tmp}/bench.db",
-            "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
-            "LOG_LEVEL": "WARNING",
-            "LLM_API_KEY": "",
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app", "serve"],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
+        for store in stores:
+            print(f"--- {store}")
+            if store == "sqlite":
+                rows[store] = measure(
+                    f"sqlite:///{tmp}/bench.db", tmp, args.count, args.concurrency
+                )
+                continue
+            directory = Path(tempfile.mkdtemp(prefix="bench-postgres-"))
+            server = PostgresServer(directory).start()
+            try:
+                url = server.create_database("bench")
+                rows[store] = measure(url, tmp, args.count, args.concurrency)
+            finally:
+                server.stop()
+                shutil.rmtree(directory, ignore_errors=True)
+    clients = f"req/s ({args.concurrency} clients)"
+    print(f"\n{'store':<12}{'ack p50 (ms)':>14}{'ack p99 (ms)':>14}{clients:>22}{'drain (s)':>11}")
+    for store, row in rows.items():
+        print(
+            f"{store:<12}{row['p50']:>14.2f}{row['p99']:>14.2f}{row['rps']:>22.0f}"
+            f"{row['drain']:>11.2f}"
         )
-        try:
-            asyncio.run(run(args.count, args.concurrency, port))
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
 
 
 if __name__ == "__main__":

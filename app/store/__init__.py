@@ -28,6 +28,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredNotification",
+    "backend_name",
     "open_store",
     "shown_url",
 ]
@@ -42,6 +43,10 @@ async def open_store(store_url: str, pool_size: int = 10) -> Store:
     if store_url.startswith(POSTGRES_SCHEMES):
         return await PostgresStore.open(store_url, pool_size=pool_size)
     return await SQLiteStore.open(store_url)
+
+
+def backend_name(store_url: str) -> str:
+    return "postgresql" if store_url.startswith(POSTGRES_SCHEMES) else "sqlite"
 
 
 def shown_url(store_url: str) -> str:

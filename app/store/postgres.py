@@ -92,7 +92,7 @@ class PostgresStore:
         self,
         store_url: str,
         pool_size: int = 10,
-        wait_seconds: float = 5.0,
+        wait_seconds: float = 2.0,
         skew: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self._conninfo = connection_info(store_url)
@@ -119,7 +119,7 @@ class PostgresStore:
         cls,
         store_url: str,
         pool_size: int = 10,
-        wait_seconds: float = 5.0,
+        wait_seconds: float = 2.0,
         skew: Callable[[], float] = lambda: 0.0,
     ) -> PostgresStore:
         """Open the pool and migrate. If the database is unreachable now, the service still starts:
