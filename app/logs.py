@@ -59,6 +59,8 @@ def configure_logging(level: str, fmt: str, secrets: list[str]) -> None:
     for name in NOISY:
         # httpx logs full request URLs at INFO, and Telegram's URL contains the bot token.
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
+    # The pool warns at every failed reconnection; the store's own errors say it once, with why.
+    logging.getLogger("psycopg.pool").setLevel(max(logging.ERROR, root.level))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True

@@ -19,12 +19,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.incident import Incident, Transition
 from app.store.base import (
@@ -67,6 +68,7 @@ CONNECTION_DEFAULTS = {
     "keepalives_count": "3",
 }
 LISTEN_RETRY_SECONDS = (0.25, 5.0)
+DIAGNOSE_EVERY_SECONDS = 5.0
 
 
 def connection_info(store_url: str) -> str:
@@ -113,6 +115,8 @@ class PostgresStore:
         )
         self._migrated = False
         self._migrating = asyncio.Lock()
+        self._diagnosed_at = -DIAGNOSE_EVERY_SECONDS
+        self._diagnosis = ""
 
     @classmethod
     async def open(
@@ -165,10 +169,28 @@ class PostgresStore:
                     await self._migrate()
                 async with self._pool.connection() as conn, conn.transaction():
                     return await fn(conn)
+        except PoolTimeout as exc:
+            raise StoreError(f"PostgreSQL: {await self._why_no_connection()}") from exc
         except (psycopg.Error, OSError) as exc:
             raise StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}".strip()) from exc
         except TimeoutError as exc:
             raise StoreError(f"PostgreSQL did not answer within {self._timeout * 2:.0f}s") from exc
+
+    async def _why_no_connection(self) -> str:
+        """The pool only says it timed out: one direct attempt (at most every few seconds) says why,
+        "connection refused", "password authentication failed" and the like."""
+        now = time.monotonic()
+        if now - self._diagnosed_at >= DIAGNOSE_EVERY_SECONDS:
+            self._diagnosed_at = now
+            try:
+                async with asyncio.timeout(self._timeout):
+                    conn = await psycopg.AsyncConnection.connect(self._conninfo)
+                await conn.close()
+                self._diagnosis = "no connection free in the pool (STORE_POOL_SIZE)"
+            except (psycopg.Error, OSError, TimeoutError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                self._diagnosis = f"cannot connect: {reason or type(exc).__name__}"
+        return f"no connection within {self._timeout:g}s: {self._diagnosis}"
 
     def _params(self, **values: object) -> dict[str, object]:
         return {"skew": self._skew(), **values}
