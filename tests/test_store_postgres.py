@@ -114,7 +114,7 @@ async def test_a_store_opened_while_the_database_is_down_starts_and_heals(
     postgres_server.stop()
     try:
         store = await PostgresStore.open(postgres_url, pool_size=2, wait_seconds=1)
-        with pytest.raises(StoreError, match="cannot connect: .*Connection refused"):
+        with pytest.raises(StoreError, match=r"cannot connect: .*Connection refused"):
             await store.backlog()
     finally:
         postgres_server.start()

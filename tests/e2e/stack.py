@@ -1,7 +1,9 @@
 """Real Prometheus, real Alertmanager and the service, each a process on a loopback port.
 
 Every process writes its output to a log file under the test's temporary directory; `Stack.logs()`
-reads them back (the secrets test scans them).
+reads them back (the secrets test scans them). With `replicas=N` the service runs N times, each
+replica on a port of its own (`service`, `service-1`, ...; they must share a PostgreSQL STORE_URL),
+and every Alertmanager sends each notification to every replica.
 """
 
 from __future__ import annotations
@@ -102,20 +104,41 @@ class Process:
 
 @dataclass
 class Stack:
-    """One exporter target, Prometheus, N Alertmanagers and the service, all on loopback."""
+    """One exporter target, Prometheus, N Alertmanagers and the service's replicas, on loopback."""
 
     tmp: Path
     exporter_port: int
     service_env: dict[str, str]
     alertmanagers: int = 1
+    replicas: int = 1
+    # settings of one replica only, on top of service_env: replica_env[i] for replica i
+    replica_env: list[dict[str, str]] = field(default_factory=list)
     prometheus_port: int = field(default_factory=free_port)
-    service_port: int = field(default_factory=free_port)
+    service_port: int = field(default_factory=free_port)  # replica 0's
+    replica_ports: list[int] = field(default_factory=list)
     am_ports: list[int] = field(default_factory=list)
     processes: dict[str, Process] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.replica_ports:
+            others = [free_port() for _ in range(self.replicas - 1)]
+            self.replica_ports = [self.service_port, *others]
 
     @property
     def service_url(self) -> str:
         return f"http://127.0.0.1:{self.service_port}"
+
+    def replica_url(self, replica: int) -> str:
+        return f"http://127.0.0.1:{self.replica_ports[replica]}"
+
+    @property
+    def replica_urls(self) -> list[str]:
+        return [self.replica_url(i) for i in range(self.replicas)]
+
+    @staticmethod
+    def replica_name(replica: int) -> str:
+        """The process (and log) name: `service` for the first replica, as with one."""
+        return "service" if replica == 0 else f"service-{replica}"
 
     @property
     def prometheus_url(self) -> str:
@@ -123,7 +146,7 @@ class Stack:
 
     def start(self) -> Stack:
         self.am_ports = [free_port() for _ in range(self.alertmanagers)]
-        self.start_service()
+        self.start_services()
         for i, port in enumerate(self.am_ports):
             self._start_alertmanager(i, port)
         self._start_prometheus()
@@ -190,12 +213,13 @@ class Stack:
                     "name": "enricher",
                     "webhook_configs": [
                         {
-                            "url": f"{self.service_url}/alerts",
+                            "url": f"{url}/alerts",
                             "send_resolved": True,
                             "http_config": {
                                 "authorization": {"type": "Bearer", "credentials": WEBHOOK_TOKEN}
                             },
                         }
+                        for url in self.replica_urls
                     ],
                 }
             ],
@@ -218,30 +242,47 @@ class Stack:
         self.processes[process.name] = process
         wait_http(f"http://127.0.0.1:{port}/-/ready", process=process.proc)
 
-    def start_service(self, healthy: bool = True) -> Process:
+    def launch_service(self, replica: int = 0) -> Process:
         """`make run`, as a user starts it, with the test's settings in the environment."""
         env = {
             **os.environ,
             "HOST": "127.0.0.1",
-            "PORT": str(self.service_port),
+            "PORT": str(self.replica_ports[replica]),
             "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
             "STORE_URL": f"sqlite:///{self.tmp / 'store' / 'enricher.db'}",
             "PROMETHEUS_URL": self.prometheus_url,
             "LOG_LEVEL": "INFO",
             **self.service_env,
+            **(self.replica_env[replica] if replica < len(self.replica_env) else {}),
         }
+        name = self.replica_name(replica)
         process = Process(
-            "service", ["make", "-s", "run"], self.tmp / "service.log", env=env, cwd=ROOT
+            name, ["make", "-s", "run"], self.tmp / f"{name}.log", env=env, cwd=ROOT
         ).start()
-        self.processes["service"] = process
-        statuses = (200,) if healthy else (200, 503)
-        wait_http(f"{self.service_url}/health", 120, process.proc, statuses)
+        self.processes[name] = process
         return process
 
-    def restart_service(self, kill: bool = False) -> None:
-        service = self.processes["service"]
+    def wait_service(self, replica: int = 0, healthy: bool = True) -> None:
+        process = self.processes[self.replica_name(replica)]
+        statuses = (200,) if healthy else (200, 503)
+        wait_http(f"{self.replica_url(replica)}/health", 120, process.proc, statuses)
+
+    def start_service(self, healthy: bool = True, replica: int = 0) -> Process:
+        process = self.launch_service(replica)
+        self.wait_service(replica, healthy)
+        return process
+
+    def start_services(self, healthy: bool = True) -> None:
+        """Every replica at once (they start side by side), then wait until each answers."""
+        for replica in range(self.replicas):
+            self.launch_service(replica)
+        for replica in range(self.replicas):
+            self.wait_service(replica, healthy)
+
+    def restart_service(self, kill: bool = False, replica: int = 0) -> None:
+        service = self.processes[self.replica_name(replica)]
         service.kill() if kill else service.stop()
-        self.start_service()
+        self.start_service(replica=replica)
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
