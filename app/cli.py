@@ -27,7 +27,9 @@ from app.store import StoreError, shown_url
 def listen(host: str, port: int) -> socket.socket:
     """The listening socket, bound before anything starts, so a busy port fails in one line."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP spelled out: asyncio turns Nagle off (TCP_NODELAY) only on sockets whose proto
+    # says TCP, and without that each answer on a kept-alive connection waits ~40 ms for an ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -1,3 +1,4 @@
+import asyncio
 import base64
 import socket
 
@@ -5,7 +6,7 @@ import httpx
 import pytest
 import respx
 
-from app.cli import main
+from app.cli import listen, main
 from tests.fakes import FIXTURES, LLM_URL, PROMETHEUS_URL, matrix
 
 
@@ -204,3 +205,24 @@ def test_a_missing_prompts_dir_stops_serve_in_one_line(env, tmp_path, capsys) ->
     assert main(["serve"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("invalid configuration: PROMPTS_DIR: cannot read prompt template")
+
+
+async def test_the_listening_socket_answers_without_nagle_delay() -> None:
+    sock = listen("127.0.0.1", 0)
+    sock.listen()
+    accepted: asyncio.Future[asyncio.BaseTransport] = asyncio.get_running_loop().create_future()
+
+    class Accept(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted.set_result(transport)
+
+    server = await asyncio.get_running_loop().create_server(Accept, sock=sock)
+    _, writer = await asyncio.open_connection(*sock.getsockname())
+    transport = await asyncio.wait_for(accepted, 5)
+    conn = transport.get_extra_info("socket")
+    assert conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), "Nagle is on"
+    writer.close()
+    await writer.wait_closed()
+    transport.close()
+    server.close()
+    await server.wait_closed()
