@@ -22,6 +22,7 @@ from app.prometheus import PrometheusError
 from app.prompts import PromptError, Prompts
 from app.runtime import build_runtime
 from app.store import StoreError, shown_url
+from app.store.urls import check_store_url
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -246,6 +247,11 @@ def main(argv: list[str] | None = None) -> int:
         if payload is None:
             return 2
         if args.store:
+            try:
+                check_store_url(args.store)
+            except ValueError as exc:
+                print(f"invalid --store: {exc}", file=sys.stderr)
+                return 2
             settings = settings.model_copy(update={"store_url": args.store})
         return asyncio.run(replay(settings, payload, args.send, args.channel))
     return asyncio.run(check(settings))

@@ -7,14 +7,13 @@ import re
 import ssl
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.routing import parse_matchers
+from app.store.urls import check_store_url, url_secrets
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -48,22 +47,6 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
-
-
-def store_url_secrets(store_url: str) -> list[str]:
-    """The passwords a postgresql:// STORE_URL carries, in its user part or as parameters."""
-    if not store_url.startswith(STORE_SCHEMES[1:]):
-        return []
-    parts = urlsplit(store_url)
-    password = parts.password or ""
-    found = [password, unquote(password)] + [
-        value
-        for name, values in parse_qs(parts.query).items()
-        if name.lower() in ("password", "sslpassword")
-        for value in values
-    ]
-    return sorted({secret for secret in found if secret})
 
 
 def check_http_url(value: str) -> str:
@@ -240,18 +223,7 @@ class Settings(BaseSettings):
     @field_validator("store_url")
     @classmethod
     def _supported_store(cls, value: str) -> str:
-        if not value.startswith(STORE_SCHEMES):
-            scheme = value.partition(":")[0] or value
-            raise ValueError(
-                f"unsupported scheme {scheme!r}: use sqlite:///path/to/file.db or"
-                " postgresql://user:password@host:5432/db"
-            )
-        if value.startswith(STORE_SCHEMES[1:]):
-            try:
-                conninfo_to_dict(value)
-            except psycopg.ProgrammingError:  # its text can quote the URL, password and all
-                raise ValueError("not a valid postgresql:// URL") from None
-        return value
+        return check_store_url(value)
 
     @model_validator(mode="after")
     def _whole_channels(self) -> Settings:
@@ -315,6 +287,6 @@ class Settings(BaseSettings):
             self.telegram_bot_token,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
-        values += store_url_secrets(self.store_url)
+        values += url_secrets(self.store_url)
         # Header values can be credentials too (an API key header in front of a tenant's Mimir).
         return values + [v for v in self.prometheus_header_map.values() if v]

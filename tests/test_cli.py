@@ -226,3 +226,10 @@ async def test_the_listening_socket_answers_without_nagle_delay() -> None:
     transport.close()
     server.close()
     await server.wait_closed()
+
+
+def test_replay_with_a_malformed_store_url_says_so_without_the_password(env, capsys) -> None:
+    path = str(FIXTURES / "alertmanager-0.25-firing_apidown_binance.json")
+    assert main(["replay", path, "--store", "postgresql://u:s3cretpw%zz@db/x"]) == 2
+    err = capsys.readouterr().err
+    assert err == "invalid --store: not a valid postgresql:// URL\n"

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from typing import Any
 
 import psycopg
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from app.config import Settings
 from app.logs import configure_logging
 from app.store import PostgresStore, StoreError, shown_url
+from app.store.postgres_db import Conn
 from app.store.postgres_schema import PURGE_LOCK
 from tests.pgserver import PostgresServer
 
@@ -158,3 +160,64 @@ def test_store_url_passwords_never_reach_logs_or_the_console(
     configure_logging("INFO", "text", settings.secret_values())
     logging.getLogger("test").error("cannot connect to %s", url)
     assert "s3cret-pw" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("password", ["pa?ss#w[rd", "s3cret+pw/x", "plain-secret"])
+def test_a_password_with_url_punctuation_is_masked_scrubbed_and_never_crashes_start(
+    password: str,
+) -> None:
+    url = f"postgresql://enricher:{password}@db:5432/e?sslmode=require"
+    assert shown_url(url) == "postgresql://enricher:***@db:5432/e?sslmode=require"
+    settings = Settings(store_url=url, _env_file=None)  # type: ignore[call-arg]
+    assert password in settings.secret_values()
+
+
+async def test_a_replica_starting_on_a_current_schema_takes_no_table_locks(
+    postgres_url: str,
+) -> None:
+    first = await PostgresStore.open(postgres_url, pool_size=2)
+    await first.close()
+    with psycopg.connect(postgres_url) as busy:  # a worker's transaction, open on the tables
+        busy.execute("LOCK TABLE notifications, incidents IN ROW EXCLUSIVE MODE")
+        started = time.perf_counter()
+        second = await PostgresStore.open(postgres_url, pool_size=2)
+        await second.backlog()
+        assert time.perf_counter() - started < 1, "the start waited for the workers' locks"
+    await second.close()
+
+
+async def test_sessions_cannot_hold_locks_idle_or_wait_on_them_for_long(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url, pool_size=2)
+
+    async def settings(conn: Conn) -> list[tuple[Any, ...]]:
+        cursor = await conn.execute(
+            "SELECT name, setting, unit FROM pg_settings WHERE name IN"
+            " ('idle_in_transaction_session_timeout', 'lock_timeout') ORDER BY name"
+        )
+        return await cursor.fetchall()
+
+    assert await store._run(settings) == [
+        ("idle_in_transaction_session_timeout", "10000", "ms"),
+        ("lock_timeout", "3000", "ms"),
+    ]
+    await store.close()
+
+
+async def test_a_statement_past_the_time_bound_says_so(postgres_url: str) -> None:
+    store = await PostgresStore.open(postgres_url, pool_size=2, wait_seconds=0.5)
+    with pytest.raises(StoreError, match="did not answer within 1s"):
+        await store._run(lambda conn: conn.execute("SELECT pg_sleep(5)"))
+    await store.ping()
+    await store.close()
+
+
+async def test_purge_deletes_a_long_backlog_in_batches(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.store.postgres.PURGE_BATCH", 2)
+    store = await PostgresStore.open(postgres_url, pool_size=2)
+    for i in range(5):
+        await store.accept(f"k{i}", f"g{i}", "{}", 600)
+        await store.finish((await store.claim("w", 30)).claim)
+    assert await store.purge(older_than_seconds=-1) == 5
+    await store.close()

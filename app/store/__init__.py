@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from app.store.base import (
     Accepted,
     Claim,
@@ -16,6 +14,7 @@ from app.store.base import (
 )
 from app.store.postgres import PostgresStore
 from app.store.sqlite import SQLiteStore
+from app.store.urls import POSTGRES_SCHEMES, backend_name, shown_url
 
 __all__ = [
     "Accepted",
@@ -33,9 +32,6 @@ __all__ = [
     "shown_url",
 ]
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
-SECRET_PARAMETERS = {"password", "sslpassword"}
-
 
 async def open_store(store_url: str, pool_size: int = 10) -> Store:
     """The store named by STORE_URL: `sqlite:///path` (the embedded default, one process) or
@@ -43,25 +39,3 @@ async def open_store(store_url: str, pool_size: int = 10) -> Store:
     if store_url.startswith(POSTGRES_SCHEMES):
         return await PostgresStore.open(store_url, pool_size=pool_size)
     return await SQLiteStore.open(store_url)
-
-
-def backend_name(store_url: str) -> str:
-    return "postgresql" if store_url.startswith(POSTGRES_SCHEMES) else "sqlite"
-
-
-def shown_url(store_url: str) -> str:
-    """STORE_URL fit for logs and the console: its password (in the URL or a parameter) masked."""
-    if not store_url.startswith(POSTGRES_SCHEMES):
-        return store_url
-    parts = urlsplit(store_url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        user, _, host = netloc.rpartition("@")
-        if ":" in user:
-            user = user.split(":", 1)[0] + ":***"
-        netloc = f"{user}@{host}"
-    query = "&".join(
-        f"{name}=***" if name.lower() in SECRET_PARAMETERS else f"{name}={value}"
-        for name, _, value in (pair.partition("=") for pair in parts.query.split("&") if pair)
-    )
-    return urlunsplit(parts._replace(netloc=netloc, query=query))

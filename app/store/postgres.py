@@ -48,6 +48,7 @@ from app.store.postgres_schema import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+PURGE_BATCH = 5000
 
 
 def text(value: str) -> str:
@@ -332,28 +333,37 @@ class PostgresStore:
         return int(rows[0][0])
 
     async def purge(self, older_than_seconds: float) -> int:
-        """As SQLiteStore.purge; with several replicas, one purges at a time and the others skip."""
-        params = self._params(lock=PURGE_LOCK, retention=older_than_seconds)
+        """As SQLiteStore.purge, in batches of PURGE_BATCH rows, each its own short transaction
+        (a long backlog never outlasts the time bound); with several replicas, one purges at a
+        time and the others skip the round."""
+        params = self._params(lock=PURGE_LOCK, retention=older_than_seconds, batch=PURGE_BATCH)
         cutoff = f"{NOW} - make_interval(secs => %(retention)s)"
 
-        async def purge(conn: Conn) -> int:
+        async def batch(conn: Conn) -> tuple[int, int] | None:
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%(lock)s, 0)", params)
             locked = await cursor.fetchone()
             if not (locked and locked[0]):
-                return 0  # another replica is purging right now
-            await conn.execute(
-                f"DELETE FROM incidents WHERE COALESCE(ended_at, updated_at) < {cutoff}",
+                return None  # another replica is purging right now
+            incidents = await conn.execute(
+                "DELETE FROM incidents WHERE id IN (SELECT id FROM incidents"
+                f" WHERE COALESCE(ended_at, updated_at) < {cutoff} LIMIT %(batch)s)",
                 params,
             )
-            cursor = await conn.execute(
-                "DELETE FROM notifications n WHERE state IN ('done', 'failed')"
-                f" AND finished_at < {cutoff} AND NOT EXISTS"
-                " (SELECT 1 FROM incident_refs r WHERE r.notification_id = n.id)",
+            notifications = await conn.execute(
+                "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n"
+                f" WHERE state IN ('done', 'failed') AND finished_at < {cutoff} AND NOT EXISTS"
+                " (SELECT 1 FROM incident_refs r WHERE r.notification_id = n.id)"
+                " LIMIT %(batch)s)",
                 params,
             )
-            return cursor.rowcount
+            return incidents.rowcount, notifications.rowcount
 
-        return await self._run(purge)
+        purged = 0
+        while (counts := await self._run(batch)) is not None:
+            purged += counts[1]
+            if max(counts) < PURGE_BATCH:
+                break
+        return purged
 
     async def watch(self, wake: Callable[[], None]) -> None:
         """Every replica LISTENs for commits that make work claimable and wakes its workers."""

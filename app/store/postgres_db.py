@@ -33,6 +33,12 @@ CONNECTION_DEFAULTS = {
     "keepalives_interval": "5",
     "keepalives_count": "3",
 }
+# Server-side: a replica that stops or dies inside a transaction (a paused VM, a partition) must not
+# hold its row and advisory locks past its lease, and nothing waits on a lock for long.
+SESSION_OPTIONS = (
+    "-c idle_in_transaction_session_timeout=10s -c lock_timeout=3s"
+    " -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+)
 LISTEN_RETRY_SECONDS = (0.25, 5.0)
 DIAGNOSE_EVERY_SECONDS = 5.0
 
@@ -41,10 +47,12 @@ def connection_info(store_url: str) -> str:
     """libpq connection info for STORE_URL, with CONNECTION_DEFAULTS where the URL says nothing."""
     try:
         params = conninfo_to_dict(store_url)
-    except psycopg.ProgrammingError as exc:
-        raise StoreError(f"STORE_URL is not a valid PostgreSQL URL: {exc}") from None
+    except psycopg.ProgrammingError:  # its text can quote the URL, password and all
+        raise StoreError("STORE_URL is not a valid postgresql:// URL") from None
     for key, value in CONNECTION_DEFAULTS.items():
         params.setdefault(key, value)
+    # The URL's own options come after ours, so they win where both set something.
+    params["options"] = f"{SESSION_OPTIONS} {params.get('options') or ''}".strip()
     return make_conninfo("", **params)
 
 
@@ -70,7 +78,7 @@ class Database:
         self._migrated = False
         self._migrating = asyncio.Lock()
         self._diagnosed_at = -DIAGNOSE_EVERY_SECONDS
-        self._diagnosis = ""
+        self._diagnosis = "the database did not answer"
 
     async def open(self) -> None:
         await self._pool.open(wait=False)
@@ -88,10 +96,10 @@ class Database:
                     return await fn(conn)
         except PoolTimeout as exc:
             raise StoreError(f"PostgreSQL: {await self._why_no_connection()}") from exc
+        except TimeoutError as exc:  # before OSError, of which it is a subclass
+            raise StoreError(f"PostgreSQL did not answer within {self._timeout * 2:g}s") from exc
         except (psycopg.Error, OSError) as exc:
             raise StoreError(f"PostgreSQL: {type(exc).__name__}: {exc}".strip()) from exc
-        except TimeoutError as exc:
-            raise StoreError(f"PostgreSQL did not answer within {self._timeout * 2:.0f}s") from exc
 
     async def _migrate(self) -> None:
         """Create or upgrade the schema once per process; replicas starting together take turns
@@ -101,22 +109,35 @@ class Database:
                 return
             async with self._pool.connection() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock(%s, 0)", (MIGRATE_LOCK,))
-                await conn.execute(SCHEMA)
-                cursor = await conn.execute(
-                    "SELECT value FROM alert_enricher_meta WHERE key = 'schema_version'"
-                )
-                row = await cursor.fetchone()
-                if row is not None and int(row[0]) > SCHEMA_VERSION:
+                version = await self._schema_version(conn)
+                if version is not None and version > SCHEMA_VERSION:
                     raise StoreError(
-                        f"the database holds schema version {row[0]}, newer than this release's"
+                        f"the database holds schema version {version}, newer than this release's"
                         f" {SCHEMA_VERSION}: upgrade alert-enricher"
                     )
+                if version == SCHEMA_VERSION:  # no DDL: it would lock the tables workers use
+                    self._migrated = True
+                    return
+                await conn.execute(SCHEMA)
                 await conn.execute(
                     "INSERT INTO alert_enricher_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
             self._migrated = True
+
+    @staticmethod
+    async def _schema_version(conn: Conn) -> int | None:
+        """The schema's version, None in an empty database."""
+        cursor = await conn.execute("SELECT to_regclass('alert_enricher_meta') IS NOT NULL")
+        exists = await cursor.fetchone()
+        if not (exists and exists[0]):
+            return None
+        cursor = await conn.execute(
+            "SELECT value FROM alert_enricher_meta WHERE key = 'schema_version'"
+        )
+        row = await cursor.fetchone()
+        return int(row[0]) if row else None
 
     async def _why_no_connection(self) -> str:
         """The pool only says it timed out: one direct attempt (at most every few seconds) says why,
