@@ -17,9 +17,10 @@ Guarantees the rest of the service builds on, whatever the backend:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from app.incident import Incident, Transition
 
@@ -75,6 +76,35 @@ class Delivery:
     ref: str | None
     error: str | None
     steps: dict[str, str | None] = field(default_factory=dict)
+
+
+# What both backends read back, from rows in the same column order.
+
+
+def claimed(row: Sequence[Any], owner: str) -> StoredNotification:
+    """A claim's RETURNING row: id, group_id, payload, attempts, enrichment, incident_id, fence."""
+    id_, group_id, payload, attempts, enrichment, incident_id, fence = row
+    return StoredNotification(
+        id_, group_id, payload, attempts, enrichment, incident_id, Claim(id_, owner, fence)
+    )
+
+
+def open_incident_from(group_id: str, row: Sequence[Any] | None) -> Incident | None:
+    """An open incident's row: id, firing (a JSON list of fingerprints)."""
+    if row is None:
+        return None
+    return Incident(id=row[0], group_id=group_id, firing=frozenset(json.loads(row[1])))
+
+
+def deliveries_from(
+    outcomes: Iterable[Sequence[Any]], steps: Iterable[Sequence[Any]]
+) -> dict[str, Delivery]:
+    """Per channel: (channel, status, ref, error) rows, then the (channel, step, ref) steps done;
+    a channel with steps and no outcome yet is "partial"."""
+    found = {row[0]: Delivery(*row) for row in outcomes}
+    for channel, step, ref in steps:
+        found.setdefault(channel, Delivery(channel, "partial", None, None)).steps[step] = ref
+    return found
 
 
 class Store(Protocol):

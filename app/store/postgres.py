@@ -30,6 +30,9 @@ from app.store.base import (
     MessageRef,
     StoredNotification,
     StoreError,
+    claimed,
+    deliveries_from,
+    open_incident_from,
 )
 from app.store.postgres_db import Conn, Database
 from app.store.postgres_schema import (
@@ -166,12 +169,7 @@ class PostgresStore:
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))
-        if not rows:
-            return None
-        id_, group_id, payload, attempts, enrichment, incident_id, fence = rows[0]
-        return StoredNotification(
-            id_, group_id, payload, attempts, enrichment, incident_id, Claim(id_, owner, fence)
-        )
+        return claimed(rows[0], owner) if rows else None
 
     async def renew(self, claim: Claim, lease: float) -> bool:
         async def renew(conn: Conn) -> bool:
@@ -201,9 +199,7 @@ class PostgresStore:
             "SELECT id, firing FROM incidents WHERE group_id = %(group)s AND ended_at IS NULL",
             {"group": text(group_id)},
         )
-        if not rows:
-            return None
-        return Incident(id=rows[0][0], group_id=group_id, firing=frozenset(json.loads(rows[0][1])))
+        return open_incident_from(group_id, rows[0] if rows else None)
 
     async def save_enrichment(
         self, claim: Claim, enrichment: str, transition: Transition
@@ -248,15 +244,12 @@ class PostgresStore:
                 "SELECT channel, status, ref, error FROM deliveries WHERE notification_id = %s",
                 (notification_id,),
             )
-            found = {row[0]: Delivery(*row) for row in await cursor.fetchall()}
+            outcomes = await cursor.fetchall()
             cursor = await conn.execute(
                 "SELECT channel, step, ref FROM delivery_steps WHERE notification_id = %s",
                 (notification_id,),
             )
-            for channel, step, ref in await cursor.fetchall():
-                delivery = found.setdefault(channel, Delivery(channel, "partial", None, None))
-                delivery.steps[step] = ref
-            return found
+            return deliveries_from(outcomes, await cursor.fetchall())
 
         return await self._run(read)
 

@@ -28,6 +28,9 @@ from app.store.base import (
     MessageRef,
     StoredNotification,
     StoreError,
+    claimed,
+    deliveries_from,
+    open_incident_from,
 )
 from app.store.sqlite_schema import CLAIM, FINISH, GIVE_UP, HELD, RELEASE, RETRY, boot_id, migrate
 
@@ -183,12 +186,7 @@ class SQLiteStore:
             row = conn.execute(
                 CLAIM, {"owner": owner, "now": now, "lease_until": now + lease}
             ).fetchone()
-            if row is None:
-                return None
-            id_, group_id, payload, attempts, enrichment, incident_id, fence = row
-            return StoredNotification(
-                id_, group_id, payload, attempts, enrichment, incident_id, Claim(id_, owner, fence)
-            )
+            return None if row is None else claimed(row, owner)
 
         return await self._run(self._tx(claim))
 
@@ -225,9 +223,7 @@ class SQLiteStore:
         rows = await self._fetch(
             "SELECT id, firing FROM incidents WHERE group_id = ? AND ended_at IS NULL", (group_id,)
         )
-        if not rows:
-            return None
-        return Incident(id=rows[0][0], group_id=group_id, firing=frozenset(json.loads(rows[0][1])))
+        return open_incident_from(group_id, rows[0] if rows else None)
 
     async def save_enrichment(
         self, claim: Claim, enrichment: str, transition: Transition
@@ -259,20 +255,16 @@ class SQLiteStore:
 
     async def deliveries(self, notification_id: int) -> dict[str, Delivery]:
         def read(conn: sqlite3.Connection) -> dict[str, Delivery]:
-            found = {
-                row[0]: Delivery(*row)
-                for row in conn.execute(
+            return deliveries_from(
+                conn.execute(
                     "SELECT channel, status, ref, error FROM deliveries WHERE notification_id = ?",
                     (notification_id,),
-                )
-            }
-            for channel, step, ref in conn.execute(
-                "SELECT channel, step, ref FROM delivery_steps WHERE notification_id = ?",
-                (notification_id,),
-            ):
-                delivery = found.setdefault(channel, Delivery(channel, "partial", None, None))
-                delivery.steps[step] = ref
-            return found
+                ),
+                conn.execute(
+                    "SELECT channel, step, ref FROM delivery_steps WHERE notification_id = ?",
+                    (notification_id,),
+                ),
+            )
 
         return await self._run(self._tx(read))
 
