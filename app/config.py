@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     store_pool_size: int = Field(10, ge=1, le=1000)
     dedup_window_seconds: float = Field(600, ge=0)
     lease_seconds: float = Field(30, gt=0)
+    # Pipeline workers. More than LLM_CONCURRENCY: a notification waiting for an LLM slot (or on a
+    # chat API's Retry-After) holds one worker, and the others keep sending what needs no LLM.
+    workers: int = Field(32, ge=1, le=1024)
     max_processing_attempts: int = Field(8, ge=1)
     retention_hours: float = Field(168, gt=0)
 

@@ -131,7 +131,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         store,
         pipeline.run,
         metrics,
-        count=settings.llm_concurrency,
+        count=settings.workers,
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_processing_attempts,
         retention_seconds=settings.retention_hours * 3600,

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from app.delivery import Dispatcher
+from app.doorbell import Doorbell
 from app.enrich import Enricher
 from app.incident import transition
 from app.lease import Lease
@@ -95,7 +96,7 @@ class WorkerPool:
         self._retention = retention_seconds
         self._grace = grace_seconds
         self._owner = f"worker-{uuid.uuid4().hex[:8]}"
-        self._wake = asyncio.Event()
+        self._doorbell = Doorbell(count)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None
@@ -111,8 +112,8 @@ class WorkerPool:
         return self._count
 
     def wake(self) -> None:
-        """Something was accepted: look now instead of at the next poll."""
-        self._wake.set()
+        """Something was accepted: one idle worker looks now instead of at the next poll."""
+        self._doorbell.ring()
 
     def start(self) -> None:
         self._tasks = [
@@ -123,7 +124,7 @@ class WorkerPool:
 
     async def stop(self) -> None:
         self._stopping = True
-        self._wake.set()
+        self._doorbell.ring_all()
         if self._watcher is not None:
             self._watcher.cancel()
             await asyncio.gather(self._watcher, return_exceptions=True)
@@ -165,11 +166,8 @@ class WorkerPool:
     async def _idle(self, index: int) -> None:
         if index == 0:
             await self._housekeeping()
-        self._wake.clear()
-        if self._stopping:  # stop() may have set the event just before clear()
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+        if not self._stopping:
+            await self._doorbell.wait(IDLE_POLL_SECONDS)
 
     async def _housekeeping(self) -> None:
         try:

@@ -27,6 +27,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "prometheus_url": PROMETHEUS_URL,
             "llm_base_url": LLM_URL,
             "llm_concurrency": 2,
+            "workers": 2,
             "_env_file": None,
         }
         values.update(overrides)

@@ -10,6 +10,7 @@ def test_defaults_follow_the_contract(monkeypatch, tmp_path) -> None:
     assert s.store_url == "sqlite:///./data/enricher.db"
     assert s.llm_base_url == "https://api.holysheep.ai/v1" and s.llm_model == "deepseek-chat"
     assert (s.llm_timeout_seconds, s.llm_max_attempts, s.llm_concurrency) == (20, 3, 8)
+    assert s.workers == 32, "workers are not bound to LLM_CONCURRENCY"
     assert s.graph_base_url == "http://localhost:9090"
     assert not s.llm_enabled
 

@@ -119,7 +119,7 @@ async def test_store_failure_answers_503_so_alertmanager_retries(
 ) -> None:
     app, client = await running_app(make_settings())
     store = app.state.runtime.store
-    await store._run(lambda: store._conn.execute("PRAGMA query_only=ON"))
+    await store._call(lambda: store._conn.execute("PRAGMA query_only=ON"))
     response = await client.post("/alerts", content=FIRING)
     assert response.status_code == 503
     health = await client.get("/health")

@@ -269,7 +269,7 @@ async def test_a_worker_whose_claim_is_taken_stops_at_once(tmp_path: Path) -> No
     workers = pool(store, slow, count=1, lease_seconds=0.3)
     workers.start()
     await started.wait()
-    await store._run(lambda: store._conn.execute("UPDATE notifications SET fence = fence + 1"))
+    await store._tx(lambda c: c.execute("UPDATE notifications SET fence = fence + 1"))
     async with asyncio.timeout(2):
         await cancelled.wait()
     await workers.stop()
@@ -293,4 +293,39 @@ async def test_the_lease_is_renewed_while_work_runs(tmp_path: Path) -> None:
         assert await store.claim("thief", 30) is None, "the lease ran out while work ran"
         await asyncio.sleep(0.05)
     await workers.stop()
+    await store.close()
+
+
+class ClaimCounter:
+    """A store in front of a real one that counts claims."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.claims = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.store, name)
+
+    async def claim(self, owner: str, lease: float):
+        self.claims += 1
+        return await self.store.claim(owner, lease)
+
+
+async def test_one_accepted_notification_wakes_one_worker_not_all(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
+    counting = ClaimCounter(store)
+    notifier, enricher = RecordingNotifier(), CountingEnricher()
+    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()))
+    workers = pool(counting, pipeline.run, count=16)
+    workers.start()
+    await wait_until(lambda: counting.claims >= 16)  # each looked once and went idle
+    await asyncio.sleep(0.05)
+    before = counting.claims
+    await store.accept("k", "g", FIRING, 600)
+    workers.wake()
+    await wait_until(lambda: len(notifier.sent) == 1)
+    await asyncio.sleep(0.1)
+    await workers.stop()
+    # the woken worker claims it, then looks once more and finds nothing
+    assert counting.claims - before == 2
     await store.close()

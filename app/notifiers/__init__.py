@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from telegram import Bot
@@ -20,6 +21,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+SLACK_TIMEOUT_SECONDS = 15
+
+
+def slack_session() -> aiohttp.ClientSession:
+    """One session, so one pool of kept-alive connections, for every Slack call: without it
+    slack-sdk opens a session (a TCP and TLS handshake) per call. With a session given, slack-sdk
+    takes the timeout from it."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS))
+
 
 def build_notifiers(settings: Settings) -> list[Notifier]:
     """Every configured channel, built here and only here; the console when none is configured."""
@@ -28,8 +38,9 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
         client = AsyncWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
-            timeout=15,
+            timeout=SLACK_TIMEOUT_SECONDS,
             retry_handlers=retry_handlers(),
+            session=slack_session(),
         )
         notifiers.append(SlackBotNotifier(client, settings.slack_channel))
         if settings.slack_webhook_url:
@@ -37,8 +48,9 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
     elif settings.slack_webhook_url:
         webhook = AsyncWebhookClient(
             settings.slack_webhook_url.get_secret_value(),
-            timeout=15,
+            timeout=SLACK_TIMEOUT_SECONDS,
             retry_handlers=retry_handlers(),
+            session=slack_session(),
         )
         notifiers.append(SlackWebhookNotifier(webhook))
     if settings.telegram_bot_token and settings.telegram_chat_id:

@@ -155,6 +155,10 @@ class SlackWebhookNotifier:
     async def ping(self) -> str:
         return "webhook mode: configured, not probed (a probe would post a message)"
 
+    async def close(self) -> None:
+        if self._client.session is not None:
+            await self._client.session.close()
+
     async def send(
         self,
         notification: EnrichedNotification,

@@ -1,4 +1,5 @@
-"""The SQLite backend: one connection owned by one thread, WAL with synchronous=FULL.
+"""The SQLite backend: one connection owned by one thread, WAL with synchronous=FULL, and
+concurrent calls committed together (group_commit.py).
 
 SQLite is the embedded, single-host store. Lease and retry times are read from the machine's
 monotonic clock (seconds since boot, the same for every process on the host, never jumping with
@@ -9,13 +10,11 @@ has run out, since no process that held one is still alive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,11 +31,15 @@ from app.store.base import (
     deliveries_from,
     open_incident_from,
 )
+from app.store.group_commit import GroupCommit
+from app.store.sqlite_checkpoint import Checkpointer
 from app.store.sqlite_schema import CLAIM, FINISH, GIVE_UP, HELD, RELEASE, RETRY, boot_id, migrate
 
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
+
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the log file is trimmed to once checkpointed
 
 
 def sqlite_path(store_url: str) -> str:
@@ -62,9 +65,10 @@ class SQLiteStore:
         self._clock = clock  # wall time: dedup window, retention
         self._lease_clock = lease_clock  # forwards only: leases and retry times
         self._boot = boot or boot_id()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        self._thread = GroupCommit(self._connect)
+        self._checkpointer: Checkpointer | None = None
 
     @classmethod
     async def open(
@@ -79,12 +83,14 @@ class SQLiteStore:
         disk is back, so Alertmanager's retries land without a restart."""
         store = cls(sqlite_path(store_url), clock, lease_clock, boot)
         try:
-            await store._run(store._connect)
+            await store._call(store._connect)
         except StoreError as exc:
             log.error("store %s is unusable, retrying on every use: %s", store_url, exc)
         return store
 
     def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise sqlite3.OperationalError("store is closed")
         if self._conn is not None:
             return self._conn
         if self._path != ":memory:":
@@ -93,6 +99,8 @@ class SQLiteStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # sqlite_checkpoint.py does it
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
             migrate(conn, self._boot)
@@ -101,42 +109,32 @@ class SQLiteStore:
             conn.close()
             raise
         self._conn = conn
+        if self._path != ":memory:" and self._checkpointer is None:
+            self._checkpointer = Checkpointer(self._path)
+            self._checkpointer.start()
         return conn
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        loop = asyncio.get_running_loop()
+    async def _call(self, fn: Callable[[], T]) -> T:
+        """fn() on the store's thread, outside any transaction."""
         try:
-            return await loop.run_in_executor(self._executor, fn)
+            return await self._thread.call(fn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
-    def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> Callable[[], T]:
-        """Wrap fn in BEGIN IMMEDIATE ... COMMIT on the store's thread."""
-
-        def run() -> T:
-            if self._closed:
-                raise sqlite3.OperationalError("store is closed")
-            conn = self._connect()
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                # COMMIT itself can fail (disk full); never leave a transaction open behind us.
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
-            return result
-
-        return run
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn(connection) in a transaction on the store's thread, committed with whatever other
+        work is waiting (group_commit.py); durable when this returns."""
+        try:
+            return await self._thread.run(fn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _execute(self, sql: str, params: Params = ()) -> int:
-        """One statement in its own transaction; the number of rows it changed."""
-        return await self._run(self._tx(lambda c: c.execute(sql, params).rowcount))
+        """One statement; the number of rows it changed."""
+        return await self._tx(lambda c: c.execute(sql, params).rowcount)
 
     async def _fetch(self, sql: str, params: Params = ()) -> list[Any]:
-        return await self._run(self._tx(lambda c: c.execute(sql, params).fetchall()))
+        return await self._tx(lambda c: c.execute(sql, params).fetchall())
 
     async def _held(self, claim: Claim, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run fn in one transaction only while `claim` still holds its notification."""
@@ -150,7 +148,7 @@ class SQLiteStore:
                 raise LeaseLostError(f"notification {claim.notification_id}: claim taken over")
             return fn(conn)
 
-        return await self._run(self._tx(run))
+        return await self._tx(run)
 
     async def ping(self) -> None:
         """A one-row write: a full or read-only disk fails here, as accepting would."""
@@ -177,7 +175,7 @@ class SQLiteStore:
             )
             return Accepted(id=int(cursor.lastrowid or 0), duplicate=False)
 
-        return await self._run(self._tx(accept))
+        return await self._tx(accept)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         now = self._lease_clock()
@@ -188,7 +186,7 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else claimed(row, owner)
 
-        return await self._run(self._tx(claim))
+        return await self._tx(claim)
 
     async def _update_held(self, claim: Claim, sql: str, *args: object) -> None:
         changed = await self._execute(
@@ -266,7 +264,7 @@ class SQLiteStore:
                 ),
             )
 
-        return await self._run(self._tx(read))
+        return await self._tx(read)
 
     async def record_step(self, claim: Claim, channel: str, step: str, ref: str | None) -> None:
         await self._held(
@@ -338,7 +336,7 @@ class SQLiteStore:
             )
             return cursor.rowcount
 
-        return await self._run(self._tx(purge))
+        return await self._tx(purge)
 
     async def watch(self, wake: Callable[[], None]) -> None:
         """Nothing to listen to: one process owns the file, and its webhook wakes its workers."""
@@ -347,9 +345,11 @@ class SQLiteStore:
     async def close(self) -> None:
         def close() -> None:
             self._closed = True
+            if self._checkpointer is not None:
+                self._checkpointer.stop()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
 
-        await self._run(close)
-        self._executor.shutdown(wait=True)
+        await self._call(close)
+        await self._thread.stop()

@@ -1,0 +1,134 @@
+"""Group commit: concurrent store work shares one transaction, and no caller is told a write is
+durable when it is not."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from app.store.group_commit import GroupCommit
+
+
+def connector(path: Path) -> Callable[[], sqlite3.Connection]:
+    conn: list[sqlite3.Connection] = []
+
+    def connect() -> sqlite3.Connection:
+        if not conn:
+            c = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            c.execute("PRAGMA journal_mode=WAL")
+            c.execute("PRAGMA foreign_keys=ON")
+            c.execute("CREATE TABLE IF NOT EXISTS parent (id INTEGER PRIMARY KEY)")
+            c.execute(
+                "CREATE TABLE IF NOT EXISTS t (v INTEGER UNIQUE,"
+                " parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)"
+            )
+            conn.append(c)
+        return conn[0]
+
+    return connect
+
+
+def committed(path: Path) -> list[int]:
+    with sqlite3.connect(path) as other:  # another connection sees only what was committed
+        return [row[0] for row in other.execute("SELECT v FROM t ORDER BY v")]
+
+
+def insert(v: int) -> Callable[[sqlite3.Connection], int]:
+    return lambda c: c.execute("INSERT INTO t (v) VALUES (?)", (v,)).rowcount
+
+
+async def hold_thread(writer: GroupCommit) -> tuple[threading.Event, asyncio.Future[None]]:
+    """Keep the thread busy on a job until the returned event is set, so others queue up."""
+    started, release = threading.Event(), threading.Event()
+
+    def blocker() -> None:
+        started.set()
+        release.wait(5)
+
+    job = asyncio.ensure_future(writer.call(blocker))
+    await asyncio.to_thread(started.wait, 5)
+    return release, job
+
+
+async def test_concurrent_writes_commit_together_and_every_one_is_durable(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    writer = GroupCommit(connector(path))
+    release, blocker = await hold_thread(writer)
+    writes = [asyncio.ensure_future(writer.run(insert(v))) for v in range(50)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in writes)
+    release.set()
+    assert await asyncio.gather(*writes) == [1] * 50
+    await blocker
+    assert writer.batches == 1 and writer.jobs == 50
+    assert committed(path) == list(range(50))
+    await writer.stop()
+
+
+async def test_a_failing_write_is_rolled_back_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    writer = GroupCommit(connector(path))
+    release, blocker = await hold_thread(writer)
+
+    def two_rows_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO t (v) VALUES (100)")
+        conn.execute("INSERT INTO t (v) VALUES (1)")  # UNIQUE: the other job's row
+
+    first = asyncio.ensure_future(writer.run(insert(1)))
+    failing = asyncio.ensure_future(writer.run(two_rows_then_fail))
+    last = asyncio.ensure_future(writer.run(insert(2)))
+    release.set()
+    await blocker
+    assert await first == 1 and await last == 1
+    with pytest.raises(sqlite3.IntegrityError):
+        await failing
+    assert writer.batches == 1
+    assert committed(path) == [1, 2], "the failing job's first row is gone with it"
+    await writer.stop()
+
+
+async def test_a_failed_commit_fails_every_write_of_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    writer = GroupCommit(connector(path))
+    release, blocker = await hold_thread(writer)
+
+    def orphan(conn: sqlite3.Connection) -> None:  # a deferred foreign key fails only at COMMIT
+        conn.execute("INSERT INTO t (v, parent) VALUES (7, 999)")
+
+    writes = [asyncio.ensure_future(writer.run(job)) for job in (insert(1), orphan, insert(2))]
+    release.set()
+    await blocker
+    outcomes = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(o, sqlite3.IntegrityError) for o in outcomes), outcomes
+    assert committed(path) == []
+    assert await writer.run(insert(3)) == 1, "the next batch starts clean"
+    assert committed(path) == [3]
+    await writer.stop()
+
+
+async def test_a_cancelled_caller_does_not_break_the_batch(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    writer = GroupCommit(connector(path))
+    release, blocker = await hold_thread(writer)
+    cancelled = asyncio.ensure_future(writer.run(insert(1)))
+    kept = asyncio.ensure_future(writer.run(insert(2)))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    release.set()
+    await blocker
+    assert await kept == 1
+    assert committed(path) == [1, 2], "work already handed over still runs"
+    await writer.stop()
+
+
+async def test_after_stop_nothing_more_is_taken(tmp_path: Path) -> None:
+    writer = GroupCommit(connector(tmp_path / "s.db"))
+    assert await writer.run(insert(1)) == 1
+    await writer.stop()
+    with pytest.raises(sqlite3.OperationalError, match="closed"):
+        await writer.run(insert(2))
