@@ -28,6 +28,7 @@ class Recorded:
     method: str
     body: dict[str, Any]
     headers: dict[str, str]
+    peer: tuple[str, int] | None = None  # the client's address: one per TCP connection
 
 
 @dataclass
@@ -100,7 +101,8 @@ class FakeSlack(LoopbackServer):
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         body = await self.read_body(request)
-        self.requests.append(Recorded(method, body, dict(request.headers)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(Recorded(method, body, dict(request.headers), peer))
         if failure := self.scripted_failure():
             return failure
         if request.headers.get("Authorization") != f"Bearer {self.token}":

@@ -1,22 +1,17 @@
-"""The whole service, from POST /alerts to a loopback Slack and a respx Telegram."""
+"""The whole service, from POST /alerts to a loopback Slack and Telegram."""
 
 import asyncio
 import json
-from urllib.parse import parse_qs
 
-import httpx
 import pytest
-import respx
 
 from app.delivery import Dispatcher
 from app.lease import Lease
 from app.metrics import Metrics
 from app.store import LeaseLostError, SQLiteStore, StoreError
 from tests.fakes import RecordingNotifier, fixture_text, sample_notification
-from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
+from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, FakeTelegram, all_text
 
-TG_TOKEN = "123456:FAKE-telegram-token-for-tests"
-TG_API = f"https://api.telegram.test/bot{TG_TOKEN}"
 FIRING = fixture_text("alertmanager-0.25-firing_apidown_binance.json")
 RESOLVED = fixture_text("alertmanager-0.25-resolved_apidown_binance.json")
 
@@ -29,43 +24,26 @@ async def slack():
 
 
 @pytest.fixture
-def telegram(respx_mock: respx.MockRouter) -> respx.Route:
-    ids = iter(range(100, 200))
-
-    def reply(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(
-            200,
-            json={
-                "ok": True,
-                "result": {
-                    "message_id": next(ids),
-                    "date": 1700000000,
-                    "chat": {"id": -100123, "type": "group"},
-                },
-            },
-        )
-
-    return respx_mock.post(f"{TG_API}/sendMessage").mock(side_effect=reply)
+async def telegram():
+    server = await FakeTelegram().start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture
-def both(make_settings, slack):
+def both(make_settings, slack, telegram):
     def settings(**overrides):
         return make_settings(
             slack_bot_token=FAKE_SLACK_TOKEN,
             slack_channel=slack.channel_id,
             slack_api_url=slack.api_url,
-            telegram_bot_token=TG_TOKEN,
+            telegram_bot_token=telegram.token,
             telegram_chat_id="-100123",
-            telegram_api_url="https://api.telegram.test/bot",
+            telegram_api_url=telegram.api_url,
             **overrides,
         )
 
     return settings
-
-
-def sent_texts(route: respx.Route) -> list[dict]:
-    return [{k: v[0] for k, v in parse_qs(c.request.content.decode()).items()} for c in route.calls]
 
 
 async def settle(app) -> None:
@@ -82,16 +60,16 @@ async def test_firing_then_resolved_arrive_once_per_channel_and_threaded(
     assert (await client.post("/alerts", content=FIRING)).status_code == 202
     await settle(app)
     [root] = slack.top_level()
-    assert len(telegram.calls) == 1
+    assert len(telegram.sent) == 1
 
     assert (await client.post("/alerts", content=RESOLVED)).status_code == 202
     assert (await client.post("/alerts", content=RESOLVED)).json()["status"] == "duplicate"
     await settle(app)
-    assert len(slack.messages) == 2 and len(telegram.calls) == 2
+    assert len(slack.messages) == 2 and len(telegram.sent) == 2
     [reply] = slack.replies(root["ts"])
     assert "RESOLVED: APIDown on binance" in "\n".join(all_text(reply))
     assert slack.messages[root["ts"]]["updated"] is True
-    first, second = sent_texts(telegram)
+    first, second = telegram.sent
     assert json.loads(second["reply_parameters"])["message_id"] == 100
     assert "RESOLVED" in second["text"] and "FIRING" in first["text"]
 
@@ -108,7 +86,7 @@ async def test_group_lifecycle_new_partial_resolve_repeat(
     replies = slack.replies(root["ts"])
     headers = [r["text"] for r in replies]
     assert "PARTLY RESOLVED" in headers[0] and "STILL FIRING" in headers[1]
-    texts = [t["text"] for t in sent_texts(telegram)]
+    texts = [t["text"] for t in telegram.sent]
     assert [
         "FIRING: APIDown" in texts[0],
         "PARTLY RESOLVED" in texts[1],
@@ -123,14 +101,14 @@ async def test_one_broken_channel_never_blocks_the_other(
         slack_bot_token="xoxb-revoked-fake",
         slack_channel=slack.channel_id,
         slack_api_url=slack.api_url,
-        telegram_bot_token=TG_TOKEN,
+        telegram_bot_token=telegram.token,
         telegram_chat_id="-100123",
-        telegram_api_url="https://api.telegram.test/bot",
+        telegram_api_url=telegram.api_url,
     )
     app, client = await running_app(settings)
     await client.post("/alerts", content=FIRING)
     await settle(app)
-    assert len(telegram.calls) == 1 and not slack.messages
+    assert len(telegram.sent) == 1 and not slack.messages
     deliveries = await app.state.runtime.store.deliveries(1)
     assert (
         deliveries["slack"].status == "failed"
@@ -145,7 +123,7 @@ async def test_routing_sends_only_matching_alerts_to_a_channel(
     app, client = await running_app(both(telegram_matchers="severity=warning"))
     await client.post("/alerts", content=FIRING)
     await settle(app)
-    assert len(slack.messages) == 1 and not telegram.calls
+    assert len(slack.messages) == 1 and not telegram.sent
 
 
 async def test_hostile_annotation_arrives_escaped_in_both_channels(
@@ -162,7 +140,7 @@ async def test_hostile_annotation_arrives_escaped_in_both_channels(
     [message] = slack.messages.values()
     slack_text = "\n".join(all_text(message))
     assert "<!channel>" not in slack_text and "&lt;!channel&gt;" in slack_text
-    [tg] = sent_texts(telegram)
+    [tg] = telegram.sent
     assert "&lt;script&gt;x&lt;/script&gt;" in tg["text"] and "… [shortened]" in tg["text"]
     assert "<script>" not in tg["text"]
 

@@ -7,6 +7,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import clean
+from app.notifiers import build_notifiers
 from app.notifiers.base import NotifyError, Progress, Thread
 from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
 from app.notifiers.slack_blocks import MAX_BLOCKS, SECTION_CHARS, escape, message
@@ -334,3 +335,17 @@ async def test_resolving_updates_the_originals_counts_and_how_long_it_fired(slac
     assert "*Fired for*\n6s" in fields, "startsAt 10:19:26 to endsAt 10:19:32"
     assert not any(f.startswith("*Firing for*") for f in fields)
     assert firing.diagnosis.diagnosis in section_text(blocks, "Diagnosis"), "the diagnosis stays"
+
+
+async def test_the_service_s_slack_client_keeps_one_connection(make_settings, slack) -> None:
+    settings = make_settings(
+        slack_bot_token=FAKE_SLACK_TOKEN,
+        slack_channel=slack.channel_id,
+        slack_api_url=slack.api_url,
+    )
+    [notifier] = build_notifiers(settings)
+    for _ in range(3):
+        await notifier.send(sample_notification(), None)
+    await notifier.close()
+    peers = {r.peer for r in slack.requests}
+    assert len(slack.requests) == 3 and len(peers) == 1, "one session: no handshake per message"

@@ -9,12 +9,12 @@ import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 from telegram import Bot
-from telegram.request import HTTPXRequest
 
 from app.notifiers.base import Notifier
 from app.notifiers.console import ConsoleNotifier
 from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
 from app.notifiers.telegram import TelegramNotifier
+from app.notifiers.telegram_http import AiohttpRequest
 
 if TYPE_CHECKING:
     from app.config import Settings
@@ -54,7 +54,7 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
         )
         notifiers.append(SlackWebhookNotifier(webhook))
     if settings.telegram_bot_token and settings.telegram_chat_id:
-        request = HTTPXRequest(connect_timeout=5, read_timeout=15, write_timeout=15)
+        request = AiohttpRequest(connect_timeout=5, read_timeout=15, write_timeout=15)
         bot = Bot(
             settings.telegram_bot_token.get_secret_value(),
             base_url=settings.telegram_api_url,

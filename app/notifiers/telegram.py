@@ -289,3 +289,5 @@ class TelegramNotifier:
 
     async def close(self) -> None:
         await self._bot.shutdown()
+        # Bot.shutdown skips its requests when Bot.initialize (a getMe) never ran, as here.
+        await self._bot.request.shutdown()
