@@ -60,7 +60,7 @@ format: $(VENV)/.dev
 	$(BIN)/ruff format app tests bench
 
 bench: $(VENV)/.dev
-	$(BIN)/python bench/webhook_ack.py
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -281,11 +281,14 @@ class FakeLLM(LoopbackServer):
     """An OpenAI-compatible /v1/chat/completions answering a diagnosis built from the prompt.
 
     `fail_next` scripts errors; `hang_next(seconds)` delays the next answer; `prose_next()` answers
-    text that is not JSON.
+    text that is not JSON. `delay` seconds are slept before every model answer (a slow model, for
+    benchmarks); `chat_calls` counts the chat requests received.
     """
 
     key: str = "sk-fake-llm-key-for-tests"
     model_reply: dict[str, Any] | None = None
+    delay: float = 0.0
+    chat_calls: int = 0
     _hangs: list[float] = field(default_factory=list)
     _prose: int = 0
 
@@ -314,6 +317,7 @@ class FakeLLM(LoopbackServer):
     async def _chat(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.requests.append(Recorded("chat", body, dict(request.headers)))
+        self.chat_calls += 1
         if not self._authorized(request):
             return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
         # Each request's behaviour is decided when it arrives, so a hung request that wakes up
@@ -324,8 +328,14 @@ class FakeLLM(LoopbackServer):
             await asyncio.sleep(self._hangs.pop(0))
         elif self._prose:
             self._prose -= 1
+            await self._slow()
             return self._completion("The exchange seems down. Restart things and hope.")
+        await self._slow()
         return self._completion(json.dumps(self.model_reply or self._diagnose(body)))
+
+    async def _slow(self) -> None:
+        if self.delay > 0:
+            await asyncio.sleep(self.delay)
 
     @staticmethod
     def _diagnose(body: dict[str, Any]) -> dict[str, Any]:

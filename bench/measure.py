@@ -1,0 +1,404 @@
+"""The measurements of one bench run; each starts a fresh server process (and a fresh store).
+
+- `ack_phase`: the webhook ack path of the service, then of the bare FastAPI app: an open-loop
+  steady rate of 10-alert notifications (latency from each post's scheduled time to its answer,
+  so a stalled server cannot hide its backlog of waiting posts), then closed-loop throughput.
+- `pipeline_phase`: one notification at a time, from the start of its POST to its first chat
+  message at the fakes (instant LLM); then the real prompts of a 1-alert and a 100-alert group.
+- `storm_phase`: many groups posted at once with a slow LLM, until each group's first message is
+  on both channels; then the same groups notified again (`repeat_phase`).
+
+Figures are returned as a flat dict, keyed as bench/report.py lists them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from bench.fakes import CHANNELS, Fakes
+from bench.payloads import Notification, group, groups
+from bench.servers import WEBHOOK_TOKEN, Launcher, Server, Stores
+
+HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"}
+Figures = dict[str, float]
+TokenCounter = Callable[[str], int]
+
+
+class BenchError(Exception):
+    """A measurement could not be made (a lost message, a refused post); the run goes on."""
+
+
+@dataclass
+class Bench:
+    """What the measurements are made with: the processes, the fakes and the sizes."""
+
+    launcher: Launcher
+    fakes: Fakes
+    count_tokens: TokenCounter
+    rate: float = 200.0
+    duration: float = 10.0
+    posts: int = 2000
+    clients: int = 16
+    samples: int = 100
+    groups: int = 200
+    group_size: int = 5
+    llm_delay: float = 1.0
+    llm_concurrency: int = 16
+    workers: int = 32
+    warmup: int = 20
+    say: Callable[[str], None] = field(default=print)
+
+    @property
+    def service_env(self) -> dict[str, str]:
+        """LLM_CONCURRENCY and WORKERS for every service process (code without WORKERS ignores it)."""
+        return {"LLM_CONCURRENCY": str(self.llm_concurrency), "WORKERS": str(self.workers)}
+
+    @property
+    def storm_floor(self) -> float:
+        """The least a storm can take: its LLM calls in waves of LLM_CONCURRENCY, the last one
+        perhaps not full (200 calls, 16 at a time: 13 waves of 1 s, not 12.5)."""
+        return math.ceil(self.groups / self.llm_concurrency) * self.llm_delay
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0-100), interpolated between the two nearest samples."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def client(connections: int = 64) -> aiohttp.ClientSession:
+    """Keep-alive connections (aiohttp sets TCP_NODELAY on each, as Alertmanager's Go client has
+    it: without it, Nagle and the server's delayed ACK add ~40 ms to kept-alive requests)."""
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60))
+
+
+async def post(session: aiohttp.ClientSession, server: Server, body: bytes) -> int:
+    async with session.post(f"{server.url}/alerts", data=body, headers=HEADERS) as response:
+        await response.read()
+        return response.status
+
+
+@contextlib.asynccontextmanager
+async def running(server: Server) -> AsyncIterator[Server]:
+    """The server, ready; stopped afterwards whatever happened. A connection error becomes a
+    BenchError that says whether the process is still alive, and how its log ends."""
+    try:
+        await server.wait_ready()
+        yield server
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        code = server.process.poll()
+        state = "still running" if code is None else f"exited with {code}"
+        tail = server.log_tail(1500).strip() or "(empty)"
+        raise BenchError(f"{server.name} ({state}): {exc!r}; its log ends:\n{tail}") from exc
+    finally:
+        server.stop()
+
+
+@dataclass
+class OpenLoop:
+    latencies: list[float]
+    statuses: collections.Counter[int]
+    late: float  # how far behind its schedule the bench itself fell at worst (s)
+
+
+async def open_loop(
+    session: aiohttp.ClientSession, server: Server, bodies: list[bytes], rate: float
+) -> OpenLoop:
+    """Send at fixed times, never waiting for an answer before the next send is due."""
+    result = OpenLoop([], collections.Counter(), 0.0)
+
+    async def one(body: bytes, due: float) -> None:
+        status = await post(session, server, body)
+        result.latencies.append(time.monotonic() - due)
+        result.statuses[status] += 1
+
+    start = time.monotonic() + 0.05
+    tasks = []
+    for index, body in enumerate(bodies):
+        due = start + index / rate
+        if (wait := due - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+        result.late = max(result.late, time.monotonic() - due)
+        tasks.append(asyncio.create_task(one(body, due)))
+    await asyncio.gather(*tasks)
+    return result
+
+
+@dataclass
+class ClosedLoop:
+    elapsed: float
+    statuses: collections.Counter[int]
+    started: list[float]  # when each body's POST started, by index
+    last_answer: float
+
+
+async def closed_loop(
+    session: aiohttp.ClientSession, server: Server, bodies: list[bytes], clients: int
+) -> ClosedLoop:
+    """`clients` posters, each posting the next body as soon as its previous one is answered."""
+    result = ClosedLoop(0.0, collections.Counter(), [math.nan] * len(bodies), 0.0)
+    queue = collections.deque(enumerate(bodies))
+
+    async def poster() -> None:
+        while queue:
+            index, body = queue.popleft()
+            result.started[index] = time.monotonic()
+            result.statuses[await post(session, server, body)] += 1
+            result.last_answer = time.monotonic()
+
+    began = time.monotonic()
+    await asyncio.gather(*(poster() for _ in range(clients)))
+    result.elapsed = time.monotonic() - began
+    return result
+
+
+async def backlog(session: aiohttp.ClientSession, server: Server) -> int | None:
+    """/health's components.workers.backlog (None when the store cannot say)."""
+    async with session.get(f"{server.url}/health") as response:
+        value = (await response.json())["components"]["workers"]["backlog"]
+        return None if value is None else int(value)
+
+
+async def drain(session: aiohttp.ClientSession, server: Server, limit: float) -> float:
+    """Seconds until the backlog is 0; BenchError past `limit` seconds."""
+    began = time.monotonic()
+    while await backlog(session, server) != 0:
+        if time.monotonic() - began > limit:
+            raise BenchError(f"backlog not processed within {limit:.0f} s")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+def others(statuses: collections.Counter[int], expected: int = 202) -> int:
+    return sum(count for status, count in statuses.items() if status != expected)
+
+
+async def ack(bench: Bench, server: Server, service: bool) -> Figures:
+    """Warm up, then the steady rate, then the closed loop. The service's backlog is processed
+    before each (how fast that goes is a figure too); what the closed loop leaves is handed back
+    when the server stops (its store is thrown away)."""
+    bodies = [n.body for n in groups(round(bench.rate * bench.duration), 10)]
+    closed_bodies = [n.body for n in groups(bench.posts, 10)]
+    figures: Figures = {}
+    async with client() as session:
+        for note in groups(bench.warmup, 10):
+            await post(session, server, note.body)
+        if service:
+            await drain(session, server, 120)
+        began = time.monotonic()
+        steady = await open_loop(session, server, bodies, bench.rate)
+        if service:
+            figures["drain"] = await drain(session, server, 600)
+            figures["processed"] = len(bodies) / (time.monotonic() - began)
+        closed = await closed_loop(session, server, closed_bodies, bench.clients)
+    figures |= {
+        "p50": percentile(steady.latencies, 50) * 1000,
+        "p99": percentile(steady.latencies, 99) * 1000,
+        "rps": bench.posts / closed.elapsed,
+        "errors": others(steady.statuses) + others(closed.statuses),
+        "late": steady.late * 1000,
+    }
+    return figures
+
+
+async def ack_phase(bench: Bench, stores: Stores) -> Figures:
+    """The service's ack path against the bare app's, in the same run."""
+    await bench.fakes.reset(llm_delay=0.0)
+    server = bench.launcher.service(stores.new_url(), bench.service_env)
+    async with running(server):
+        mine = await ack(bench, server, service=True)
+        rss = server.peak_rss_mib()
+    async with running(bench.launcher.bare()) as bare:
+        floor = await ack(bench, bare, service=False)
+    late = max(mine["late"], floor["late"])
+    bench.say(
+        f"  ack at {bench.rate:.0f}/s: p50 {mine['p50']:.1f} ms, p99 {mine['p99']:.1f} ms "
+        f"(bare {floor['p50']:.1f}, {floor['p99']:.1f}); {bench.clients} clients: "
+        f"{mine['rps']:.0f} req/s (bare {floor['rps']:.0f}); the steady rate's notifications "
+        f"processed {mine['drain']:.1f} s after it ({mine['processed']:.0f}/s); the bench fell "
+        f"behind its schedule by {late:.1f} ms at worst"
+    )
+    return {
+        "ack_p50": mine["p50"],
+        "ack_p99": mine["p99"],
+        "bare_p50": floor["p50"],
+        "bare_p99": floor["p99"],
+        "rps": mine["rps"],
+        "bare_rps": floor["rps"],
+        "ratio": mine["rps"] / floor["rps"] * 100,
+        "ack_errors": mine["errors"] + floor["errors"],
+        "processed": mine["processed"],
+        "late": late,
+        "rss_ack": rss,
+    }
+
+
+async def first_message(
+    bench: Bench, session: aiohttp.ClientSession, server: Server, note: Notification
+) -> tuple[float, float]:
+    """Seconds from the start of the POST to the first chat message, and to the last channel's."""
+    began = time.monotonic()
+    status = await post(session, server, note.body)
+    if status != 202:
+        raise BenchError(f"POST answered {status}")
+    done, arrivals = await bench.fakes.wait([note.marker], "first", seconds=30)
+    if not done:
+        raise BenchError(f"{note.marker}: no message on every channel within 30 s")
+    times = [arrivals[channel][note.marker] for channel in CHANNELS]
+    return min(times) - began, max(times) - began
+
+
+async def prompt_tokens(
+    bench: Bench, session: aiohttp.ClientSession, server: Server, size: int
+) -> int:
+    """Tokens of the system and user messages the service sends the LLM for a group of `size`."""
+    note = group(size)
+    await first_message(bench, session, server, note)
+    messages = await bench.fakes.prompt(note.marker)
+    if messages is None:
+        raise BenchError(f"no LLM call seen for the {size}-alert group")
+    return sum(bench.count_tokens(messages.get(role, "")) for role in ("system", "user"))
+
+
+async def pipeline_phase(bench: Bench, stores: Stores) -> Figures:
+    """Sequential notifications with an instant LLM; then the prompts' sizes."""
+    await bench.fakes.reset(llm_delay=0.0)
+    first: list[float] = []
+    every: list[float] = []
+    server = bench.launcher.service(stores.new_url(), bench.service_env)
+    async with running(server), client() as session:
+        for _ in range(max(3, bench.warmup // 4)):
+            await first_message(bench, session, server, group(1))
+        for _ in range(bench.samples):
+            one, both = await first_message(bench, session, server, group(1))
+            first.append(one)
+            every.append(both)
+        tokens_1 = await prompt_tokens(bench, session, server, 1)
+        tokens_100 = await prompt_tokens(bench, session, server, 100)
+    figures = {
+        "pipe_p50": percentile(first, 50) * 1000,
+        "pipe_p99": percentile(first, 99) * 1000,
+        "pipe_all_p50": percentile(every, 50) * 1000,
+        "pipe_all_p99": percentile(every, 99) * 1000,
+        "tokens_1": tokens_1,
+        "tokens_100": tokens_100,
+    }
+    bench.say(
+        f"  pipeline, {bench.samples} notifications one at a time: first message p50 "
+        f"{figures['pipe_p50']:.1f} ms, p99 {figures['pipe_p99']:.1f} ms (both channels "
+        f"{figures['pipe_all_p50']:.1f}, {figures['pipe_all_p99']:.1f}); prompt tokens: "
+        f"{tokens_1} (1 alert), {tokens_100} (100 alerts)"
+    )
+    return figures
+
+
+def storm_figures(
+    markers: list[str], arrivals: dict[str, dict[str, float]], posted: ClosedLoop, began: float
+) -> Figures:
+    """Delivered (last group's first message on both channels), lost, time to first message."""
+    complete = [m for m in markers if all(m in arrivals[ch] for ch in CHANNELS)]
+    to_first = [
+        min(arrivals[ch][m] for ch in CHANNELS if m in arrivals[ch]) - posted.started[i]
+        for i, m in enumerate(markers)
+        if any(m in arrivals[ch] for ch in CHANNELS)
+    ]
+    last = max((max(arrivals[ch][m] for ch in CHANNELS) for m in complete), default=math.nan)
+    return {
+        "storm_s": last - began if len(complete) == len(markers) else math.nan,
+        "storm_lost": len(markers) - len(complete),
+        "storm_ttfm_p50": percentile(to_first, 50),
+        "storm_ttfm_p99": percentile(to_first, 99),
+        "storm_refused": others(posted.statuses),
+    }
+
+
+async def storm_phase(bench: Bench, stores: Stores) -> Figures:
+    """The storm with a slow LLM, the peak RSS after it, then the repeat on the same server.
+
+    DEDUP_WINDOW_SECONDS=1: Alertmanager's repeat of still-firing alerts has the same idempotency
+    key (group, status, and each alert's fingerprint, startsAt and endsAt, which stays the zero
+    time while it fires), so it is a new notification only once the dedup window has passed, as
+    with a `repeat_interval` longer than the window (what README asks for). A 1 s window lets the
+    repeat come seconds after the storm rather than 10 minutes.
+    """
+    notes = groups(bench.groups, bench.group_size)
+    markers = [n.marker for n in notes]
+    await bench.fakes.reset(llm_delay=bench.llm_delay)
+    env = {**bench.service_env, "DEDUP_WINDOW_SECONDS": "1"}
+    server = bench.launcher.service(stores.new_url(), env)
+    async with running(server), client() as session:
+        began = time.monotonic()
+        posted = await closed_loop(session, server, [n.body for n in notes], bench.clients)
+        limit = max(60.0, 4 * bench.storm_floor + 30)
+        _, arrivals = await bench.fakes.wait(markers, "first", seconds=limit)
+        figures = storm_figures(markers, arrivals, posted, began)
+        await drain(session, server, 300)
+        figures["storm_llm"] = (await bench.fakes.stats())["llm_calls"]
+        figures["rss_storm"] = server.peak_rss_mib()
+        bench.say(
+            f"  storm, {bench.groups} groups x {bench.group_size} alerts, LLM {bench.llm_delay:g} s"
+            f" (floor {bench.storm_floor:.1f} s): delivered in {figures['storm_s']:.2f} s, "
+            f"{figures['storm_llm']:.0f} LLM calls, {figures['storm_lost']:.0f} lost, time to "
+            f"first message p50 {figures['storm_ttfm_p50']:.2f} s, p99 "
+            f"{figures['storm_ttfm_p99']:.2f} s; peak RSS {figures['rss_storm']:.0f} MiB"
+        )
+        await asyncio.sleep(max(0.0, posted.last_answer + 1.2 - time.monotonic()))
+        figures |= await repeat_phase(bench, session, server, notes)
+    return figures
+
+
+async def repeat_phase(
+    bench: Bench, session: aiohttp.ClientSession, server: Server, notes: list[Notification]
+) -> Figures:
+    """The same bodies again: each group's still-firing alerts, past the dedup window.
+
+    Done when every group has a reply on both channels, or when the backlog has been 0 for 2 s
+    (a service that sends no reply for a repeat).
+    """
+    markers = [n.marker for n in notes]
+    await bench.fakes.reset(llm_delay=bench.llm_delay)
+    began = time.monotonic()
+    posted = await closed_loop(session, server, [n.body for n in notes], bench.clients)
+    ended, idle_since = math.nan, math.nan
+    arrivals: dict[str, dict[str, float]] = {}
+    while time.monotonic() - began < max(60.0, 4 * bench.storm_floor + 30):
+        done, arrivals = await bench.fakes.wait(markers, "reply", seconds=0.5)
+        if done:
+            ended = max(max(times.values()) for times in arrivals.values())
+            break
+        if await backlog(session, server) != 0:
+            idle_since = math.nan
+        elif math.isnan(idle_since):
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since >= 2:
+            ended = idle_since
+            break
+    await drain(session, server, 300)
+    replied = sum(all(m in arrivals.get(ch, {}) for ch in CHANNELS) for m in markers)
+    figures = {
+        "repeat_llm": (await bench.fakes.stats())["llm_calls"],
+        "repeat_s": ended - began,
+        "repeat_duplicates": posted.statuses[200],
+        "repeat_replied": replied,
+        "repeat_refused": others(posted.statuses) - posted.statuses[200],
+    }
+    bench.say(
+        f"  repeat of the {len(notes)} groups: {figures['repeat_llm']:.0f} LLM calls, "
+        f"processed in {figures['repeat_s']:.2f} s, {replied} groups got a reply on both "
+        f"channels, {figures['repeat_duplicates']:.0f} answered as HTTP duplicates"
+    )
+    return figures
