@@ -16,6 +16,7 @@ what the Store promises, in SQL:
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -51,6 +52,8 @@ from app.store.postgres_schema import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+RESERVED_FOR_WEBHOOK = 2  # pooled connections the workers leave to accepts and /health
 PURGE_BATCH = 5000
 
 
@@ -71,7 +74,8 @@ class PostgresStore:
     ) -> None:
         self._db = Database(store_url, pool_size, wait_seconds)
         self._skew = skew  # seconds added to the database's clock: 0 but in the contract tests
-        self._run = self._db.run
+        # The webhook's accepts and /health never queue behind the workers for a connection.
+        self._work_slots = asyncio.Semaphore(max(1, pool_size - RESERVED_FOR_WEBHOOK))
 
     @classmethod
     async def open(
@@ -90,6 +94,11 @@ class PostgresStore:
         except StoreError as exc:
             log.error("the PostgreSQL store is unusable, retrying on every use: %s", exc)
         return store
+
+    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """A worker's transaction, on one of the connections not reserved for the webhook."""
+        async with self._work_slots:
+            return await self._db.run(fn)
 
     def _params(self, **values: object) -> dict[str, object]:
         return {"skew": self._skew(), **values}
@@ -131,7 +140,7 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """A one-row write: a read-only server (a standby after failover) fails here."""
-        await self._run(
+        await self._db.run(
             lambda conn: conn.execute(
                 f"INSERT INTO heartbeat (id, at) VALUES (1, {NOW})"
                 " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
@@ -165,7 +174,7 @@ class PostgresStore:
             await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             return Accepted(id=int(inserted[0]) if inserted else 0, duplicate=False)
 
-        return await self._run(accept)
+        return await self._db.run(accept)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))
@@ -320,10 +329,16 @@ class PostgresStore:
         )
 
     async def backlog(self) -> int:
-        rows = await self._fetch(
-            "SELECT count(*) FROM notifications WHERE state IN ('pending', 'processing')", {}
-        )
-        return int(rows[0][0])
+        """Pending and in-progress notifications (/health asks: not behind the workers)."""
+
+        async def count(conn: Conn) -> int:
+            cursor = await conn.execute(
+                "SELECT count(*) FROM notifications WHERE state IN ('pending', 'processing')"
+            )
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._db.run(count)
 
     async def purge(self, older_than_seconds: float) -> int:
         """As SQLiteStore.purge, in batches of PURGE_BATCH rows, each its own short transaction
