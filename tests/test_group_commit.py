@@ -122,7 +122,7 @@ async def test_a_cancelled_caller_does_not_break_the_batch(tmp_path: Path) -> No
     release.set()
     await blocker
     assert await kept == 1
-    assert committed(path) == [1, 2], "work already handed over still runs"
+    assert committed(path) == [2], "a job cancelled before the thread took it is skipped"
     await writer.stop()
 
 
@@ -132,3 +132,17 @@ async def test_after_stop_nothing_more_is_taken(tmp_path: Path) -> None:
     await writer.stop()
     with pytest.raises(sqlite3.OperationalError, match="closed"):
         await writer.run(insert(2))
+
+
+async def test_a_dying_thread_fails_its_callers_instead_of_leaving_them_waiting(
+    tmp_path: Path,
+) -> None:
+    writer = GroupCommit(connector(tmp_path / "s.db"))
+
+    def exit_thread() -> None:
+        raise SystemExit(3)
+
+    with pytest.raises(RuntimeError, match="SystemExit"):
+        await asyncio.wait_for(writer.call(exit_thread), 5)
+    with pytest.raises(sqlite3.OperationalError, match="closed"):
+        await asyncio.wait_for(writer.run(insert(1)), 5)

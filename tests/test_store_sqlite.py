@@ -13,11 +13,9 @@ from typing import Any
 import pytest
 
 from app.store import SQLiteStore, StoreError
-from app.store.sqlite import sqlite_path
-from app.store.sqlite_checkpoint import Checkpointer
+from app.store.urls import sqlite_path
 from tests.fakes import FIXTURES
 from tests.test_store import Clock
-from tests.test_worker import wait_until
 
 
 @pytest.fixture
@@ -131,21 +129,4 @@ async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> Non
         await store._tx(violates_at_commit)
     assert not store._conn.in_transaction
     assert not (await store.accept("k", "g", "{}", 600)).duplicate
-    await store.close()
-
-
-async def test_commits_never_checkpoint_the_log_a_thread_of_its_own_does(tmp_path: Path) -> None:
-    path = tmp_path / "s.db"
-    store = await SQLiteStore.open(f"sqlite:///{path}")
-    await wait_until(lambda: store._checkpointer.checkpoints >= 1)
-    store._checkpointer.stop()
-    before = os.path.getsize(path)
-    payload = (FIXTURES / "alertmanager-0.25-firing_apidown_binance.json").read_text()
-    for i in range(300):  # ~1.5 MB of log, past the 1,000 pages where a commit would checkpoint
-        await store.accept(f"k{i}", f"g{i}", payload * 3, 600)
-    assert os.path.getsize(path) == before, "no commit copied the log into the database"
-    checkpointer = Checkpointer(str(path), every=0.05)
-    checkpointer.start()
-    await wait_until(lambda: os.path.getsize(path) > before + 1_000_000)
-    checkpointer.stop()
     await store.close()

@@ -311,7 +311,10 @@ class ClaimCounter:
         return await self.store.claim(owner, lease)
 
 
-async def test_one_accepted_notification_wakes_one_worker_not_all(tmp_path: Path) -> None:
+async def test_one_accepted_notification_wakes_one_worker_not_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("app.worker.IDLE_POLL_SECONDS", 60)  # no poll may claim in the meantime
     store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
     counting = ClaimCounter(store)
     notifier, enricher = RecordingNotifier(), CountingEnricher()

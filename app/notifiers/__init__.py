@@ -54,11 +54,11 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
         )
         notifiers.append(SlackWebhookNotifier(webhook))
     if settings.telegram_bot_token and settings.telegram_chat_id:
-        request = AiohttpRequest(connect_timeout=5, read_timeout=15, write_timeout=15)
         bot = Bot(
             settings.telegram_bot_token.get_secret_value(),
             base_url=settings.telegram_api_url,
-            request=request,
+            request=AiohttpRequest(connect_timeout=5, read_timeout=15, write_timeout=15),
+            get_updates_request=AiohttpRequest(pool_size=1),  # never used: no httpx client idle
         )
         notifiers.append(
             TelegramNotifier(bot, settings.telegram_chat_id, settings.telegram_thread_id)

@@ -69,7 +69,8 @@ class AiohttpRequest(BaseRequest):
     async def initialize(self) -> None:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._pool_size)
-            self._session = aiohttp.ClientSession(connector=connector)
+            # trust_env: HTTPS_PROXY / NO_PROXY, as PTB's httpx layer honoured (egress proxies)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True)
 
     async def shutdown(self) -> None:
         if self._session is not None:
@@ -90,19 +91,22 @@ class AiohttpRequest(BaseRequest):
         assert self._session is not None
         connect = _seconds(connect_timeout, self._connect)
         pool = _seconds(pool_timeout, self._pool)
-        # aiohttp has no write timeout: the request's sending counts against the read's.
         read = _seconds(read_timeout, self._read)
         write = _seconds(write_timeout, self._write)
+        # aiohttp has no write timeout and its read timeout is a gap between chunks, so the whole
+        # request is also bounded by the sum: an upload or a trickling answer cannot hang a worker.
+        limits = (connect, pool, write, read)
         timeout = aiohttp.ClientTimeout(
-            total=None,
+            total=None if None in limits else sum(x for x in limits if x is not None),
             connect=None if connect is None or pool is None else connect + pool,
             sock_connect=connect,
-            sock_read=None if read is None or write is None else read + write,
+            sock_read=read,
         )
         data: aiohttp.FormData | dict[str, str] | None = None
         if request_data is not None:
             multipart = bool(request_data.multipart_data)
             data = _form(request_data) if multipart else request_data.json_parameters
+        error: NetworkError
         try:
             async with self._session.request(
                 method,
@@ -113,6 +117,9 @@ class AiohttpRequest(BaseRequest):
             ) as response:
                 return response.status, await response.read()
         except TimeoutError as exc:
-            raise TimedOut(f"Telegram did not answer in time ({_reason(exc)})") from None
+            error = TimedOut(f"Telegram did not answer in time ({_reason(exc)})")
         except (aiohttp.ClientError, OSError) as exc:
-            raise NetworkError(f"aiohttp: {_reason(exc)}") from None
+            error = NetworkError(f"aiohttp: {_reason(exc)}")
+        # Raised out here, not in the except blocks: aiohttp's exception (its text can hold the
+        # URL, token and all) must not ride along as __context__.
+        raise error

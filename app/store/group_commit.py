@@ -11,13 +11,16 @@ and the workers' writes share the disk. Durability per call is unchanged:
   kept: the webhook answers 503 and Alertmanager sends the notification again.
 
 Jobs of one caller run in the order they were submitted; a job submitted while a batch commits
-waits for the next batch (a few hundred microseconds at most on an idle disk).
+waits for the next batch (a few hundred microseconds at most on an idle disk). A job whose caller
+was cancelled before the thread took it is skipped. Should the thread itself die, every waiting
+and later caller gets an error instead of waiting forever.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import queue
 import sqlite3
 import threading
@@ -26,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 MAX_BATCH = 128
 
 Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
@@ -59,7 +63,7 @@ class GroupCommit:
         return await self._submit(fn, transaction=False)
 
     async def _submit(self, fn: Callable[..., T], *, transaction: bool) -> T:
-        if self._stopped:
+        if self._stopped or not self._thread.is_alive():
             raise sqlite3.OperationalError("store is closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put(_Job(fn, future, transaction))
@@ -81,7 +85,26 @@ class GroupCommit:
                 except queue.Empty:
                     break
             stopping = None in batch
-            self._run_batch([job for job in batch if job is not None])
+            jobs = [job for job in batch if job is not None and not job.future.cancelled()]
+            try:
+                self._run_batch(jobs)
+            except BaseException as exc:  # never leave a caller waiting on a dead thread
+                log.critical("the store's thread stopped: %s: %s", type(exc).__name__, exc)
+                self._stopped = True
+                self._settle([(job.future, None, exc) for job in jobs])
+                self._fail_queued(exc)
+                return
+
+    def _fail_queued(self, exc: BaseException) -> None:
+        failed: list[Outcome] = []
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                failed.append((job.future, None, exc))
+        self._settle(failed)
 
     def _run_batch(self, batch: list[_Job]) -> None:
         """Consecutive transactional jobs commit together; a direct job runs alone, in order."""
@@ -152,7 +175,9 @@ def _resolve(outcomes: list[Outcome]) -> None:
     for future, result, error in outcomes:
         if future.done():  # the caller was cancelled; its work still ran
             continue
-        if error is not None:
-            future.set_exception(error)
-        else:
+        if error is None:
             future.set_result(result)
+        elif isinstance(error, (StopIteration, KeyboardInterrupt, SystemExit)):
+            future.set_exception(RuntimeError(f"store thread: {type(error).__name__}"))
+        else:
+            future.set_exception(error)

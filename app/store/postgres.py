@@ -53,7 +53,7 @@ from app.store.postgres_schema import (
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-RESERVED_FOR_WEBHOOK = 2  # pooled connections the workers leave to accepts and /health
+RESERVED_FOR_WEBHOOK = 2  # pooled connections the workers leave to accepts, /health and renewals
 PURGE_BATCH = 5000
 
 
@@ -188,7 +188,8 @@ class PostgresStore:
             )
             return cursor.rowcount == 1
 
-        return await self._run(renew)
+        # Not behind the other workers' slots: a renewal that queued past the lease would lose it.
+        return await self._db.run(renew)
 
     async def finish(self, claim: Claim) -> None:
         await self._update_held(claim, FINISH, notify=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -42,25 +41,6 @@ SESSION_OPTIONS = (
 )
 LISTEN_RETRY_SECONDS = (0.25, 5.0)
 DIAGNOSE_EVERY_SECONDS = 5.0
-# A connection handed back this recently answered then: lend it again without a check (a round
-# trip). One that went bad since fails its statement, the caller gets StoreError (the webhook a 503
-# that Alertmanager retries), and the pool drops it.
-CHECK_IDLE_SECONDS = 1.0
-
-
-class RecentUse:
-    """The pool's `check` and `reset` callbacks: check only connections idle for a while."""
-
-    def __init__(self, idle: float = CHECK_IDLE_SECONDS) -> None:
-        self._idle = idle
-        self._returned: weakref.WeakKeyDictionary[Conn, float] = weakref.WeakKeyDictionary()
-
-    async def check(self, conn: Conn) -> None:
-        if time.monotonic() - self._returned.get(conn, float("-inf")) > self._idle:
-            await AsyncConnectionPool.check_connection(conn)
-
-    async def returned(self, conn: Conn) -> None:
-        self._returned[conn] = time.monotonic()
 
 
 def connection_info(store_url: str) -> str:
@@ -82,7 +62,6 @@ class Database:
     def __init__(self, store_url: str, pool_size: int, wait_seconds: float) -> None:
         self._conninfo = connection_info(store_url)
         self._timeout = wait_seconds
-        recent = RecentUse()
         self._pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo,
             min_size=1,
@@ -90,8 +69,10 @@ class Database:
             open=False,
             timeout=wait_seconds,
             kwargs={"autocommit": True},
-            check=recent.check,
-            reset=recent.returned,
+            # A check (an empty query) before lending: one more round trip per transaction, but a
+            # connection broken by a restart or failover is replaced here, never failing a write
+            # made after a message was sent (which would lead to that message being sent again).
+            check=AsyncConnectionPool.check_connection,
             # A reconnection attempt backs off (1 s, 2 s, 4 s ...) until this; the next request
             # then starts a fresh one, so the pool is back within seconds of the database.
             reconnect_timeout=wait_seconds,

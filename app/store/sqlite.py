@@ -32,23 +32,12 @@ from app.store.base import (
     open_incident_from,
 )
 from app.store.group_commit import GroupCommit
-from app.store.sqlite_checkpoint import Checkpointer
 from app.store.sqlite_schema import CLAIM, FINISH, GIVE_UP, HELD, RELEASE, RETRY, boot_id, migrate
+from app.store.urls import sqlite_path
 
 T = TypeVar("T")
 Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
-
-WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the log file is trimmed to once checkpointed
-
-
-def sqlite_path(store_url: str) -> str:
-    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite:///:memory:`."""
-    prefix = "sqlite:///"
-    if not store_url.startswith(prefix):
-        scheme = store_url.partition(":")[0] or store_url
-        raise StoreError(f"unsupported STORE_URL scheme {scheme!r}: use sqlite:///path/to/file.db")
-    return store_url[len(prefix) :] or ":memory:"
 
 
 class SQLiteStore:
@@ -68,7 +57,6 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None
         self._closed = False
         self._thread = GroupCommit(self._connect)
-        self._checkpointer: Checkpointer | None = None
 
     @classmethod
     async def open(
@@ -99,8 +87,6 @@ class SQLiteStore:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA wal_autocheckpoint=0")  # sqlite_checkpoint.py does it
-            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.execute("BEGIN IMMEDIATE")
             migrate(conn, self._boot)
@@ -109,9 +95,6 @@ class SQLiteStore:
             conn.close()
             raise
         self._conn = conn
-        if self._path != ":memory:" and self._checkpointer is None:
-            self._checkpointer = Checkpointer(self._path)
-            self._checkpointer.start()
         return conn
 
     async def _call(self, fn: Callable[[], T]) -> T:
@@ -345,8 +328,6 @@ class SQLiteStore:
     async def close(self) -> None:
         def close() -> None:
             self._closed = True
-            if self._checkpointer is not None:
-                self._checkpointer.stop()
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None

@@ -10,6 +10,8 @@ from urllib.parse import quote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from app.store.base import StoreError
+
 SQLITE_SCHEME = "sqlite:///"
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 SECRET_PARAMETERS = ("password", "sslpassword")
@@ -90,3 +92,11 @@ def shown_url(store_url: str) -> str:
     for secret in sorted(url_secrets(store_url), key=len, reverse=True):
         shown = shown.replace(secret, "***")
     return shown
+
+
+def sqlite_path(store_url: str) -> str:
+    """`sqlite:///relative/path.db`, `sqlite:////absolute/path.db` or `sqlite:///:memory:`."""
+    if not store_url.startswith(SQLITE_SCHEME):
+        scheme = store_url.partition(":")[0] or store_url
+        raise StoreError(f"unsupported STORE_URL scheme {scheme!r}: use sqlite:///path/to/file.db")
+    return store_url[len(SQLITE_SCHEME) :] or ":memory:"
