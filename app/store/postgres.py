@@ -16,7 +16,6 @@ what the Store promises, in SQL:
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -37,29 +36,29 @@ from app.store.base import (
 )
 from app.store.postgres_db import Conn, Database
 from app.store.postgres_schema import (
+    ACCEPT,
+    ACCEPTED_BEFORE,
     CHANNEL,
     CLAIM,
     FINISH,
     GIVE_UP,
     GROUP_LOCK,
+    HEARTBEAT,
     HELD,
     NOW,
+    PURGE_INCIDENTS,
     PURGE_LOCK,
+    PURGE_NOTIFICATIONS,
     RELEASE,
     RENEW,
     RETRY,
+    text,
 )
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-RESERVED_FOR_WEBHOOK = 2  # pooled connections the workers leave to accepts, /health and renewals
 PURGE_BATCH = 5000
-
-
-def text(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, which an alert's group key can: map it to U+FFFD."""
-    return value.replace("\x00", "\ufffd")
 
 
 class PostgresStore:
@@ -74,8 +73,7 @@ class PostgresStore:
     ) -> None:
         self._db = Database(store_url, pool_size, wait_seconds)
         self._skew = skew  # seconds added to the database's clock: 0 but in the contract tests
-        # The webhook's accepts and /health never queue behind the workers for a connection.
-        self._work_slots = asyncio.Semaphore(max(1, pool_size - RESERVED_FOR_WEBHOOK))
+        self._run = self._db.run
 
     @classmethod
     async def open(
@@ -94,11 +92,6 @@ class PostgresStore:
         except StoreError as exc:
             log.error("the PostgreSQL store is unusable, retrying on every use: %s", exc)
         return store
-
-    async def _run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """A worker's transaction, on one of the connections not reserved for the webhook."""
-        async with self._work_slots:
-            return await self._db.run(fn)
 
     def _params(self, **values: object) -> dict[str, object]:
         return {"skew": self._skew(), **values}
@@ -140,13 +133,7 @@ class PostgresStore:
 
     async def ping(self) -> None:
         """A one-row write: a read-only server (a standby after failover) fails here."""
-        await self._db.run(
-            lambda conn: conn.execute(
-                f"INSERT INTO heartbeat (id, at) VALUES (1, {NOW})"
-                " ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                self._params(),
-            )
-        )
+        await self._run(lambda conn: conn.execute(HEARTBEAT, self._params()), reserved=True)
 
     async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted:
         params = self._params(
@@ -157,24 +144,15 @@ class PostgresStore:
             await conn.execute(
                 "SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(group)s))", params
             )
-            cursor = await conn.execute(
-                "SELECT id FROM notifications WHERE idem_key = %(key)s AND group_id = %(group)s"
-                f" AND received_at >= {NOW} - make_interval(secs => %(window)s) LIMIT 1",
-                params,
-            )
-            row = await cursor.fetchone()
+            row = await (await conn.execute(ACCEPTED_BEFORE, params)).fetchone()
             if row is not None:
                 return Accepted(id=row[0], duplicate=True)
-            cursor = await conn.execute(
-                "INSERT INTO notifications (idem_key, group_id, payload, received_at)"
-                f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}) RETURNING id",
-                params,
-            )
+            cursor = await conn.execute(ACCEPT, params)
             inserted = await cursor.fetchone()
             await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
             return Accepted(id=int(inserted[0]) if inserted else 0, duplicate=False)
 
-        return await self._db.run(accept)
+        return await self._run(accept, reserved=True)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))
@@ -188,8 +166,8 @@ class PostgresStore:
             )
             return cursor.rowcount == 1
 
-        # Not behind the other workers' slots: a renewal that queued past the lease would lose it.
-        return await self._db.run(renew)
+        # Not behind the other workers: a renewal that queued past the lease would lose it.
+        return await self._run(renew, reserved=True)
 
     async def finish(self, claim: Claim) -> None:
         await self._update_held(claim, FINISH, notify=True)
@@ -339,32 +317,21 @@ class PostgresStore:
             row = await cursor.fetchone()
             return int(row[0]) if row else 0
 
-        return await self._db.run(count)
+        return await self._run(count, reserved=True)
 
     async def purge(self, older_than_seconds: float) -> int:
         """As SQLiteStore.purge, in batches of PURGE_BATCH rows, each its own short transaction
         (a long backlog never outlasts the time bound); with several replicas, one purges at a
         time and the others skip the round."""
         params = self._params(lock=PURGE_LOCK, retention=older_than_seconds, batch=PURGE_BATCH)
-        cutoff = f"{NOW} - make_interval(secs => %(retention)s)"
 
         async def batch(conn: Conn) -> tuple[int, int] | None:
             cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%(lock)s, 0)", params)
             locked = await cursor.fetchone()
             if not (locked and locked[0]):
                 return None  # another replica is purging right now
-            incidents = await conn.execute(
-                "DELETE FROM incidents WHERE id IN (SELECT id FROM incidents"
-                f" WHERE COALESCE(ended_at, updated_at) < {cutoff} LIMIT %(batch)s)",
-                params,
-            )
-            notifications = await conn.execute(
-                "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n"
-                f" WHERE state IN ('done', 'failed') AND finished_at < {cutoff} AND NOT EXISTS"
-                " (SELECT 1 FROM incident_refs r WHERE r.notification_id = n.id)"
-                " LIMIT %(batch)s)",
-                params,
-            )
+            incidents = await conn.execute(PURGE_INCIDENTS, params)
+            notifications = await conn.execute(PURGE_NOTIFICATIONS, params)
             return incidents.rowcount, notifications.rowcount
 
         purged = 0

@@ -41,6 +41,7 @@ SESSION_OPTIONS = (
 )
 LISTEN_RETRY_SECONDS = (0.25, 5.0)
 DIAGNOSE_EVERY_SECONDS = 5.0
+RESERVED = 2  # pooled connections the workers leave to the webhook, /health and lease renewals
 
 
 def connection_info(store_url: str) -> str:
@@ -78,6 +79,8 @@ class Database:
             reconnect_timeout=wait_seconds,
             name="alert-enricher",
         )
+        # Workers queue here for the rest, so an accept never waits behind them for a connection.
+        self._work_slots = asyncio.Semaphore(max(1, pool_size - RESERVED))
         self._migrated = False
         self._migrating = asyncio.Lock()
         self._diagnosed_at = -DIAGNOSE_EVERY_SECONDS
@@ -89,8 +92,16 @@ class Database:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        """fn in one transaction on a pooled connection, bounded in time; StoreError on failure."""
+    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, reserved: bool = False) -> T:
+        """fn in one transaction on a pooled connection, bounded in time; StoreError on failure.
+        Only `reserved` calls (the webhook's, /health's, renewals) may use the RESERVED connections;
+        the others first wait for one of the rest."""
+        if reserved:
+            return await self._transaction(fn)
+        async with self._work_slots:
+            return await self._transaction(fn)
+
+    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
         try:
             async with asyncio.timeout(self._timeout * 2):
                 if not self._migrated:

@@ -113,6 +113,35 @@ RETURNING n.id, n.group_id, n.payload, n.attempts, n.enrichment, n.incident_id, 
 
 HELD = "id = %(id)s AND fence = %(fence)s AND state = 'processing'"
 
+HEARTBEAT = (
+    f"INSERT INTO heartbeat (id, at) VALUES (1, {NOW})"
+    " ON CONFLICT (id) DO UPDATE SET at = excluded.at"
+)
+
+# Accepting, under the group's advisory lock: the same notification within the dedup window, else
+# the new row.
+ACCEPTED_BEFORE = (
+    "SELECT id FROM notifications WHERE idem_key = %(key)s AND group_id = %(group)s"
+    f" AND received_at >= {NOW} - make_interval(secs => %(window)s) LIMIT 1"
+)
+ACCEPT = (
+    "INSERT INTO notifications (idem_key, group_id, payload, received_at)"
+    f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}) RETURNING id"
+)
+
+# Retention, a batch at a time (see PostgresStore.purge).
+_CUTOFF = f"{NOW} - make_interval(secs => %(retention)s)"
+PURGE_INCIDENTS = (
+    "DELETE FROM incidents WHERE id IN (SELECT id FROM incidents"
+    f" WHERE COALESCE(ended_at, updated_at) < {_CUTOFF} LIMIT %(batch)s)"
+)
+PURGE_NOTIFICATIONS = (
+    "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n"
+    f" WHERE state IN ('done', 'failed') AND finished_at < {_CUTOFF} AND NOT EXISTS"
+    " (SELECT 1 FROM incident_refs r WHERE r.notification_id = n.id)"
+    " LIMIT %(batch)s)"
+)
+
 # What a claim's holder may do with its notification (SET clauses; the fence is checked).
 FINISH = (
     f"state = 'done', owner = NULL, lease_until = '-infinity', finished_at = {NOW},"
@@ -131,3 +160,8 @@ RELEASE = (
     " attempts = GREATEST(attempts - 1, 0)"
 )
 RENEW = f"lease_until = {NOW} + make_interval(secs => %(lease)s)"
+
+
+def text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, which an alert's group key can: map it to U+FFFD."""
+    return value.replace("\x00", "\ufffd")
