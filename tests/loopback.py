@@ -123,8 +123,9 @@ class FakeSlack(LoopbackServer):
         return web.json_response({"ok": True, "channel": self.channel_id, "ts": ts})
 
     def _update(self, body: dict[str, Any]) -> web.Response:
+        """The message keeps what the update leaves out (as Slack keeps omitted attachments)."""
         ts = str(body.get("ts"))
-        if ts not in self.messages:
+        if ts not in self.messages or body.get("channel") != self.messages[ts]["channel"]:
             return web.json_response({"ok": False, "error": "message_not_found"})
         self.messages[ts] = {**self.messages[ts], **body, "updated": True}
         return web.json_response({"ok": True, "channel": self.channel_id, "ts": ts})
@@ -198,10 +199,16 @@ def parse_telegram_html(text: str) -> tuple[str, str | None]:
 
 @dataclass
 class FakeTelegram(LoopbackServer):
-    """sendMessage and getMe, rejecting bad HTML and over-long text the way the Bot API does."""
+    """sendMessage, editMessageText and getMe, rejecting bad HTML and over-long text the way the
+    Bot API does.
+
+    `sent` holds one record per message sent, kept current by edits (`text`, `visible`, `edited`);
+    `edits` lists every edit that was applied; `current(message_id)` is a message's visible text.
+    """
 
     token: str = "123456:FAKE-telegram-token-for-tests"
     sent: list[dict[str, Any]] = field(default_factory=list)
+    edits: list[dict[str, Any]] = field(default_factory=list)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     def routes(self, app: web.Application) -> None:
@@ -210,6 +217,20 @@ class FakeTelegram(LoopbackServer):
     @property
     def api_url(self) -> str:
         return f"{self.url}/bot"
+
+    def current(self, message_id: int) -> str:
+        """The text message `message_id` shows now, after any edits."""
+        return str(next(m for m in self.sent if m["message_id"] == message_id)["visible"])
+
+    def _find(self, chat_id: str, message_id: object) -> dict[str, Any] | None:
+        return next(
+            (
+                m
+                for m in self.sent
+                if str(m["message_id"]) == str(message_id) and str(m.get("chat_id")) == chat_id
+            ),
+            None,
+        )
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -233,38 +254,70 @@ class FakeTelegram(LoopbackServer):
                     },
                 }
             )
-        if method != "sendMessage":
-            return web.json_response(
-                {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
-            )
-        return self._send(body)
+        if method == "sendMessage":
+            return self._send(body)
+        if method == "editMessageText":
+            return self._edit(body)
+        return web.json_response(
+            {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
+        )
 
-    def _send(self, body: dict[str, Any]) -> web.Response:
+    def _visible(self, body: dict[str, Any]) -> tuple[str, web.Response | None]:
+        """The text as the chat shows it, or the Bot API's refusal of it."""
         text = str(body.get("text", ""))
         visible = text
         if body.get("parse_mode") == "HTML":
             visible, error = parse_telegram_html(text)
             if error:
-                return self._bad(f"Bad Request: can't parse entities: {error}")
+                return visible, self._bad(f"Bad Request: can't parse entities: {error}")
         if len(visible.encode("utf-16-le")) // 2 > 4096:
-            return self._bad("Bad Request: message is too long")
+            return visible, self._bad("Bad Request: message is too long")
+        return visible, None
+
+    def _send(self, body: dict[str, Any]) -> web.Response:
+        visible, refused = self._visible(body)
+        if refused:
+            return refused
         message_id = next(self._ids)
         reply = body.get("reply_parameters")
         reply_to = json.loads(str(reply)).get("message_id") if reply else None
         self.sent.append(
             {**body, "message_id": message_id, "reply_to": reply_to, "visible": visible}
         )
+        return self._message(body, message_id, visible)
+
+    def _edit(self, body: dict[str, Any]) -> web.Response:
+        visible, refused = self._visible(body)
+        if refused:
+            return refused
+        record = self._find(str(body.get("chat_id")), body.get("message_id"))
+        if record is None:
+            return self._bad("Bad Request: message to edit not found")
+        shown = ("text", "parse_mode", "reply_markup")
+        if all(record.get(key) == body.get(key) for key in shown):
+            return self._bad(
+                "Bad Request: message is not modified: specified new message content and reply "
+                "markup are exactly the same as a current content and reply markup of the message"
+            )
+        for key in shown:
+            record.pop(key, None)
+        record.update({key: body[key] for key in shown if key in body})
+        record.update(visible=visible, edited=True)
+        self.edits.append({**body, "visible": visible})
+        return self._message(body, record["message_id"], visible, edit_date=1700000060)
+
+    @staticmethod
+    def _message(body: dict[str, Any], message_id: int, visible: str, **extra: Any) -> web.Response:
+        chat_id = int(str(body.get("chat_id", "0")).lstrip("-") or 0) * -1
         return web.json_response(
             {
                 "ok": True,
                 "result": {
                     "message_id": message_id,
                     "date": 1700000000,
-                    "chat": {
-                        "id": int(str(body.get("chat_id", "0")).lstrip("-") or 0) * -1,
-                        "type": "supergroup",
-                    },
+                    "chat": {"id": chat_id, "type": "supergroup"},
                     "text": visible,
+                    **extra,
                 },
             }
         )

@@ -12,7 +12,8 @@ from telegram import Bot
 
 from app.formatting import clean
 from app.notifiers.base import NotifyError, Progress, Thread
-from app.notifiers.telegram import LIMIT, Line, TelegramNotifier, _seconds, pack, render, units
+from app.notifiers.telegram import LIMIT, Line, TelegramNotifier, pack, render, units
+from app.notifiers.telegram_calls import _seconds
 from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
 
 TOKEN = "123456:FAKE-telegram-token-for-tests"

@@ -1,9 +1,9 @@
-"""The Notifier Protocol: a channel has a name and one async method."""
+"""The Notifier Protocol: a channel has a name, sends a message and edits one it sent."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from app.models import EnrichedNotification
@@ -25,6 +25,15 @@ class Thread:
 
     ref: str
     original: EnrichedNotification | None = None
+
+
+@dataclass(frozen=True)
+class Sent:
+    """This channel's earlier delivery of the message being edited: its reference and the refs of
+    its steps (Telegram parts `part-1`..., Slack `post` or `reply`)."""
+
+    ref: str | None
+    steps: dict[str, str | None] = field(default_factory=dict)
 
 
 Send = Callable[[], Awaitable[str | None]]
@@ -74,5 +83,21 @@ class Notifier(Protocol):
         """Deliver one message, as a follow-up in `thread` when given, each call a `progress` step.
 
         Returns this message's reference (for follow-ups) or None; raises NotifyError.
+        """
+        ...
+
+    async def edit(
+        self,
+        notification: EnrichedNotification,
+        sent: Sent,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """Show `notification` (the same notification, now with its final diagnosis) in place of
+        the message `sent`; where the channel cannot edit, post the diagnosis as a follow-up.
+
+        Every API call is a `progress` step, named differently from send()'s steps ("edit",
+        "edit-part-2", "edit-extra-1", "follow-up"), so a retry repeats nothing that went out.
+        Returns the edited (or follow-up) message's reference. Raises NotifyError (retryable or
+        not) like send().
         """
         ...

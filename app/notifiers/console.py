@@ -7,7 +7,7 @@ from typing import TextIO
 
 from app.formatting import fired_for, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification, MetricContext
-from app.notifiers.base import Progress, Thread
+from app.notifiers.base import Progress, Sent, Thread
 from app.notifiers.layout import follow_ups, headline, label_text, new_mark
 
 RULE = "─" * 72
@@ -88,3 +88,19 @@ class ConsoleNotifier:
             stream.flush()
 
         return await (progress or Progress()).step("print", write)
+
+    async def edit(
+        self,
+        notification: EnrichedNotification,
+        sent: Sent,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """A terminal cannot change what it printed: the message again, saying what it replaces."""
+
+        async def write() -> None:
+            stream = self._stream or sys.stdout
+            stream.write(f"↻ replaces the earlier message for {notification.title}\n")
+            stream.write(render(notification))
+            stream.flush()
+
+        return await (progress or Progress()).step("edit", write)

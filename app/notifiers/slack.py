@@ -1,5 +1,5 @@
-"""Slack: Block Kit messages (slack_blocks.py) through slack-sdk, in bot mode (threads, updates)
-or webhook mode.
+"""Slack: Block Kit messages (slack_blocks.py) through slack-sdk, in bot mode (threads, updates,
+edits in place) or webhook mode (no edits: the diagnosis follows as a message of its own).
 
 `link_names` is off, and all text is escaped by slack_blocks. 429 is retried honouring Retry-After,
 500/503 and connection errors with backoff (slack-sdk's retry handlers); what is left is a
@@ -24,9 +24,15 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import shorten
 from app.models import EnrichedNotification
-from app.notifiers.base import NotifyError, Progress, Thread
+from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.layout import headline
-from app.notifiers.slack_blocks import RESOLVED_COLOR, fit, message, render_blocks
+from app.notifiers.slack_blocks import (
+    RESOLVED_COLOR,
+    diagnosis_message,
+    fit,
+    message,
+    render_blocks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +49,9 @@ PERMANENT_ERRORS = {
     "msg_too_long": "Slack rejected the message as too long",
     "invalid_blocks": "Slack rejected the message blocks",
     "restricted_action": "posting is restricted in this Slack channel",
+    "message_not_found": "the Slack message to edit is gone (deleted?)",
+    "cant_update_message": "Slack does not let the bot edit that message",
+    "edit_window_closed": "the Slack workspace no longer allows editing that message",
 }
 
 
@@ -52,6 +61,10 @@ def retry_handlers() -> list[AsyncRetryHandler]:
         AsyncRateLimitErrorRetryHandler(max_retry_count=3),
         AsyncServerErrorRetryHandler(max_retry_count=2),
     ]
+
+
+def _unreachable(exc: Exception) -> NotifyError:
+    return NotifyError("slack", f"Slack unreachable ({type(exc).__name__})", retryable=True)
 
 
 def _api_error(exc: SlackApiError) -> NotifyError:
@@ -100,9 +113,32 @@ class SlackBotNotifier:
         except SlackApiError as exc:
             raise _api_error(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raise NotifyError(
-                "slack", f"Slack unreachable ({type(exc).__name__})", retryable=True
-            ) from exc
+            raise _unreachable(exc) from exc
+
+    async def edit(
+        self,
+        notification: EnrichedNotification,
+        sent: Sent,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """chat.update of the top-level message or thread reply `sent` ("channel:ts") with the
+        body a new message would have, as step "edit". A message that is gone or may no longer
+        be edited is a permanent error."""
+        channel, _, ts = (sent.ref or "").partition(":")
+        if not channel or not ts:
+            raise NotifyError("slack", f"no message to edit (ref {sent.ref!r})", retryable=False)
+        body = message(notification)
+
+        async def update() -> str:
+            await self._client.chat_update(channel=channel, ts=ts, **body, link_names=False)
+            return f"{channel}:{ts}"
+
+        try:
+            return await (progress or Progress()).step("edit", update)
+        except SlackApiError as exc:
+            raise _api_error(exc) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _unreachable(exc) from exc
 
     async def _post(self, body: dict[str, Any], **extra: Any) -> str:
         """chat.postMessage; the message's reference, `channel:ts`."""
@@ -145,7 +181,8 @@ class SlackBotNotifier:
 
 
 class SlackWebhookNotifier:
-    """Incoming-webhook mode: the same message; no threads, so follow-ups are new messages."""
+    """Incoming-webhook mode: the same message; no threads or edits, so follow-ups and final
+    diagnoses are new messages."""
 
     name = "slack"
 
@@ -165,11 +202,24 @@ class SlackWebhookNotifier:
         thread: Thread | None,
         progress: Progress | None = None,
     ) -> str | None:
-        return await (progress or Progress()).step("post", lambda: self._send(notification))
+        return await (progress or Progress()).step(
+            "post", lambda: self._send(message(notification))
+        )
 
-    async def _send(self, notification: EnrichedNotification) -> None:
+    async def edit(
+        self,
+        notification: EnrichedNotification,
+        sent: Sent,
+        progress: Progress | None = None,
+    ) -> str | None:
+        """A webhook cannot edit what it posted: the diagnosis follows as a new message (step
+        "follow-up"), headed "🩺 AI diagnosis: <title>". Webhook messages have no reference."""
+        body = diagnosis_message(notification)
+        return await (progress or Progress()).step("follow-up", lambda: self._send(body))
+
+    async def _send(self, body: dict[str, Any]) -> None:
         try:
-            response = await self._client.send(**message(notification))
+            response = await self._client.send(**body)
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise NotifyError(
                 "slack", f"Slack webhook unreachable ({type(exc).__name__})", retryable=True

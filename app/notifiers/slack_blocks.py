@@ -144,7 +144,7 @@ def _resolved_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
     return _follow_up_sections(lines)
 
 
-def _diagnosis_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
+def diagnosis_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
     d = n.diagnosis
     if d is None:
         return []
@@ -186,7 +186,7 @@ def render_blocks(
     blocks += _resolved_blocks(n)
     if hidden := hidden_alerts(n, MAX_ALERTS):
         blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {hidden} more alerts")]})
-    blocks += _diagnosis_blocks(n)
+    blocks += diagnosis_blocks(n)
     footer = [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")]
     if links := _links(n):
         footer.append(_mrkdwn("  ·  ".join(links)))
@@ -232,3 +232,21 @@ def message(n: EnrichedNotification) -> dict[str, Any]:
     """chat.postMessage / webhook arguments: blocks in one attachment, for the severity colour."""
     blocks = render_blocks(n) if n.kind in ("new", "escalation") else render_follow_up(n)
     return {"text": fallback_text(n), "attachments": [{"color": color(n), "blocks": blocks}]}
+
+
+def diagnosis_message(n: EnrichedNotification) -> dict[str, Any]:
+    """Webhook arguments for the diagnosis of a message already posted, where a webhook cannot
+    edit it: the headline, the diagnosis and its source."""
+    head = f"🩺 AI diagnosis: {n.title}"
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": fit(head, HEADER_CHARS)}},
+        *diagnosis_blocks(n),
+    ]
+    source = {
+        "type": "context",
+        "elements": [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")],
+    }
+    return {
+        "text": fit(head, 300),
+        "attachments": [{"color": color(n), "blocks": [*blocks[: MAX_BLOCKS - 1], source]}],
+    }

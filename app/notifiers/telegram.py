@@ -6,8 +6,9 @@ characters (measured on the HTML itself, in UTF-16 units, so the limit after ent
 fortiori). Long annotations are shortened with a visible mark; a line too long for one message (the
 diagnosis can be) is split into balanced pieces, never cut. Parts after the first reply to the first.
 
-RetryAfter (an int or a timedelta) is honoured, timeouts and network errors are retried with backoff;
-"can't parse entities" resends the same text without HTML, so the message still arrives.
+An edit re-renders the message and edits its parts in place; parts it no longer needs say so, parts
+it needs beyond the old ones are sent as replies to the first. Every call is retried as
+telegram_calls.py says.
 """
 
 from __future__ import annotations
@@ -15,28 +16,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
-import logging
-import re
-import warnings
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
-from telegram import Bot, LinkPreviewOptions, ReplyParameters
-from telegram.constants import ParseMode
-from telegram.error import (
-    BadRequest,
-    Forbidden,
-    InvalidToken,
-    NetworkError,
-    RetryAfter,
-    TelegramError,
-)
-from telegram.warnings import PTBDeprecationWarning
+from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
+from telegram.error import BadRequest, InvalidToken, TelegramError
 
 from app.formatting import fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
-from app.notifiers.base import NotifyError, Progress, Thread
+from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.layout import (
     follow_ups,
     headline,
@@ -46,16 +34,11 @@ from app.notifiers.layout import (
     new_mark,
     resolved_note,
 )
-
-log = logging.getLogger(__name__)
-# PTB 22.2+ warns from inside RetryAfter on every 429 that retry_after will become a timedelta;
-# retry_after_seconds() accepts both, so that one warning is noise here.
-RETRY_AFTER_WARNING = r".*retry_after.*timedelta"
-warnings.filterwarnings("ignore", RETRY_AFTER_WARNING, PTBDeprecationWarning)
+from app.notifiers.telegram_calls import Call, call_with_retries
 
 LIMIT = 4096
 MAX_ALERTS = 10
-MAX_RETRY_AFTER = 60.0
+CONTINUED = "<i>(continued in the message above)</i>"
 
 
 @dataclass(frozen=True)
@@ -175,20 +158,15 @@ def render(n: EnrichedNotification) -> list[Line]:
     return lines
 
 
-def _seconds(retry_after: int | float | timedelta) -> float:
-    if isinstance(retry_after, timedelta):
-        return retry_after.total_seconds()
-    return float(retry_after)
-
-
-def retry_after_seconds(exc: RetryAfter) -> float:
-    """PTB 22 returns an int and warns that it will become a timedelta; accept either."""
-    return _seconds(exc.retry_after)
-
-
-def plain(text_html: str) -> str:
-    """The text of one of our HTML parts, without tags (for the can't-parse fallback)."""
-    return html.unescape(re.sub(r"<[^>]+>", "", text_html))
+def part_ids(sent: Sent) -> list[int]:
+    """The message ids of the parts `sent` was made of, in order; part 1 falls back to the ref."""
+    ids: list[int] = []
+    for index in range(1, len(sent.steps) + 2):
+        ref = sent.steps.get(f"part-{index}") or (sent.ref if index == 1 else None)
+        if ref is None or not ref.isdigit():
+            break
+        ids.append(int(ref))
+    return ids
 
 
 class TelegramNotifier:
@@ -228,55 +206,71 @@ class TelegramNotifier:
             first = first or ref
         return first
 
+    async def edit(
+        self,
+        notification: EnrichedNotification,
+        sent: Sent,
+        progress: Progress | None = None,
+        *,
+        reply_markup: InlineKeyboardMarkup | None = None,
+    ) -> str | None:
+        """The re-rendered parts in place of the old ones: part 1 is step "edit", part k
+        "edit-part-k"; old parts left over are marked as continued above, new parts beyond the
+        old ones are sent as replies to part 1 ("edit-extra-1"...). `reply_markup` goes on
+        part 1. An unchanged part counts as edited; a deleted message is a permanent error."""
+        progress = progress or Progress()
+        old = part_ids(sent)
+        if not old:
+            raise NotifyError("telegram", f"no message to edit (ref {sent.ref!r})", retryable=False)
+        parts = pack(render(notification))
+        for index, message_id in enumerate(old, 1):
+            text = parts[index - 1] if index <= len(parts) else CONTINUED
+            edit = self._editor(message_id, reply_markup if index == 1 else None)
+            name = "edit" if index == 1 else f"edit-part-{index}"
+            await progress.step(name, functools.partial(self._call, edit, text))
+        for extra, part in enumerate(parts[len(old) :], 1):
+            await progress.step(
+                f"edit-extra-{extra}", functools.partial(self._send_part, part, old[0])
+            )
+        return str(old[0])
+
+    async def _call(self, call: Call, text: str) -> str:
+        return await call_with_retries(call, text, attempts=self._max_attempts, sleep=self._sleep)
+
     async def _send_part(self, text: str, reply_to: int | None) -> str:
-        parse_mode: str | None = ParseMode.HTML
-        for attempt in range(1, self._max_attempts + 1):
+        async def send(parse_mode: str | None, text: str) -> str:
+            message = await self._bot.send_message(
+                chat_id=self._chat_id,
+                text=text,
+                parse_mode=parse_mode,
+                message_thread_id=self._thread_id,
+                reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
+                if reply_to
+                else None,
+                link_preview_options=LinkPreviewOptions(is_disabled=True),
+            )
+            return str(message.message_id)
+
+        return await self._call(send, text)
+
+    def _editor(self, message_id: int, reply_markup: InlineKeyboardMarkup | None) -> Call:
+        async def edit(parse_mode: str | None, text: str) -> str:
             try:
-                message = await self._bot.send_message(
-                    chat_id=self._chat_id,
+                await self._bot.edit_message_text(
                     text=text,
+                    chat_id=self._chat_id,
+                    message_id=message_id,
                     parse_mode=parse_mode,
-                    message_thread_id=self._thread_id,
-                    reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
-                    if reply_to
-                    else None,
+                    reply_markup=reply_markup,
                     link_preview_options=LinkPreviewOptions(is_disabled=True),
                 )
-                return str(message.message_id)
-            except RetryAfter as exc:
-                wait = retry_after_seconds(exc)
-                if attempt == self._max_attempts or wait > MAX_RETRY_AFTER:
-                    raise NotifyError(
-                        "telegram", f"rate limited, retry after {wait:g}s", retryable=True
-                    ) from exc
-                await self._sleep(wait)
             except BadRequest as exc:
-                if "can't parse entities" in exc.message.lower() and parse_mode is not None:
-                    log.warning(
-                        "telegram rejected the HTML (%s); sending as plain text", exc.message
-                    )
-                    parse_mode, text = None, plain(text)
-                    continue
-                raise NotifyError(
-                    "telegram", f"bad request: {exc.message}", retryable=False
-                ) from exc
-            except Forbidden as exc:
-                raise NotifyError(
-                    "telegram",
-                    f"forbidden: {exc.message} (is the bot in the chat?)",
-                    retryable=False,
-                ) from exc
-            except InvalidToken as exc:
-                raise NotifyError("telegram", "invalid bot token", retryable=False) from exc
-            except NetworkError as exc:  # includes TimedOut
-                if attempt == self._max_attempts:
-                    raise NotifyError(
-                        "telegram", f"network error: {exc.message}", retryable=True
-                    ) from exc
-                await self._sleep(min(8.0, 0.5 * 2**attempt))
-            except TelegramError as exc:
-                raise NotifyError("telegram", f"error: {exc.message}", retryable=True) from exc
-        raise NotifyError("telegram", "gave up", retryable=True)
+                # Already showing this text: an earlier attempt's edit went out, or it never changed.
+                if "message is not modified" not in exc.message.lower():
+                    raise
+            return str(message_id)
+
+        return edit
 
     async def ping(self) -> str:
         try:
