@@ -118,6 +118,11 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(20, gt=0)
     llm_max_attempts: int = Field(3, ge=1)
     llm_concurrency: int = Field(8, ge=1)
+    # Page first: a page waits at most this long for its LLM diagnosis, then goes out with the
+    # rules' preliminary one and is edited when the LLM answers.
+    page_within_seconds: float = Field(3, ge=0, le=300)
+    # A diagnosis still queued this long after its page was accepted is no longer worth a call.
+    llm_max_queue_seconds: float = Field(120, gt=0)
     llm_prompt_budget_chars: int = Field(24_000, ge=2_000)
     llm_max_tokens: int = Field(2048, ge=64)
     analysis_language: str = "en"

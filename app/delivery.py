@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from app.lease import Lease
 from app.metrics import Metrics
 from app.models import EnrichedNotification
-from app.notifiers.base import Notifier, NotifyError, Progress, Thread
+from app.notifiers.base import Notifier, NotifyError, Progress, Sent, Thread
+from app.priority import SEVERITY_RANK
 from app.routing import Matcher, routed
 from app.store import Delivery, LeaseLostError, Store, StoreError
 
@@ -43,31 +47,90 @@ class Dispatcher:
         self._metrics = metrics
         self._routes = routes or {}
 
+    @property
+    def channels(self) -> list[str]:
+        return [n.name for n in self.notifiers]
+
     async def deliver(
-        self, notification: EnrichedNotification, lease: Lease | None = None
+        self,
+        notification: EnrichedNotification,
+        lease: Lease | None = None,
+        *,
+        accepted: float | None = None,
     ) -> DeliveryReport:
         """Send to every channel; with a lease, record each step and skip what already went out.
 
         Every channel settles (sent, failed, or its store write failed) before the outcome is
         decided: no send is left running behind an error to be repeated by the retry. A lost claim
-        wins over everything else, then a store error; both propagate to the worker.
+        wins over everything else, then a store error; both propagate to the worker. `accepted`
+        (monotonic time of acceptance) times a page's first message on each channel.
         """
         done: dict[str, Delivery] = {}
         if lease is not None:
             done = await self._store.deliveries(lease.claim.notification_id)
         report = DeliveryReport()
-        outcomes = await asyncio.gather(
-            *(
-                self._one(notifier, notification, done.get(notifier.name), lease, report)
-                for notifier in self.notifiers
-            ),
-            return_exceptions=True,
+        await _settle(
+            self._one(
+                notifier, notification, done.get(notifier.name), lease, report, accepted=accepted
+            )
+            for notifier in self.notifiers
         )
-        errors = [o for o in outcomes if isinstance(o, BaseException)]
-        lost = [e for e in errors if isinstance(e, LeaseLostError)]
-        if lost or errors:
-            raise (lost or errors)[0]
         return report
+
+    async def edit(
+        self, notification: EnrichedNotification, page_id: int, lease: Lease
+    ) -> DeliveryReport:
+        """Show `notification`, the page `page_id` with its final diagnosis, in place of the
+        message each channel got; recorded per channel on the edit's own claim."""
+        sent = await self._store.deliveries(page_id)
+        done = await self._store.deliveries(lease.claim.notification_id)
+        report = DeliveryReport()
+        await _settle(
+            self._edit_one(
+                notifier,
+                notification,
+                sent[notifier.name],
+                done.get(notifier.name),
+                lease=lease,
+                report=report,
+            )
+            for notifier in self.notifiers
+            if notifier.name in sent and sent[notifier.name].status == "sent"
+        )
+        return report
+
+    async def _edit_one(
+        self,
+        notifier: Notifier,
+        notification: EnrichedNotification,
+        page: Delivery,
+        previous: Delivery | None,
+        *,
+        lease: Lease,
+        report: DeliveryReport,
+    ) -> None:
+        name = notifier.name
+        if previous is not None and previous.status in ("sent", "failed"):
+            report.skipped.append(name)
+            return
+        progress = self._progress(name, previous, lease)
+        try:
+            ref = await notifier.edit(notification, Sent(page.ref, page.steps), progress)
+        except NotifyError as exc:
+            self._failed(name, notification, exc.reason, exc.retryable, report)
+            self._metrics.diagnosis_edits.labels(channel=name, outcome="failed").inc()
+            if not exc.retryable:
+                await self._store.record_delivery(lease.claim, name, "failed", None, exc.reason)
+            return
+        except (LeaseLostError, StoreError):
+            raise
+        except Exception as exc:  # a bug in one channel must not stop the others
+            log.exception("%s notifier raised unexpectedly while editing", name)
+            self._failed(name, notification, f"{type(exc).__name__}: {exc}", True, report)
+            return
+        await self._store.record_delivery(lease.claim, name, "sent", ref, None)
+        report.sent.append(name)
+        self._metrics.diagnosis_edits.labels(channel=name, outcome="edited").inc()
 
     async def _one(
         self,
@@ -76,6 +139,8 @@ class Dispatcher:
         previous: Delivery | None,
         lease: Lease | None,
         report: DeliveryReport,
+        *,
+        accepted: float | None = None,
     ) -> None:
         name = notifier.name
         if previous is not None and previous.status in ("sent", "failed"):
@@ -107,6 +172,11 @@ class Dispatcher:
             await self._store.record_delivery(lease.claim, name, "sent", ref, None)
         report.sent.append(name)
         self._metrics.deliveries.labels(channel=name, outcome="sent").inc()
+        if accepted is not None and notification.kind in ("new", "escalation"):
+            severity = notification.severity if notification.severity in SEVERITY_RANK else "other"
+            self._metrics.time_to_page.labels(severity=severity).observe(
+                time.monotonic() - accepted
+            )
 
     def _progress(self, channel: str, previous: Delivery | None, lease: Lease | None) -> Progress:
         done = previous.steps if previous else {}
@@ -149,3 +219,12 @@ class Dispatcher:
         )
         (report.retryable if retryable else report.permanent)[name] = reason
         self._metrics.deliveries.labels(channel=name, outcome="failed").inc()
+
+
+async def _settle(work: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run every channel's part to its end; then a lost claim wins, then any other error."""
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    lost = [e for e in errors if isinstance(e, LeaseLostError)]
+    if lost or errors:
+        raise (lost or errors)[0]

@@ -27,6 +27,7 @@ from app.models import (
     Kind,
     MetricContext,
 )
+from app.priority import SEVERITY_RANK
 from app.prometheus import ContextBuilder
 from app.prompts import Prompts
 from app.rules import diagnose as rule_diagnosis
@@ -34,7 +35,6 @@ from app.rules import diagnose as rule_diagnosis
 log = logging.getLogger(__name__)
 
 MAX_ALERTS_SHOWN = 20
-SEVERITY_RANK = {"critical": 0, "error": 1, "high": 1, "warning": 2, "info": 3}
 LEADING_LABELS = ("exchange", "service", "endpoint", "instance", "job")
 
 
@@ -244,12 +244,31 @@ class Enricher:
         `known`: the fingerprints the group's incident had firing before (see `assemble`).
         """
         kind = kind or classify(payload, None)
-        firing = payload.firing
+        contexts = await self.contexts(payload, kind)
         diagnosis, source = (None, DiagnosisSource(kind="none"))
-        contexts: list[MetricContext] = []
         if kind in ("new", "escalation"):
-            contexts = await self._contexts.build(firing)
             diagnosis, source = await self.diagnose(payload, contexts)
+        return self.assemble(
+            payload, kind, contexts, diagnosis, source, notification_id=notification_id, known=known
+        )
+
+    async def contexts(self, payload: AlertmanagerPayload, kind: Kind) -> list[MetricContext]:
+        """The firing alerts' metric context for `new` and `escalation`; none for follow-ups."""
+        if kind not in ("new", "escalation"):
+            return []
+        return await self._contexts.build(payload.firing)
+
+    def assemble(
+        self,
+        payload: AlertmanagerPayload,
+        kind: Kind,
+        contexts: list[MetricContext],
+        diagnosis: Diagnosis | None,
+        source: DiagnosisSource,
+        *,
+        notification_id: int | None = None,
+        known: frozenset[str] | None = None,
+    ) -> EnrichedNotification:
         return assemble(
             payload,
             kind,

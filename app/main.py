@@ -23,7 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await build_runtime(settings)
         app.state.runtime = runtime
-        runtime.workers.start()
+        runtime.start()
         channels = [name for name, on in runtime.channels().items() if on]
         log.info(
             "alert-enricher ready: store %s, LLM %s, channels %s",

@@ -63,3 +63,24 @@ class Metrics:
             ["channel", "outcome"],
             registry=r,
         )
+        self.time_to_page = Histogram(
+            "alert_enricher_time_to_page_seconds",
+            "From acceptance to a new or escalating notification's first message on a channel.",
+            ["severity"],
+            buckets=(0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 30, 60, 120),
+            registry=r,
+        )
+        self.diagnosis_edits = Counter(
+            "alert_enricher_diagnosis_edits_total",
+            "Preliminary messages given their final diagnosis, per channel, by outcome (edited,"
+            " failed, superseded: the incident resolved first).",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.llm_dropped = Counter(
+            "alert_enricher_llm_dropped_total",
+            "Diagnoses not asked of the LLM, by reason (queue_expired: older than"
+            " LLM_MAX_QUEUE_SECONDS).",
+            ["reason"],
+            registry=r,
+        )

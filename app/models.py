@@ -168,11 +168,15 @@ class DiagnosisSource(BaseModel):
     kind: Literal["llm", "rules", "none"]
     model: str | None = None
     reason: str | None = None
+    # Sent before the LLM answered (PAGE_WITHIN_SECONDS); the message is edited when it does.
+    preliminary: bool = False
 
     @property
     def label(self) -> str:
         if self.kind == "llm":
             return f"model {self.model}"
+        if self.preliminary:
+            return "rule-based, preliminary: AI diagnosis in progress"
         if self.kind == "rules":  # the diagnosis source's kind, not the notification's
             return f"rule-based fallback: {self.reason}" if self.reason else "rule-based fallback"
         return "no diagnosis (resolved)"

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from app.config import Settings
 from app.models import AlertmanagerPayload
+from app.priority import rank
 from app.runtime import Runtime, runtime_of
 from app.store import StoreError, backend_name
 
@@ -193,7 +194,11 @@ async def receive_alerts(request: Request) -> Response:
         log.warning("payload version %r (expected 4): accepted, fields may differ", payload.version)
     try:
         accepted = await services.store.accept(
-            payload.idempotency_key(), payload.group_id, text, settings.dedup_window_seconds
+            payload.idempotency_key(),
+            payload.group_id,
+            text,
+            settings.dedup_window_seconds,
+            rank(payload),
         )
     except StoreError as exc:
         log.error("cannot store notification, answering 503 so Alertmanager retries: %s", exc)

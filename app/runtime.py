@@ -15,15 +15,17 @@ from fastapi import FastAPI
 
 from app.config import Settings
 from app.delivery import Dispatcher
+from app.diagnosis_lane import DiagnosisLane
 from app.enrich import Enricher
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.notifiers import build_notifiers
+from app.pipeline import Pipeline
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
 from app.store import Store, open_store
-from app.worker import Pipeline, WorkerPool
+from app.worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +46,23 @@ class Runtime:
     dispatcher: Dispatcher
     workers: WorkerPool
     pipeline: Pipeline
+    lane: DiagnosisLane | None = None
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def channels(self) -> dict[str, bool]:
         names = {n.name for n in self.dispatcher.notifiers}
         return {name: name in names for name in KNOWN_CHANNELS}
 
+    def start(self) -> None:
+        """The page workers and, with a model configured, the LLM lane."""
+        self.workers.start()
+        if self.lane is not None:
+            self.lane.start()
+
     async def close(self) -> None:
         await self.workers.stop()
+        if self.lane is not None:
+            await self.lane.stop()
         for notifier in self.dispatcher.notifiers:
             close = getattr(notifier, "close", None)
             if close is not None:
@@ -130,7 +141,25 @@ async def build_runtime(settings: Settings) -> Runtime:
         "telegram": parse_matchers(settings.telegram_matchers),
     }
     dispatcher = Dispatcher(build_notifiers(settings), store, metrics, routes)
-    pipeline = Pipeline(store, enricher, dispatcher)
+    lane = None
+    if llm.enabled:
+        lane = DiagnosisLane(
+            store,
+            enricher,
+            metrics,
+            concurrency=settings.llm_concurrency,
+            max_queue_seconds=settings.llm_max_queue_seconds,
+            # The model's whole deadline and then some: a live lane worker never loses its claim.
+            lease_seconds=settings.llm_timeout_seconds + settings.lease_seconds,
+        )
+    pipeline = Pipeline(
+        store,
+        enricher,
+        dispatcher,
+        metrics,
+        lane=lane,
+        page_within_seconds=settings.page_within_seconds,
+    )
     workers = WorkerPool(
         store,
         pipeline.run,
@@ -139,7 +168,10 @@ async def build_runtime(settings: Settings) -> Runtime:
         lease_seconds=settings.lease_seconds,
         max_attempts=settings.max_processing_attempts,
         retention_seconds=settings.retention_hours * 3600,
+        also_wake=lane.wake if lane else lambda: None,
     )
+    if lane is not None:
+        lane.on_edit_queued = workers.wake
     return Runtime(
         settings=settings,
         store=store,
@@ -150,6 +182,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         dispatcher=dispatcher,
         workers=workers,
         pipeline=pipeline,
+        lane=lane,
         _clients=[prometheus_http, llm_http],
     )
 

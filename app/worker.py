@@ -1,11 +1,10 @@
-"""Workers: claim stored notifications and run the pipeline for each.
+"""Workers: claim stored notifications (pages and diagnosis edits, app/pipeline.py) and run the
+pipeline for each; the most severe first (app/priority.py), each group in arrival order.
 
 - A claim holds a fenced lease (app/lease.py) that is renewed while the work runs; if the process
   dies, the lease runs out and another worker (or this service after a restart) claims the
   notification again. A worker whose claim was taken over (it stalled past its lease) is stopped
   and sends nothing more: every message is preceded by a check of the claim.
-- The diagnosis is saved before any delivery, so a retry or a recovered crash re-sends only to channels
-  that did not get the message, without a second LLM call.
 - Transient failures retry with exponential backoff; after `max_attempts` the notification is marked
   failed and logged loudly.
 - `stop()` lets in-flight work finish for a grace period, then cancels it and hands it back unclaimed.
@@ -21,13 +20,10 @@ import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from app.delivery import Dispatcher
 from app.doorbell import Doorbell
-from app.enrich import Enricher
-from app.incident import transition
 from app.lease import Lease
 from app.metrics import Metrics
-from app.models import AlertmanagerPayload, EnrichedNotification
+from app.pipeline import RetryLaterError
 from app.store import LeaseLostError, Store, StoredNotification, StoreError
 
 log = logging.getLogger(__name__)
@@ -42,38 +38,6 @@ def backoff(attempt: int) -> float:
     return float(min(300, 5 * 2 ** max(0, attempt - 1)))
 
 
-class RetryLaterError(Exception):
-    """Processing should be tried again later (a channel failed transiently)."""
-
-
-class Pipeline:
-    """One stored notification through enrichment and delivery."""
-
-    def __init__(self, store: Store, enricher: Enricher, dispatcher: Dispatcher) -> None:
-        self._store = store
-        self._enricher = enricher
-        self._dispatcher = dispatcher
-
-    async def run(self, stored: StoredNotification, lease: Lease) -> None:
-        if stored.enrichment:
-            notification = EnrichedNotification.model_validate_json(stored.enrichment)
-            incident_id = stored.incident_id
-        else:
-            payload = AlertmanagerPayload.model_validate_json(stored.payload)
-            incident = await self._store.open_incident(payload.group_id)
-            change = transition(payload, incident)
-            known = incident.firing if incident else None  # to mark the alerts that are new
-            notification = await self._enricher.enrich(payload, stored.id, change.kind, known=known)
-            incident_id = await self._store.save_enrichment(
-                lease.claim, notification.model_dump_json(), change
-            )
-        notification = notification.model_copy(update={"incident_id": incident_id})
-        report = await self._dispatcher.deliver(notification, lease)
-        if report.retryable:
-            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(report.retryable.items()))
-            raise RetryLaterError(reasons)
-
-
 class WorkerPool:
     def __init__(
         self,
@@ -86,6 +50,7 @@ class WorkerPool:
         max_attempts: int,
         retention_seconds: float,
         grace_seconds: float = 10.0,
+        also_wake: Callable[[], None] = lambda: None,
     ) -> None:
         self._store = store
         self._process = process
@@ -95,6 +60,7 @@ class WorkerPool:
         self._max_attempts = max_attempts
         self._retention = retention_seconds
         self._grace = grace_seconds
+        self._also_wake = also_wake  # the LLM lane: other replicas' NOTIFY may be its work
         self._owner = f"worker-{uuid.uuid4().hex[:8]}"
         self._doorbell = Doorbell(count)
         self._stopping = False
@@ -120,7 +86,11 @@ class WorkerPool:
             asyncio.create_task(self._loop(i), name=f"worker-{i}") for i in range(self._count)
         ]
         # Other replicas' commits (PostgreSQL's NOTIFY) wake these workers as the webhook does.
-        self._watcher = asyncio.create_task(self._store.watch(self.wake), name="store-watch")
+        self._watcher = asyncio.create_task(self._store.watch(self._notified), name="store-watch")
+
+    def _notified(self) -> None:
+        self.wake()
+        self._also_wake()
 
     async def stop(self) -> None:
         self._stopping = True

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from app.models import AlertmanagerPayload, EnrichedNotification
-from app.notifiers.base import NotifyError, Progress, Thread
+from app.notifiers.base import NotifyError, Progress, Sent, Thread
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLM_URL = "http://llm.test/v1"
@@ -68,6 +68,20 @@ class RecordingNotifier:
         self.fail_times = fail_times
         self.retryable = retryable
         self.calls = 0
+        self.edits: list[tuple[EnrichedNotification, str | None]] = []
+
+    async def edit(
+        self, notification: EnrichedNotification, sent: Sent, progress: Progress | None = None
+    ) -> str | None:
+        async def edit() -> str | None:
+            self.calls += 1
+            if self.fail_times > 0:
+                self.fail_times -= 1
+                raise NotifyError(self.name, "simulated outage", retryable=self.retryable)
+            self.edits.append((notification, sent.ref))
+            return sent.ref
+
+        return await (progress or Progress()).step("edit", edit)
 
     async def send(
         self,

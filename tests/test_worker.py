@@ -8,8 +8,9 @@ from app.lease import Lease
 from app.metrics import Metrics
 from app.models import DiagnosisSource, EnrichedNotification
 from app.notifiers.base import Progress
+from app.pipeline import Pipeline, RetryLaterError
 from app.store import SQLiteStore, StoredNotification
-from app.worker import Pipeline, RetryLaterError, WorkerPool, backoff
+from app.worker import WorkerPool, backoff
 from tests.fakes import RecordingNotifier, fixture_text
 from tests.test_store import Clock
 
@@ -21,12 +22,18 @@ class CountingEnricher:
         self.calls = 0
         self.stall = stall
 
-    async def enrich(
-        self, payload, notification_id=None, kind=None, known=None
-    ) -> EnrichedNotification:
+    async def contexts(self, payload, kind) -> list:
         self.calls += 1
         if self.stall is not None and self.calls == 1:
             await self.stall.wait()
+        return []
+
+    async def diagnose(self, payload, contexts):
+        return None, DiagnosisSource(kind="none")
+
+    def assemble(
+        self, payload, kind, contexts, diagnosis, source, *, notification_id=None, known=None
+    ) -> EnrichedNotification:
         return EnrichedNotification(
             notification_id=notification_id,
             group_id=payload.group_id,
@@ -71,7 +78,7 @@ async def test_work_left_in_the_store_is_processed_once_after_restart(tmp_path: 
 
     store = await SQLiteStore.open(url)
     notifier, enricher = RecordingNotifier(), CountingEnricher()
-    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()))
+    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()), Metrics())
     workers = pool(store, pipeline.run)
     workers.start()
 
@@ -92,7 +99,7 @@ async def test_retry_skips_channels_already_sent_and_reuses_the_diagnosis(tmp_pa
     )
     good, flaky = RecordingNotifier("good"), RecordingNotifier("flaky", fail_times=1)
     enricher = CountingEnricher()
-    pipeline = Pipeline(store, enricher, Dispatcher([good, flaky], store, Metrics()))
+    pipeline = Pipeline(store, enricher, Dispatcher([good, flaky], store, Metrics()), Metrics())
 
     first = await store.claim("w", 30)
     with pytest.raises(RetryLaterError, match="flaky: simulated outage"):
@@ -113,7 +120,9 @@ async def test_permanent_channel_failure_does_not_block_the_other_channel(tmp_pa
         RecordingNotifier("good"),
         RecordingNotifier("broken", fail_times=9, retryable=False),
     )
-    pipeline = Pipeline(store, CountingEnricher(), Dispatcher([broken, good], store, Metrics()))
+    pipeline = Pipeline(
+        store, CountingEnricher(), Dispatcher([broken, good], store, Metrics()), Metrics()
+    )
     stored = await store.claim("w", 30)
     # no retry: a permanent error is recorded, not repeated
     await pipeline.run(stored, Lease(store, stored.claim, 30))
@@ -204,7 +213,7 @@ async def test_a_worker_stalled_past_its_lease_before_sending_sends_nothing(
     store, lease_clock = await stalled_store(tmp_path)
     stall = asyncio.Event()
     notifier, enricher = RecordingNotifier("chat"), CountingEnricher(stall)
-    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()))
+    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()), Metrics())
     metrics = Metrics()
     stalled = pool(store, pipeline.run, metrics, count=1)
     stalled.start()
@@ -231,7 +240,7 @@ async def test_a_worker_stalled_between_two_parts_sends_nothing_more_and_no_part
 ) -> None:
     store, lease_clock = await stalled_store(tmp_path)
     chat = TwoPartNotifier()
-    pipeline = Pipeline(store, CountingEnricher(), Dispatcher([chat], store, Metrics()))
+    pipeline = Pipeline(store, CountingEnricher(), Dispatcher([chat], store, Metrics()), Metrics())
     stalled = pool(store, pipeline.run, count=1)
     stalled.start()
     await chat.first_sent.wait()
@@ -318,7 +327,7 @@ async def test_one_accepted_notification_wakes_one_worker_not_all(
     store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
     counting = ClaimCounter(store)
     notifier, enricher = RecordingNotifier(), CountingEnricher()
-    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()))
+    pipeline = Pipeline(store, enricher, Dispatcher([notifier], store, Metrics()), Metrics())
     workers = pool(counting, pipeline.run, count=16)
     workers.start()
     await wait_until(lambda: counting.claims >= 16)  # each looked once and went idle

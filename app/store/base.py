@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from app.incident import Incident, Transition
+from app.priority import REST
 
 
 class StoreError(Exception):
@@ -50,6 +51,10 @@ class Claim:
 
 @dataclass(frozen=True)
 class StoredNotification:
+    """A claimed notification. `kind` "alert" carries Alertmanager's payload; "edit" carries the
+    final diagnosis (a DiagnosisResult's JSON) owed to the page `target_id`. `age`: seconds since
+    it was accepted, on the store's clock."""
+
     id: int
     group_id: str
     payload: str
@@ -57,6 +62,29 @@ class StoredNotification:
     enrichment: str | None
     incident_id: int | None
     claim: Claim
+    kind: str = "alert"
+    target_id: int | None = None
+    age: float = 0.0
+
+
+@dataclass(frozen=True)
+class DiagnosisJob:
+    """The LLM lane's claim on one page's diagnosis: the page's payload and metric context (the
+    JSON list of MetricContext it was sent with), and how long ago the page was accepted."""
+
+    payload: str
+    context: str
+    age: float
+    claim: Claim
+
+
+@dataclass(frozen=True)
+class EditTarget:
+    """The page a diagnosis edit applies to: what it showed, and whether its incident is still open
+    (once resolved, the resolution wins and nothing is edited back to firing)."""
+
+    enrichment: str | None
+    incident_open: bool
 
 
 @dataclass(frozen=True)
@@ -82,10 +110,20 @@ class Delivery:
 
 
 def claimed(row: Sequence[Any], owner: str) -> StoredNotification:
-    """A claim's RETURNING row: id, group_id, payload, attempts, enrichment, incident_id, fence."""
-    id_, group_id, payload, attempts, enrichment, incident_id, fence = row
+    """A claim's RETURNING row: id, group_id, payload, attempts, enrichment, incident_id, fence,
+    kind, target_id, age in seconds."""
+    id_, group_id, payload, attempts, enrichment, incident_id, fence, kind, target, age = row
     return StoredNotification(
-        id_, group_id, payload, attempts, enrichment, incident_id, Claim(id_, owner, fence)
+        id_,
+        group_id,
+        payload,
+        attempts,
+        enrichment,
+        incident_id,
+        Claim(id_, owner, fence),
+        kind=kind,
+        target_id=target,
+        age=max(0.0, float(age)),
     )
 
 
@@ -109,7 +147,9 @@ def deliveries_from(
 
 class Store(Protocol):
     async def ping(self) -> None: ...
-    async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted: ...
+    async def accept(
+        self, key: str, group_id: str, payload: str, window: float, rank: int = REST
+    ) -> Accepted: ...
     async def claim(self, owner: str, lease: float) -> StoredNotification | None: ...
     async def renew(self, claim: Claim, lease: float) -> bool:
         """Extend the lease; False once the claim was taken over or the lease had run out."""
@@ -136,6 +176,27 @@ class Store(Protocol):
         self, claim: Claim, incident_id: int, channel: str, ref: str
     ) -> None: ...
     async def backlog(self) -> int: ...
+
+    # The LLM lane (app/diagnosis_lane.py): a page's diagnosis, queued durably beside the page.
+    async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
+        """Queue the LLM diagnosis of the claimed page, once (a retry queues nothing more)."""
+        ...
+
+    async def take_diagnosis(self, claim: Claim) -> str | None:
+        """The page's final diagnosis if it is ready; else None, and from then on the answer is
+        owed as an edit (`answer_diagnosis` queues it). Atomic with `answer_diagnosis`."""
+        ...
+
+    async def claim_diagnosis(self, owner: str, lease: float) -> DiagnosisJob | None: ...
+    async def answer_diagnosis(self, claim: Claim, result: str, edit_rank: int) -> bool:
+        """Record the answer; True when the page went without it and an edit was queued."""
+        ...
+
+    async def edit_target(self, notification_id: int) -> EditTarget | None: ...
+    async def revise(self, claim: Claim, target_id: int, enrichment: str) -> None:
+        """The edit's holder saves what the page shows now (a later resolve renders it)."""
+        ...
+
     async def purge(self, older_than_seconds: float) -> int:
         """Forget what belongs to incidents that ended (or went silent) before the cutoff."""
         ...

@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from app.incident import Incident, Transition
+from app.priority import AGING_SECONDS, REST
 from app.store.base import (
     Accepted,
     Claim,
@@ -35,6 +36,7 @@ from app.store.base import (
     open_incident_from,
 )
 from app.store.postgres_db import Conn, Database
+from app.store.postgres_diagnoses import PostgresDiagnoses
 from app.store.postgres_schema import (
     ACCEPT,
     ACCEPTED_BEFORE,
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 5000
 
 
-class PostgresStore:
+class PostgresStore(PostgresDiagnoses):
     """The Store on PostgreSQL through a psycopg connection pool."""
 
     def __init__(
@@ -135,9 +137,16 @@ class PostgresStore:
         """A one-row write: a read-only server (a standby after failover) fails here."""
         await self._run(lambda conn: conn.execute(HEARTBEAT, self._params()), reserved=True)
 
-    async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted:
+    async def accept(
+        self, key: str, group_id: str, payload: str, window: float, rank: int = REST
+    ) -> Accepted:
         params = self._params(
-            key=key, group=text(group_id), payload=payload, window=window, lock=GROUP_LOCK
+            key=key,
+            group=text(group_id),
+            payload=payload,
+            window=window,
+            lock=GROUP_LOCK,
+            rank=rank,
         )
 
         async def accept(conn: Conn) -> Accepted:
@@ -155,7 +164,7 @@ class PostgresStore:
         return await self._run(accept, reserved=True)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
-        rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))
+        rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease, aging=AGING_SECONDS))
         return claimed(rows[0], owner) if rows else None
 
     async def renew(self, claim: Claim, lease: float) -> bool:

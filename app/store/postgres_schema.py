@@ -8,7 +8,7 @@ by a number of seconds: always 0 in the service, moved forwards by the contract 
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
 MIGRATE_LOCK = 0x41450001
@@ -85,7 +85,24 @@ CREATE TABLE IF NOT EXISTS incident_refs (
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at TIMESTAMPTZ NOT NULL
-)
+);
+-- Version 2, page-first: edits queued beside alerts, ranks, and the LLM lane's diagnoses.
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'alert';
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS target_id BIGINT;
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS rank INTEGER NOT NULL DEFAULT 4;
+CREATE TABLE IF NOT EXISTS diagnoses (
+    notification_id BIGINT PRIMARY KEY REFERENCES notifications (id) ON DELETE CASCADE,
+    rank INTEGER NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'answered')),
+    owner TEXT,
+    lease_until TIMESTAMPTZ NOT NULL DEFAULT '-infinity',
+    fence BIGINT NOT NULL DEFAULT 0,
+    detached BOOLEAN NOT NULL DEFAULT false,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (rank, notification_id)
+    WHERE state IN ('queued', 'running')
 """
 
 # The oldest claimable notification whose group has nothing earlier still open. SKIP LOCKED lets
@@ -100,7 +117,7 @@ WITH next AS (
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
-    ORDER BY n.id
+    ORDER BY n.rank - extract(epoch FROM {NOW} - n.received_at) / %(aging)s, n.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -108,7 +125,37 @@ UPDATE notifications n
 SET state = 'processing', owner = %(owner)s, lease_until = {NOW} + make_interval(secs => %(lease)s),
     attempts = n.attempts + 1, fence = n.fence + 1
 FROM next WHERE n.id = next.id
-RETURNING n.id, n.group_id, n.payload, n.attempts, n.enrichment, n.incident_id, n.fence
+RETURNING n.id, n.group_id, n.payload, n.attempts, n.enrichment, n.incident_id, n.fence, n.kind,
+    n.target_id, extract(epoch FROM {NOW} - n.received_at)
+"""
+
+# The LLM lane (see SQLiteDiagnoses for the protocol): most severe first, then oldest.
+CLAIM_DIAGNOSIS = f"""
+WITH next AS (
+    SELECT notification_id FROM diagnoses
+    WHERE state = 'queued' OR (state = 'running' AND lease_until < {NOW})
+    ORDER BY rank, notification_id
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE diagnoses d
+SET state = 'running', owner = %(owner)s, lease_until = {NOW} + make_interval(secs => %(lease)s),
+    fence = d.fence + 1
+FROM next, notifications n
+WHERE d.notification_id = next.notification_id AND n.id = d.notification_id
+RETURNING d.notification_id, d.fence, d.context, n.payload,
+    extract(epoch FROM {NOW} - n.received_at)
+"""
+ANSWER_DIAGNOSIS = """
+UPDATE diagnoses SET state = 'answered', result = %(result)s, owner = NULL,
+    lease_until = '-infinity'
+WHERE notification_id = %(id)s AND fence = %(fence)s AND state = 'running'
+RETURNING detached
+"""
+QUEUE_EDIT = f"""
+INSERT INTO notifications (idem_key, group_id, payload, received_at, kind, target_id, rank)
+SELECT 'edit:' || id, group_id, %(result)s, {NOW}, 'edit', id, %(rank)s
+FROM notifications WHERE id = %(id)s
 """
 
 HELD = "id = %(id)s AND fence = %(fence)s AND state = 'processing'"
@@ -125,8 +172,8 @@ ACCEPTED_BEFORE = (
     f" AND received_at >= {NOW} - make_interval(secs => %(window)s) LIMIT 1"
 )
 ACCEPT = (
-    "INSERT INTO notifications (idem_key, group_id, payload, received_at)"
-    f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}) RETURNING id"
+    "INSERT INTO notifications (idem_key, group_id, payload, received_at, rank)"
+    f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}, %(rank)s) RETURNING id"
 )
 
 # Retention, a batch at a time (see PostgresStore.purge).

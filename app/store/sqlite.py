@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.incident import Incident, Transition
+from app.priority import AGING_SECONDS, REST
 from app.store.base import (
     Accepted,
     Claim,
@@ -32,6 +33,7 @@ from app.store.base import (
     open_incident_from,
 )
 from app.store.group_commit import GroupCommit
+from app.store.sqlite_diagnoses import SQLiteDiagnoses
 from app.store.sqlite_schema import CLAIM, FINISH, GIVE_UP, HELD, RELEASE, RETRY, boot_id, migrate
 from app.store.urls import sqlite_path
 
@@ -40,7 +42,7 @@ Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDiagnoses):
     """SQLite behind one connection owned by one thread; every call runs on that thread."""
 
     def __init__(
@@ -141,7 +143,9 @@ class SQLiteStore:
             (self._clock(),),
         )
 
-    async def accept(self, key: str, group_id: str, payload: str, window: float) -> Accepted:
+    async def accept(
+        self, key: str, group_id: str, payload: str, window: float, rank: int = REST
+    ) -> Accepted:
         now = self._clock()
 
         def accept(conn: sqlite3.Connection) -> Accepted:
@@ -152,9 +156,9 @@ class SQLiteStore:
             if row is not None:
                 return Accepted(id=row[0], duplicate=True)
             cursor = conn.execute(
-                "INSERT INTO notifications (idem_key, group_id, payload, received_at)"
-                " VALUES (?, ?, ?, ?)",
-                (key, group_id, payload, now),
+                "INSERT INTO notifications (idem_key, group_id, payload, received_at, rank)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key, group_id, payload, now, rank),
             )
             return Accepted(id=int(cursor.lastrowid or 0), duplicate=False)
 
@@ -162,11 +166,16 @@ class SQLiteStore:
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         now = self._lease_clock()
+        params = {
+            "owner": owner,
+            "now": now,
+            "lease_until": now + lease,
+            "wall": self._clock(),
+            "aging": AGING_SECONDS,
+        }
 
         def claim(conn: sqlite3.Connection) -> StoredNotification | None:
-            row = conn.execute(
-                CLAIM, {"owner": owner, "now": now, "lease_until": now + lease}
-            ).fetchone()
+            row = conn.execute(CLAIM, params).fetchone()
             return None if row is None else claimed(row, owner)
 
         return await self._tx(claim)

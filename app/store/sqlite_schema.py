@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS notifications (
     enrichment TEXT,
     finished_at REAL,
     fence INTEGER NOT NULL DEFAULT 0,
-    incident_id INTEGER
+    incident_id INTEGER,
+    kind TEXT NOT NULL DEFAULT 'alert',
+    target_id INTEGER,
+    rank INTEGER NOT NULL DEFAULT 4
 );
 CREATE INDEX IF NOT EXISTS notifications_idem ON notifications (idem_key, received_at);
 CREATE INDEX IF NOT EXISTS notifications_open ON notifications (state, next_attempt_at);
@@ -62,6 +65,18 @@ CREATE TABLE IF NOT EXISTS incident_refs (
     notification_id INTEGER,
     PRIMARY KEY (incident_id, channel)
 );
+CREATE TABLE IF NOT EXISTS diagnoses (
+    notification_id INTEGER PRIMARY KEY REFERENCES notifications (id) ON DELETE CASCADE,
+    rank INTEGER NOT NULL,
+    context TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    fence INTEGER NOT NULL DEFAULT 0,
+    detached INTEGER NOT NULL DEFAULT 0,
+    result TEXT
+);
+CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (state, rank, notification_id);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at REAL NOT NULL
@@ -71,6 +86,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+# Version 2 (before page-first): every notification was an alert, ranked with the rest.
+ADDED_COLUMNS = {
+    "kind": "ALTER TABLE notifications ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert'",
+    "target_id": "ALTER TABLE notifications ADD COLUMN target_id INTEGER",
+    "rank": "ALTER TABLE notifications ADD COLUMN rank INTEGER NOT NULL DEFAULT 4",
+}
 
 # Version 1 (before incidents and fencing): its group state and thread references become open
 # incidents, so live threads survive the upgrade. Leases of the old process are void.
@@ -97,6 +119,10 @@ def migrate(conn: sqlite3.Connection, boot: str) -> None:
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     if version == 0 and "notifications" in tables:  # written by the first release
         for statement in filter(str.strip, MIGRATE_FROM_1.split(";")):
+            conn.execute(statement)
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(notifications)")}
+    for column, statement in ADDED_COLUMNS.items():
+        if columns and column not in columns:
             conn.execute(statement)
     for statement in filter(str.strip, SCHEMA.split(";")):
         conn.execute(statement)
@@ -126,8 +152,31 @@ WHERE id = (
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
-    ORDER BY n.id LIMIT 1)
-RETURNING id, group_id, payload, attempts, enrichment, incident_id, fence
+    ORDER BY n.rank - (:wall - n.received_at) / :aging, n.id LIMIT 1)
+RETURNING id, group_id, payload, attempts, enrichment, incident_id, fence, kind, target_id,
+    :wall - received_at
+"""
+
+# The LLM lane's next diagnosis: most severe first, then oldest; a run whose lease ran out
+# (its process died) is taken again.
+CLAIM_DIAGNOSIS = """
+UPDATE diagnoses
+SET state = 'running', owner = :owner, lease_until = :lease_until, fence = fence + 1
+WHERE notification_id = (
+    SELECT notification_id FROM diagnoses
+    WHERE state = 'queued' OR (state = 'running' AND lease_until < :now)
+    ORDER BY rank, notification_id LIMIT 1)
+RETURNING notification_id, fence, context
+"""
+ANSWER_DIAGNOSIS = """
+UPDATE diagnoses SET state = 'answered', result = ?, owner = NULL, lease_until = 0
+WHERE notification_id = ? AND fence = ? AND state = 'running'
+RETURNING detached
+"""
+# The edit a detached diagnosis owes its page: queued in the page's group, after the page.
+QUEUE_EDIT = """
+INSERT INTO notifications (idem_key, group_id, payload, received_at, kind, target_id, rank)
+SELECT 'edit:' || id, group_id, ?, ?, 'edit', id, ? FROM notifications WHERE id = ?
 """
 
 # What a claim's holder may do with its notification (SET clauses; the fence is checked).

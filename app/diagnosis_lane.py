@@ -1,0 +1,157 @@
+"""The LLM lane: diagnoses run beside the pages, never in front of them.
+
+A page (app/pipeline.py) queues its diagnosis in the store and waits for it only when this lane
+can start it at once and the model usually answers before PAGE_WITHIN_SECONDS; otherwise the page
+goes out with the rules' preliminary diagnosis and the answer becomes an edit of that message.
+
+LLM_CONCURRENCY lane workers take queued diagnoses most severe first, then oldest. One whose page
+was accepted longer than LLM_MAX_QUEUE_SECONDS ago is not sent to the model: the answer is the
+rules' diagnosis with that reason, so the preliminary text stays, marked final. A lane worker's
+claim has a lease as long as the model's whole deadline; should the process die, another replica
+(or this one restarted) takes the diagnosis again when it runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+
+from pydantic import BaseModel, TypeAdapter
+
+from app.doorbell import Doorbell
+from app.enrich import Enricher
+from app.metrics import Metrics
+from app.models import AlertmanagerPayload, Diagnosis, DiagnosisSource, MetricContext
+from app.priority import REST
+from app.rules import diagnose as rule_diagnosis
+from app.store import DiagnosisJob, LeaseLostError, Store, StoreError
+
+log = logging.getLogger(__name__)
+
+IDLE_POLL_SECONDS = 1.0
+LATENCY_WEIGHT = 0.3  # of the latest call in the running estimate of the model's answer time
+CONTEXTS = TypeAdapter(list[MetricContext])
+
+
+def _nothing() -> None:
+    pass
+
+
+class DiagnosisResult(BaseModel):
+    """A page's final diagnosis, as the lane stores it and an edit carries it."""
+
+    diagnosis: Diagnosis
+    source: DiagnosisSource
+
+
+class DiagnosisLane:
+    def __init__(
+        self,
+        store: Store,
+        enricher: Enricher,
+        metrics: Metrics,
+        *,
+        concurrency: int,
+        max_queue_seconds: float,
+        lease_seconds: float,
+    ) -> None:
+        self._store = store
+        self._enricher = enricher
+        self._metrics = metrics
+        self._concurrency = concurrency
+        self._max_queue = max_queue_seconds
+        self._lease = lease_seconds
+        self._owner = f"llm-{uuid.uuid4().hex[:8]}"
+        self._doorbell = Doorbell(concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._answered: dict[int, asyncio.Event] = {}
+        self._running = 0
+        self._promised = 0
+        self._latency: float | None = None
+        self.on_edit_queued: Callable[[], None] = _nothing  # the page workers' wake (runtime)
+
+    def wake(self) -> None:
+        self._doorbell.ring()
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._loop(i), name=f"llm-{i}") for i in range(self._concurrency)
+        ]
+
+    async def stop(self) -> None:
+        """Cancel what runs: its claims run out and the diagnoses are taken again."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def wait_for(self, notification_id: int, seconds: float) -> bool:
+        """Wait up to `seconds` for the diagnosis of the page, when it can start at once and the
+        model's recent answer time fits; False without waiting otherwise."""
+        if seconds <= 0 or self._running + self._promised >= self._concurrency:
+            return False
+        if self._latency is not None and self._latency > seconds:
+            return False
+        event = self._answered.setdefault(notification_id, asyncio.Event())
+        self._promised += 1
+        self.wake()
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            self._promised -= 1
+            self._answered.pop(notification_id, None)
+
+    async def _loop(self, index: int) -> None:
+        owner = f"{self._owner}-{index}"
+        while True:
+            try:
+                job = await self._store.claim_diagnosis(owner, self._lease)
+            except StoreError as exc:
+                log.error("cannot claim a diagnosis from the store: %s", exc)
+                job = None
+            if job is None:
+                await self._doorbell.wait(IDLE_POLL_SECONDS)
+                continue
+            self._running += 1
+            try:
+                await self._answer(job)
+            except (StoreError, LeaseLostError) as exc:  # the lease runs out; taken again
+                log.error("diagnosis of notification %s not recorded: %s", job.claim, exc)
+            except Exception:  # a bug must not stop the lane; the lease brings the job back
+                log.exception("diagnosis of notification %s failed", job.claim.notification_id)
+            finally:
+                self._running -= 1
+
+    async def _answer(self, job: DiagnosisJob) -> None:
+        payload = AlertmanagerPayload.model_validate_json(job.payload)
+        if job.age > self._max_queue:
+            reason = (
+                f"AI diagnosis skipped: queued {job.age:.0f}s,"
+                f" past LLM_MAX_QUEUE_SECONDS ({self._max_queue:g}s)"
+            )
+            self._metrics.llm_dropped.labels(reason="queue_expired").inc()
+            self._metrics.diagnoses.labels(source="rules").inc()
+            log.warning("notification %s: %s", job.claim.notification_id, reason)
+            result = DiagnosisResult(
+                diagnosis=rule_diagnosis(payload.firing),
+                source=DiagnosisSource(kind="rules", reason=reason),
+            )
+        else:
+            started = time.monotonic()
+            contexts = CONTEXTS.validate_json(job.context)
+            diagnosis, source = await self._enricher.diagnose(payload, contexts)
+            elapsed = time.monotonic() - started
+            previous = self._latency if self._latency is not None else elapsed
+            self._latency = previous + LATENCY_WEIGHT * (elapsed - previous)
+            result = DiagnosisResult(diagnosis=diagnosis, source=source)
+        edit_queued = await self._store.answer_diagnosis(job.claim, result.model_dump_json(), REST)
+        if edit_queued:
+            self.on_edit_queued()
+        event = self._answered.get(job.claim.notification_id)
+        if event is not None:
+            event.set()

@@ -1,0 +1,153 @@
+"""One stored notification through enrichment and delivery: a page, or the edit that gives a
+preliminary page its final diagnosis.
+
+Page first (PAGE_WITHIN_SECONDS): a new or escalating page queues its LLM diagnosis in the LLM
+lane (app/diagnosis_lane.py) and waits for it only while the lane can answer in time. Past that,
+the page goes out with the rules' diagnosis marked preliminary, and the lane's answer comes back as
+an `edit` notification queued in the page's group, after the page. Group order is what keeps an
+edit from turning a resolved message back into a firing one: a resolve accepted first is
+processed first, and the edit then finds the incident closed and changes nothing.
+
+The diagnosis is saved before any delivery, so a retry or a recovered crash re-sends only to the
+channels that did not get the message, without a second LLM call.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydantic import TypeAdapter
+
+from app.delivery import Dispatcher
+from app.diagnosis_lane import DiagnosisLane, DiagnosisResult
+from app.enrich import Enricher
+from app.incident import transition
+from app.lease import Lease
+from app.metrics import Metrics
+from app.models import (
+    AlertmanagerPayload,
+    Diagnosis,
+    DiagnosisSource,
+    EnrichedNotification,
+    Kind,
+    MetricContext,
+)
+from app.priority import rank
+from app.rules import diagnose as rule_diagnosis
+from app.store import Store, StoredNotification
+
+log = logging.getLogger(__name__)
+
+CONTEXTS = TypeAdapter(list[MetricContext])
+
+
+class RetryLaterError(Exception):
+    """Processing should be tried again later (a channel failed transiently)."""
+
+
+class Pipeline:
+    def __init__(
+        self,
+        store: Store,
+        enricher: Enricher,
+        dispatcher: Dispatcher,
+        metrics: Metrics,
+        *,
+        lane: DiagnosisLane | None = None,
+        page_within_seconds: float = 3.0,
+    ) -> None:
+        self._store = store
+        self._enricher = enricher
+        self._dispatcher = dispatcher
+        self._metrics = metrics
+        self._lane = lane
+        self._page_within = page_within_seconds
+
+    async def run(self, stored: StoredNotification, lease: Lease) -> None:
+        if stored.kind == "edit":
+            await self._edit(stored, lease)
+        else:
+            await self._page(stored, lease)
+
+    async def _page(self, stored: StoredNotification, lease: Lease) -> None:
+        accepted = time.monotonic() - stored.age
+        if stored.enrichment:
+            notification = EnrichedNotification.model_validate_json(stored.enrichment)
+            incident_id = stored.incident_id
+        else:
+            payload = AlertmanagerPayload.model_validate_json(stored.payload)
+            incident = await self._store.open_incident(payload.group_id)
+            change = transition(payload, incident)
+            known = incident.firing if incident else None  # to mark the alerts that are new
+            contexts = await self._enricher.contexts(payload, change.kind)
+            diagnosis, source = await self._diagnosis(
+                stored, lease, payload, change.kind, contexts, accepted=accepted
+            )
+            notification = self._enricher.assemble(
+                payload,
+                change.kind,
+                contexts,
+                diagnosis,
+                source,
+                notification_id=stored.id,
+                known=known,
+            )
+            incident_id = await self._store.save_enrichment(
+                lease.claim, notification.model_dump_json(), change
+            )
+        notification = notification.model_copy(update={"incident_id": incident_id})
+        report = await self._dispatcher.deliver(notification, lease, accepted=accepted)
+        if report.retryable:
+            raise RetryLaterError(_reasons(report.retryable))
+
+    async def _diagnosis(
+        self,
+        stored: StoredNotification,
+        lease: Lease,
+        payload: AlertmanagerPayload,
+        kind: Kind,
+        contexts: list[MetricContext],
+        *,
+        accepted: float,
+    ) -> tuple[Diagnosis | None, DiagnosisSource]:
+        """The final diagnosis when the lane answers in time, else the rules' preliminary one."""
+        if kind not in ("new", "escalation"):
+            return None, DiagnosisSource(kind="none")
+        if self._lane is None:  # no model configured: the rules answer at once, and finally
+            return await self._enricher.diagnose(payload, contexts)
+        context = CONTEXTS.dump_json(contexts).decode()
+        await self._store.queue_diagnosis(lease.claim, context, rank(payload))
+        self._lane.wake()
+        remaining = accepted + self._page_within - time.monotonic()
+        await self._lane.wait_for(stored.id, remaining)
+        answer = await self._store.take_diagnosis(lease.claim)
+        if answer is not None:
+            result = DiagnosisResult.model_validate_json(answer)
+            return result.diagnosis, result.source
+        log.info("notification %s: paging now, AI diagnosis to follow as an edit", stored.id)
+        return rule_diagnosis(payload.firing), DiagnosisSource(kind="rules", preliminary=True)
+
+    async def _edit(self, stored: StoredNotification, lease: Lease) -> None:
+        """Show the page's final diagnosis in its messages, unless its incident has resolved."""
+        target_id = stored.target_id
+        target = await self._store.edit_target(target_id) if target_id is not None else None
+        if target_id is None or target is None or target.enrichment is None:
+            log.warning("edit %s: its page is gone (purged), nothing to edit", stored.id)
+            return
+        if not target.incident_open:
+            for channel in self._dispatcher.channels:
+                self._metrics.diagnosis_edits.labels(channel=channel, outcome="superseded").inc()
+            log.info("edit %s: the incident resolved first, its messages stay", stored.id)
+            return
+        result = DiagnosisResult.model_validate_json(stored.payload)
+        page = EnrichedNotification.model_validate_json(target.enrichment)
+        final = page.model_copy(update={"diagnosis": result.diagnosis, "source": result.source})
+        await self._store.revise(lease.claim, target_id, final.model_dump_json())
+        report = await self._dispatcher.edit(final, target_id, lease)
+        if report.retryable:
+            raise RetryLaterError(_reasons(report.retryable))
+
+
+def _reasons(failures: dict[str, str]) -> str:
+    return "; ".join(f"{k}: {v}" for k, v in sorted(failures.items()))

@@ -1,0 +1,106 @@
+"""The PostgreSQL backend's part of the LLM lane (the protocol is in sqlite_diagnoses.py).
+
+`take_diagnosis` locks the diagnosis row before deciding, and `answer_diagnosis` updates it, so
+the two serialise on that row across replicas: the answer's RETURNING sees `detached` as the page
+left it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError
+from app.store.postgres_db import Conn, Database
+from app.store.postgres_schema import ANSWER_DIAGNOSIS, CHANNEL, CLAIM_DIAGNOSIS, QUEUE_EDIT
+
+T = TypeVar("T")
+
+
+class PostgresDiagnoses:
+    _db: Database
+
+    async def _held(self, claim: Claim, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        raise NotImplementedError
+
+    def _params(self, **values: object) -> dict[str, object]:
+        raise NotImplementedError
+
+    async def _fetch(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
+        params = {"id": claim.notification_id, "rank": rank, "context": context}
+
+        async def queue(conn: Conn) -> None:
+            await conn.execute(
+                "INSERT INTO diagnoses (notification_id, rank, context)"
+                " VALUES (%(id)s, %(rank)s, %(context)s) ON CONFLICT (notification_id) DO NOTHING",
+                params,
+            )
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+
+        await self._held(claim, queue)
+
+    async def take_diagnosis(self, claim: Claim) -> str | None:
+        params = {"id": claim.notification_id}
+
+        async def take(conn: Conn) -> str | None:
+            cursor = await conn.execute(
+                "SELECT result, detached FROM diagnoses WHERE notification_id = %(id)s FOR UPDATE",
+                params,
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return None
+            if row[0] is not None and not row[1]:
+                return str(row[0])
+            await conn.execute(
+                "UPDATE diagnoses SET detached = true WHERE notification_id = %(id)s", params
+            )
+            return None
+
+        return await self._held(claim, take)
+
+    async def claim_diagnosis(self, owner: str, lease: float) -> DiagnosisJob | None:
+        rows = await self._fetch(CLAIM_DIAGNOSIS, self._params(owner=owner, lease=lease))
+        if not rows:
+            return None
+        notification_id, fence, context, payload, age = rows[0]
+        claim = Claim(notification_id, owner, fence)
+        return DiagnosisJob(payload, context, max(0.0, float(age)), claim)
+
+    async def answer_diagnosis(self, claim: Claim, result: str, edit_rank: int) -> bool:
+        params = self._params(
+            id=claim.notification_id, fence=claim.token, result=result, rank=edit_rank
+        )
+
+        async def answer(conn: Conn) -> bool:
+            row = await (await conn.execute(ANSWER_DIAGNOSIS, params)).fetchone()
+            if row is None:
+                raise LeaseLostError(f"diagnosis of {claim.notification_id}: claim taken over")
+            if not row[0]:
+                return False
+            await conn.execute(QUEUE_EDIT, params)
+            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            return True
+
+        return await self._db.run(answer)
+
+    async def edit_target(self, notification_id: int) -> EditTarget | None:
+        rows = await self._fetch(
+            "SELECT n.enrichment, n.incident_id IS NULL OR i.ended_at IS NULL"
+            " FROM notifications n LEFT JOIN incidents i ON i.id = n.incident_id"
+            " WHERE n.id = %(id)s",
+            {"id": notification_id},
+        )
+        return EditTarget(rows[0][0], bool(rows[0][1])) if rows else None
+
+    async def revise(self, claim: Claim, target_id: int, enrichment: str) -> None:
+        async def revise(conn: Conn) -> None:
+            await conn.execute(
+                "UPDATE notifications SET enrichment = %(enrichment)s WHERE id = %(id)s",
+                {"enrichment": enrichment, "id": target_id},
+            )
+
+        await self._held(claim, revise)

@@ -1,0 +1,112 @@
+"""The SQLite backend's part of the LLM lane (see app/diagnosis_lane.py and Store in base.py).
+
+A page's diagnosis is a row of `diagnoses`, queued in the page's transaction, claimed by the lane
+with a fenced lease of its own, and answered once. `take_diagnosis` (the page deciding) and
+`answer_diagnosis` (the lane answering) both run on the store's one thread, so one of them sees the
+other's write: either the page takes the answer, or the answer finds the page detached and queues
+the edit it owes. Never both, never neither.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
+
+from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError
+from app.store.sqlite_schema import ANSWER_DIAGNOSIS, CLAIM_DIAGNOSIS, QUEUE_EDIT
+
+T = TypeVar("T")
+
+
+class SQLiteDiagnoses:
+    _clock: Callable[[], float]
+    _lease_clock: Callable[[], float]
+
+    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    async def _held(self, claim: Claim, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError
+
+    async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
+        await self._held(
+            claim,
+            lambda c: c.execute(
+                "INSERT INTO diagnoses (notification_id, rank, context) VALUES (?, ?, ?)"
+                " ON CONFLICT (notification_id) DO NOTHING",
+                (claim.notification_id, rank, context),
+            ),
+        )
+
+    async def take_diagnosis(self, claim: Claim) -> str | None:
+        def take(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT result, detached FROM diagnoses WHERE notification_id = ?",
+                (claim.notification_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            result, detached = row
+            if result is not None and not detached:
+                return str(result)
+            conn.execute(
+                "UPDATE diagnoses SET detached = 1 WHERE notification_id = ?",
+                (claim.notification_id,),
+            )
+            return None
+
+        return await self._held(claim, take)
+
+    async def claim_diagnosis(self, owner: str, lease: float) -> DiagnosisJob | None:
+        now, wall = self._lease_clock(), self._clock()
+
+        def claim(conn: sqlite3.Connection) -> DiagnosisJob | None:
+            row = conn.execute(
+                CLAIM_DIAGNOSIS, {"owner": owner, "now": now, "lease_until": now + lease}
+            ).fetchone()
+            if row is None:
+                return None
+            notification_id, fence, context = row
+            payload, received_at = conn.execute(
+                "SELECT payload, received_at FROM notifications WHERE id = ?", (notification_id,)
+            ).fetchone()
+            return DiagnosisJob(
+                payload, context, max(0.0, wall - received_at), Claim(notification_id, owner, fence)
+            )
+
+        return await self._tx(claim)
+
+    async def answer_diagnosis(self, claim: Claim, result: str, edit_rank: int) -> bool:
+        def answer(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                ANSWER_DIAGNOSIS, (result, claim.notification_id, claim.token)
+            ).fetchone()
+            if row is None:
+                raise LeaseLostError(f"diagnosis of {claim.notification_id}: claim taken over")
+            if not row[0]:
+                return False
+            conn.execute(QUEUE_EDIT, (result, self._clock(), edit_rank, claim.notification_id))
+            return True
+
+        return await self._tx(answer)
+
+    async def edit_target(self, notification_id: int) -> EditTarget | None:
+        def read(conn: sqlite3.Connection) -> EditTarget | None:
+            row = conn.execute(
+                "SELECT n.enrichment, n.incident_id IS NULL OR i.ended_at IS NULL"
+                " FROM notifications n LEFT JOIN incidents i ON i.id = n.incident_id"
+                " WHERE n.id = ?",
+                (notification_id,),
+            ).fetchone()
+            return None if row is None else EditTarget(row[0], bool(row[1]))
+
+        return await self._tx(read)
+
+    async def revise(self, claim: Claim, target_id: int, enrichment: str) -> None:
+        await self._held(
+            claim,
+            lambda c: c.execute(
+                "UPDATE notifications SET enrichment = ? WHERE id = ?", (enrichment, target_id)
+            ),
+        )
