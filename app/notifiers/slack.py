@@ -23,7 +23,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import shorten
-from app.models import EnrichedNotification
+from app.models import DiagnosisSource, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.layout import headline
 from app.notifiers.slack_blocks import (
@@ -153,6 +153,9 @@ class SlackBotNotifier:
     ) -> None:
         """The original message keeps its diagnosis; its header, fields and colour say it is
         resolved."""
+        if original.source.preliminary:  # resolved first: no edit will bring the AI diagnosis
+            source = DiagnosisSource(kind="rules", reason="resolved before the AI diagnosis")
+            original = original.model_copy(update={"source": source})
         blocks = render_blocks(original, resolution=resolved)
         text = fit(headline("resolved", "resolved", original.title), 300)
         try:

@@ -21,8 +21,15 @@ def slack_text_for(fakes, exchange: str) -> str:
 
 
 async def outage(exporter, fakes, exchange: str) -> str:
+    """The Slack message of `exchange`'s outage once its diagnosis is final (a page sent before
+    a slow LLM answered is edited when it does)."""
     exporter.set(exchange, healthy=False)
-    return await eventually(lambda: slack_text_for(fakes, exchange), what=f"{exchange} in Slack")
+
+    def final() -> str:
+        text = slack_text_for(fakes, exchange)
+        return "" if "AI diagnosis in progress" in text else text
+
+    return await eventually(final, what=f"{exchange}'s final diagnosis in Slack")
 
 
 async def metric(stack, name: str) -> float:
