@@ -40,6 +40,9 @@ from app.store import Store, StoredNotification
 log = logging.getLogger(__name__)
 
 CONTEXTS = TypeAdapter(list[MetricContext])
+# Of PAGE_WITHIN_SECONDS, what the sending itself may need: a page stops waiting for the model
+# this long before its promise, so that it is on the channels, not just leaving, in time.
+SEND_MARGIN_SECONDS = 0.5
 
 
 class RetryLaterError(Exception):
@@ -119,7 +122,8 @@ class Pipeline:
         context = CONTEXTS.dump_json(contexts).decode()
         await self._store.queue_diagnosis(lease.claim, context, rank(payload))
         self._lane.wake()
-        remaining = accepted + self._page_within - time.monotonic()
+        promise = self._page_within - min(SEND_MARGIN_SECONDS, self._page_within / 4)
+        remaining = accepted + promise - time.monotonic()
         await self._lane.wait_for(stored.id, remaining)
         answer = await self._store.take_diagnosis(lease.claim)
         if answer is not None:
