@@ -5,11 +5,12 @@ answers every query at once with a small valid result. They run in their own pro
 bench's event loop: at 200 notifications a second the service makes some 800 requests a second to
 them, and answering those in the loop that times the webhook posts would show up in its timings.
 
-Each top-level chat message and each reply is recorded with its arrival time (`time.monotonic()`,
-CLOCK_MONOTONIC: the same clock in every process on the machine, so the bench compares it with
-the time it posted) under the group marker it shows (bench/payloads.py). A small control API on a
-port of its own resets the records, sets the LLM's delay, waits for messages, counts LLM calls and
-hands out the prompt of a group.
+Each top-level chat message, each reply and each edit (Slack chat.update, Telegram
+editMessageText) is recorded with its arrival time (`time.monotonic()`, CLOCK_MONOTONIC: the same
+clock in every process on the machine, so the bench compares it with the time it posted) under the
+group marker it shows (bench/payloads.py), by bench/recorder.py. A small control API on a port of
+its own resets the records, sets the LLM's delay, waits for messages, counts LLM calls and hands
+out the prompt of a group.
 
 The process prints one JSON line with every address, then serves until SIGTERM or SIGINT.
 `Fakes` is the bench's handle on that process.
@@ -32,90 +33,56 @@ import aiohttp
 from aiohttp import web
 
 from bench.payloads import ROOT, marker_in
+from bench.recorder import Recorder, Times
 from tests.loopback import FakeLLM, FakeSlack, FakeTelegram, LoopbackServer
 
-CHANNELS = ("slack", "telegram")
 PROMPTS_KEPT = 500
 SAMPLES = 60
 
 
 @dataclass
-class Recorder:
-    """Arrival times of chat messages per channel and group marker."""
-
-    first: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {channel: {} for channel in CHANNELS}
-    )
-    first_reply: dict[str, dict[str, float]] = field(
-        default_factory=lambda: {channel: {} for channel in CHANNELS}
-    )
-    counts: collections.Counter[str] = field(default_factory=collections.Counter)
-    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
-
-    def clear(self) -> None:
-        for channel in CHANNELS:
-            self.first[channel].clear()
-            self.first_reply[channel].clear()
-        self.counts.clear()
-
-    async def record(self, channel: str, body: dict[str, Any], reply: bool, at: float) -> None:
-        """One message as it arrived; the first of each kind per group keeps its time."""
-        self.counts[f"{channel} {'replies' if reply else 'messages'}"] += 1
-        marker = marker_in(json.dumps(body, ensure_ascii=False))
-        if marker is None:
-            return
-        times = self.first_reply if reply else self.first
-        times[channel].setdefault(marker, at)
-        async with self.changed:
-            self.changed.notify_all()
-
-    def arrivals(self, markers: list[str], kind: str) -> dict[str, dict[str, float]]:
-        times = self.first_reply if kind == "reply" else self.first
-        return {ch: {m: times[ch][m] for m in markers if m in times[ch]} for ch in CHANNELS}
-
-    def complete(self, markers: list[str], kind: str) -> bool:
-        times = self.first_reply if kind == "reply" else self.first
-        return all(m in times[ch] for ch in CHANNELS for m in markers)
-
-    async def wait(self, markers: list[str], kind: str, seconds: float) -> bool:
-        """True once every marker has a message of this kind on every channel; False after
-        `seconds`."""
-        async with self.changed:
-            try:
-                async with asyncio.timeout(seconds):
-                    await self.changed.wait_for(lambda: self.complete(markers, kind))
-            except TimeoutError:
-                return False
-        return True
-
-
-@dataclass
 class RecordingSlack(FakeSlack):
-    """FakeSlack that records the arrival of every chat.postMessage."""
+    """FakeSlack that records the arrival of every chat.postMessage and chat.update."""
 
     recorder: Recorder = field(default_factory=Recorder)
 
     async def _api(self, request: web.Request) -> web.Response:
         arrived = time.monotonic()
-        if request.match_info["method"] == "chat.postMessage":
-            body = await self.read_body(request)
+        method = request.match_info["method"]
+        if method not in ("chat.postMessage", "chat.update"):
+            return await super()._api(request)
+        body = await self.read_body(request)
+        if method == "chat.postMessage":
             await self.recorder.record("slack", body, bool(body.get("thread_ts")), arrived)
-        return await super()._api(request)
+            return await super()._api(request)
+        target = self.messages.get(str(body.get("ts")))
+        response = await super()._api(request)
+        applied = json.loads(response.text or "{}").get("ok") is True
+        await self.recorder.record_edit("slack", body, target, applied, arrived)
+        return response
 
 
 @dataclass
 class RecordingTelegram(FakeTelegram):
-    """FakeTelegram that records the arrival of every sendMessage."""
+    """FakeTelegram that records the arrival of every sendMessage and editMessageText."""
 
     recorder: Recorder = field(default_factory=Recorder)
 
     async def _api(self, request: web.Request) -> web.Response:
         arrived = time.monotonic()
-        if request.match_info["method"] == "sendMessage":
-            body = await self.read_body(request)
+        method = request.match_info["method"]
+        if method not in ("sendMessage", "editMessageText"):
+            return await super()._api(request)
+        body = await self.read_body(request)
+        if method == "sendMessage":
             reply = bool(body.get("reply_parameters"))
             await self.recorder.record("telegram", body, reply, arrived)
-        return await super()._api(request)
+            return await super()._api(request)
+        target = self._find(str(body.get("chat_id")), body.get("message_id"))
+        target = dict(target) if target is not None else None  # as it was before this edit
+        response = await super()._api(request)
+        await self.recorder.record_edit("telegram", body, target, response.status == 200, arrived)
+        return response
 
 
 @dataclass
@@ -184,7 +151,7 @@ class FakePrometheus(LoopbackServer):
 
 @dataclass
 class Control(LoopbackServer):
-    """The bench's handle on the fakes: reset, wait, stats, prompt."""
+    """The bench's handle on the fakes: reset, wait, arrivals, stats, prompt."""
 
     recorder: Recorder = field(default_factory=Recorder)
     slack: RecordingSlack | None = None
@@ -195,6 +162,7 @@ class Control(LoopbackServer):
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/reset", self._reset)
         app.router.add_post("/wait", self._wait)
+        app.router.add_post("/arrivals", self._arrivals)
         app.router.add_get("/stats", self._stats)
         app.router.add_get("/prompt", self._prompt)
 
@@ -217,6 +185,11 @@ class Control(LoopbackServer):
         markers, kind = list(options["markers"]), str(options.get("kind", "first"))
         done = await self.recorder.wait(markers, kind, float(options.get("timeout", 10)))
         return web.json_response({"done": done, "arrivals": self.recorder.arrivals(markers, kind)})
+
+    async def _arrivals(self, request: web.Request) -> web.Response:
+        options = await request.json()
+        markers, kind = list(options["markers"]), str(options["kind"])
+        return web.json_response(self.recorder.arrivals(markers, kind))
 
     async def _stats(self, request: web.Request) -> web.Response:
         assert self.llm and self.prometheus
@@ -335,15 +308,22 @@ class Fakes:
 
     async def wait(
         self, markers: list[str], kind: str = "first", seconds: float = 10.0
-    ) -> tuple[bool, dict[str, dict[str, float]]]:
-        """(every marker has a message of `kind` on both channels within `seconds`, arrival
-        times so far)."""
+    ) -> tuple[bool, Times]:
+        """(every marker has an arrival of `kind` (bench/recorder.py) on both channels within
+        `seconds`, arrival times so far)."""
         options = {"markers": markers, "kind": kind, "timeout": seconds}
         client_timeout = aiohttp.ClientTimeout(total=seconds + 30)
         async with self.session.post("/wait", json=options, timeout=client_timeout) as response:
             response.raise_for_status()
             answer = await response.json()
         return bool(answer["done"]), answer["arrivals"]
+
+    async def arrivals(self, markers: list[str], kind: str) -> Times:
+        """The arrival times of `kind` so far, without waiting."""
+        async with self.session.post("/arrivals", json={"markers": markers, "kind": kind}) as r:
+            r.raise_for_status()
+            answer: Times = await r.json()
+            return answer
 
     async def stats(self) -> dict[str, Any]:
         async with self.session.get("/stats") as response:

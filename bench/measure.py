@@ -5,10 +5,9 @@
   so a stalled server cannot hide its backlog of waiting posts), then closed-loop throughput.
 - `pipeline_phase`: one notification at a time, from the start of its POST to its first chat
   message at the fakes (instant LLM); then the real prompts of a 1-alert and a 100-alert group.
-- `storm_phase`: many groups posted at once with a slow LLM, until each group's first message is
-  on both channels; then the same groups notified again (`repeat_phase`).
 
-Figures are returned as a flat dict, keyed as bench/report.py lists them.
+The storms, many groups posted at once with a slow LLM, are bench/storms.py's. Figures are
+returned as a flat dict, keyed as bench/report.py lists them.
 """
 
 from __future__ import annotations
@@ -23,8 +22,9 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from bench.fakes import CHANNELS, Fakes
+from bench.fakes import Fakes
 from bench.payloads import Notification, group, groups
+from bench.recorder import CHANNELS
 from bench.servers import WEBHOOK_TOKEN, Launcher, Server, Stores
 
 HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"}
@@ -51,6 +51,7 @@ class Bench:
     groups: int = 200
     group_size: int = 5
     llm_delay: float = 1.0
+    slow_llm_delay: float = 20.0  # the slow-LLM storm's: pages may not wait for it
     llm_concurrency: int = 16
     workers: int = 32
     warmup: int = 20
@@ -66,6 +67,11 @@ class Bench:
         """The least a storm can take: its LLM calls in waves of LLM_CONCURRENCY, the last one
         perhaps not full (200 calls, 16 at a time: 13 waves of 1 s, not 12.5)."""
         return math.ceil(self.groups / self.llm_concurrency) * self.llm_delay
+
+    @property
+    def storm_limit(self) -> float:
+        """How long a storm's messages are waited for before the missing ones count as lost."""
+        return max(60.0, 4 * self.storm_floor + 30)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -302,103 +308,5 @@ async def pipeline_phase(bench: Bench, stores: Stores) -> Figures:
         f"{figures['pipe_p50']:.1f} ms, p99 {figures['pipe_p99']:.1f} ms (both channels "
         f"{figures['pipe_all_p50']:.1f}, {figures['pipe_all_p99']:.1f}); prompt tokens: "
         f"{tokens_1} (1 alert), {tokens_100} (100 alerts)"
-    )
-    return figures
-
-
-def storm_figures(
-    markers: list[str], arrivals: dict[str, dict[str, float]], posted: ClosedLoop, began: float
-) -> Figures:
-    """Delivered (last group's first message on both channels), lost, time to first message."""
-    complete = [m for m in markers if all(m in arrivals[ch] for ch in CHANNELS)]
-    to_first = [
-        min(arrivals[ch][m] for ch in CHANNELS if m in arrivals[ch]) - posted.started[i]
-        for i, m in enumerate(markers)
-        if any(m in arrivals[ch] for ch in CHANNELS)
-    ]
-    last = max((max(arrivals[ch][m] for ch in CHANNELS) for m in complete), default=math.nan)
-    return {
-        "storm_s": last - began if len(complete) == len(markers) else math.nan,
-        "storm_lost": len(markers) - len(complete),
-        "storm_ttfm_p50": percentile(to_first, 50),
-        "storm_ttfm_p99": percentile(to_first, 99),
-        "storm_refused": others(posted.statuses),
-    }
-
-
-async def storm_phase(bench: Bench, stores: Stores) -> Figures:
-    """The storm with a slow LLM, the peak RSS after it, then the repeat on the same server.
-
-    DEDUP_WINDOW_SECONDS=1: Alertmanager's repeat of still-firing alerts has the same idempotency
-    key (group, status, and each alert's fingerprint, startsAt and endsAt, which stays the zero
-    time while it fires), so it is a new notification only once the dedup window has passed, as
-    with a `repeat_interval` longer than the window (what README asks for). A 1 s window lets the
-    repeat come seconds after the storm rather than 10 minutes.
-    """
-    notes = groups(bench.groups, bench.group_size)
-    markers = [n.marker for n in notes]
-    await bench.fakes.reset(llm_delay=bench.llm_delay)
-    env = {**bench.service_env, "DEDUP_WINDOW_SECONDS": "1"}
-    server = bench.launcher.service(stores.new_url(), env)
-    async with running(server), client() as session:
-        began = time.monotonic()
-        posted = await closed_loop(session, server, [n.body for n in notes], bench.clients)
-        limit = max(60.0, 4 * bench.storm_floor + 30)
-        _, arrivals = await bench.fakes.wait(markers, "first", seconds=limit)
-        figures = storm_figures(markers, arrivals, posted, began)
-        await drain(session, server, 300)
-        figures["storm_llm"] = (await bench.fakes.stats())["llm_calls"]
-        figures["rss_storm"] = server.peak_rss_mib()
-        bench.say(
-            f"  storm, {bench.groups} groups x {bench.group_size} alerts, LLM {bench.llm_delay:g} s"
-            f" (floor {bench.storm_floor:.1f} s): delivered in {figures['storm_s']:.2f} s, "
-            f"{figures['storm_llm']:.0f} LLM calls, {figures['storm_lost']:.0f} lost, time to "
-            f"first message p50 {figures['storm_ttfm_p50']:.2f} s, p99 "
-            f"{figures['storm_ttfm_p99']:.2f} s; peak RSS {figures['rss_storm']:.0f} MiB"
-        )
-        await asyncio.sleep(max(0.0, posted.last_answer + 1.2 - time.monotonic()))
-        figures |= await repeat_phase(bench, session, server, notes)
-    return figures
-
-
-async def repeat_phase(
-    bench: Bench, session: aiohttp.ClientSession, server: Server, notes: list[Notification]
-) -> Figures:
-    """The same bodies again: each group's still-firing alerts, past the dedup window.
-
-    Done when every group has a reply on both channels, or when the backlog has been 0 for 2 s
-    (a service that sends no reply for a repeat).
-    """
-    markers = [n.marker for n in notes]
-    await bench.fakes.reset(llm_delay=bench.llm_delay)
-    began = time.monotonic()
-    posted = await closed_loop(session, server, [n.body for n in notes], bench.clients)
-    ended, idle_since = math.nan, math.nan
-    arrivals: dict[str, dict[str, float]] = {}
-    while time.monotonic() - began < max(60.0, 4 * bench.storm_floor + 30):
-        done, arrivals = await bench.fakes.wait(markers, "reply", seconds=0.5)
-        if done:
-            ended = max(max(times.values()) for times in arrivals.values())
-            break
-        if await backlog(session, server) != 0:
-            idle_since = math.nan
-        elif math.isnan(idle_since):
-            idle_since = time.monotonic()
-        elif time.monotonic() - idle_since >= 2:
-            ended = idle_since
-            break
-    await drain(session, server, 300)
-    replied = sum(all(m in arrivals.get(ch, {}) for ch in CHANNELS) for m in markers)
-    figures = {
-        "repeat_llm": (await bench.fakes.stats())["llm_calls"],
-        "repeat_s": ended - began,
-        "repeat_duplicates": posted.statuses[200],
-        "repeat_replied": replied,
-        "repeat_refused": others(posted.statuses) - posted.statuses[200],
-    }
-    bench.say(
-        f"  repeat of the {len(notes)} groups: {figures['repeat_llm']:.0f} LLM calls, "
-        f"processed in {figures['repeat_s']:.2f} s, {replied} groups got a reply on both "
-        f"channels, {figures['repeat_duplicates']:.0f} answered as HTTP duplicates"
     )
     return figures

@@ -42,10 +42,11 @@ def _template() -> dict[str, Any]:
     return loaded
 
 
-def group(size: int) -> Notification:
+def group(size: int, severity: str = "critical") -> Notification:
     """A firing group of `size` APIDown alerts on one new exchange, one per instance.
 
-    Each alert is the fixture's, with its own instance, fingerprint and annotations; the group's
+    Each alert is the fixture's, with its own instance, fingerprint, annotations and `severity`
+    label (the fixture's is critical; the service pages critical groups first); the group's
     key, labels and common labels are what Alertmanager would send for `group_by: [alertname,
     exchange]`.
     """
@@ -55,7 +56,7 @@ def group(size: int) -> Notification:
     for index in range(size):
         alert = copy.deepcopy(template["alerts"][0])
         instance = f"10.{index // 250}.{index % 250}.7:9100"
-        alert["labels"].update({"exchange": marker, "instance": instance})
+        alert["labels"].update({"exchange": marker, "instance": instance, "severity": severity})
         alert["annotations"] = {
             "summary": f"{marker} API is down",
             "description": f"{marker} has been unreachable from {instance} for 30s",
@@ -74,5 +75,5 @@ def group(size: int) -> Notification:
     return Notification(marker, json.dumps(body).encode())
 
 
-def groups(count: int, size: int) -> list[Notification]:
-    return [group(size) for _ in range(count)]
+def groups(count: int, size: int, severity: str = "critical") -> list[Notification]:
+    return [group(size, severity) for _ in range(count)]
