@@ -25,7 +25,6 @@ from app.doorbell import Doorbell
 from app.enrich import Enricher
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, Diagnosis, DiagnosisSource, MetricContext
-from app.priority import REST
 from app.rules import diagnose as rule_diagnosis
 from app.store import DiagnosisJob, LeaseLostError, Store, StoreError
 
@@ -149,7 +148,7 @@ class DiagnosisLane:
             previous = self._latency if self._latency is not None else elapsed
             self._latency = previous + LATENCY_WEIGHT * (elapsed - previous)
             result = DiagnosisResult(diagnosis=diagnosis, source=source)
-        edit_queued = await self._store.answer_diagnosis(job.claim, result.model_dump_json(), REST)
+        edit_queued = await self._store.answer_diagnosis(job.claim, result.model_dump_json())
         if edit_queued:
             self.on_edit_queued()
         event = self._answered.get(job.claim.notification_id)

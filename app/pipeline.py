@@ -43,6 +43,9 @@ CONTEXTS = TypeAdapter(list[MetricContext])
 # Of PAGE_WITHIN_SECONDS, what the sending itself may need: a page stops waiting for the model
 # this long before its promise, so that it is on the channels, not just leaving, in time.
 SEND_MARGIN_SECONDS = 0.5
+# An edit holds its group's later notifications while it waits to be retried, and it only
+# improves a message already sent: one retry (after 5 s), then the message stays as it is.
+EDIT_MAX_ATTEMPTS = 2
 
 
 class RetryLaterError(Exception):
@@ -140,8 +143,11 @@ class Pipeline:
             log.warning("edit %s: its page is gone (purged), nothing to edit", stored.id)
             return
         if not target.incident_open:
-            for channel in self._dispatcher.channels:
-                self._metrics.diagnosis_edits.labels(channel=channel, outcome="superseded").inc()
+            for channel, delivery in (await self._store.deliveries(target_id)).items():
+                if delivery.status == "sent":
+                    self._metrics.diagnosis_edits.labels(
+                        channel=channel, outcome="superseded"
+                    ).inc()
             log.info("edit %s: the incident resolved first, its messages stay", stored.id)
             return
         result = DiagnosisResult.model_validate_json(stored.payload)
@@ -149,8 +155,15 @@ class Pipeline:
         final = page.model_copy(update={"diagnosis": result.diagnosis, "source": result.source})
         await self._store.revise(lease.claim, target_id, final.model_dump_json())
         report = await self._dispatcher.edit(final, target_id, lease)
-        if report.retryable:
+        if report.retryable and stored.attempts < EDIT_MAX_ATTEMPTS:
             raise RetryLaterError(_reasons(report.retryable))
+        if report.retryable:
+            log.warning(
+                "edit %s: giving up after %d attempts, the message keeps its preliminary text: %s",
+                stored.id,
+                stored.attempts,
+                _reasons(report.retryable),
+            )
 
 
 def _reasons(failures: dict[str, str]) -> str:

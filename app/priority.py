@@ -1,10 +1,14 @@
 """Which pending work goes first: critical pages, then warnings, then the rest.
 
-Every notification gets a rank when it is accepted, from the most severe alert it fires (a
-notification that only resolves is not a page and ranks with the rest, as do diagnosis edits).
-Workers take the lowest rank first, keeping each group's order. Waiting lowers a rank by one every
-AGING_SECONDS, so nothing starves: under a flood of fresh critical pages a warning waits at most
-two AGING_SECONDS, the rest four, before it competes as a critical page would.
+Every notification gets a rank when it is accepted, from the most severe alert it carries (the
+resolve of a critical alert goes with the critical pages, so it never holds back an escalation
+queued behind it in its group); a diagnosis edit takes its page's rank. Workers take the lowest
+rank first, keeping each group's order. Waiting lowers a rank by one every AGING_SECONDS, so
+nothing starves: under a flood of fresh critical pages a warning waits at most two AGING_SECONDS,
+the rest four, before it competes as a critical page would.
+
+Rank minus waiting time orders rows the same as `priority(rank, accepted_at)`, a number fixed at
+insert: the store indexes it, and a claim reads the first claimable row in that index.
 """
 
 from __future__ import annotations
@@ -17,5 +21,11 @@ AGING_SECONDS = 30.0
 
 
 def rank(payload: AlertmanagerPayload) -> int:
-    """The rank of the most severe firing alert; REST when nothing fires."""
-    return min((SEVERITY_RANK.get(a.severity, REST) for a in payload.firing), default=REST)
+    """The rank of the most severe alert it carries; REST for unknown severities."""
+    return min((SEVERITY_RANK.get(a.severity, REST) for a in payload.alerts), default=REST)
+
+
+def priority(rank: int, accepted_at: float) -> float:
+    """Lower goes first: `rank - (now - accepted_at) / AGING_SECONDS` in units of AGING_SECONDS,
+    without `now`, which is the same for every row."""
+    return rank * AGING_SECONDS + accepted_at

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from app.incident import Transition
-from app.priority import AGING_SECONDS, REST, SEVERITY_RANK
+from app.priority import AGING_SECONDS, SEVERITY_RANK
 from app.store import LeaseLostError
 from tests.test_store import backend, opening, store  # noqa: F401 - the shared fixtures
 
@@ -44,7 +44,7 @@ async def test_an_answer_ready_before_the_page_decides_is_taken_and_owes_no_edit
     page = await page_claimed(store)
     await store.queue_diagnosis(page.claim, "[]", CRITICAL)
     job = await store.claim_diagnosis("lane", 60)
-    assert await store.answer_diagnosis(job.claim, '{"answer": 1}', REST) is False
+    assert await store.answer_diagnosis(job.claim, '{"answer": 1}') is False
     assert await store.take_diagnosis(page.claim) == '{"answer": 1}'
     await store.finish(page.claim)
     assert await store.claim("w", 30) is None, "no edit was queued"
@@ -57,7 +57,7 @@ async def test_an_answer_after_the_page_went_without_it_queues_one_edit_after_th
     await store.queue_diagnosis(page.claim, "[]", CRITICAL)
     assert await store.take_diagnosis(page.claim) is None, "not answered: the page goes now"
     job = await store.claim_diagnosis("lane", 60)
-    assert await store.answer_diagnosis(job.claim, '{"answer": 2}', REST) is True
+    assert await store.answer_diagnosis(job.claim, '{"answer": 2}') is True
     assert await store.take_diagnosis(page.claim) is None, "once detached, the edit carries it"
     assert await store.claim("w", 30) is None, "the edit waits for its page to finish"
     await store.finish(page.claim)
@@ -75,7 +75,7 @@ async def test_the_page_deciding_and_the_lane_answering_at_once_never_lose_the_a
         await store.queue_diagnosis(page.claim, "[]", CRITICAL)
         job = await store.claim_diagnosis("lane", 60)
         taken, edit_queued = await asyncio.gather(
-            store.take_diagnosis(page.claim), store.answer_diagnosis(job.claim, '"a"', REST)
+            store.take_diagnosis(page.claim), store.answer_diagnosis(job.claim, '"a"')
         )
         assert (taken is not None) != edit_queued, "exactly one of: taken, or owed as an edit"
         await store.finish(page.claim)
@@ -96,8 +96,8 @@ async def test_a_diagnosis_whose_lane_worker_died_is_taken_again_and_the_dead_on
     again = await store.claim_diagnosis("lane", 50)
     assert again is not None and again.claim.token > dead.claim.token
     with pytest.raises(LeaseLostError):
-        await store.answer_diagnosis(dead.claim, '"late"', REST)
-    assert await store.answer_diagnosis(again.claim, '"fresh"', REST) is False
+        await store.answer_diagnosis(dead.claim, '"late"')
+    assert await store.answer_diagnosis(again.claim, '"fresh"') is False
 
 
 async def test_the_lane_takes_critical_diagnoses_before_earlier_warnings(store) -> None:
@@ -153,3 +153,18 @@ async def test_an_edit_sees_whether_its_pages_incident_is_still_open(store) -> N
     ends = Transition(kind="resolved", group_id="g", incident_id=incident, firing=frozenset())
     await store.save_enrichment(resolve.claim, "{}", ends)
     assert (await store.edit_target(page.id)).incident_open is False
+
+
+async def test_an_edit_takes_its_pages_rank_so_a_critical_group_is_not_held_behind_warnings(
+    store,
+) -> None:
+    page = await page_claimed(store, "k", "critical-group", CRITICAL)
+    await store.queue_diagnosis(page.claim, "[]", CRITICAL)
+    assert await store.take_diagnosis(page.claim) is None
+    await store.finish(page.claim)
+    for i in range(3):
+        await store.accept(f"w{i}", f"warning-{i}", "warning", 600, WARNING)
+    job = await store.claim_diagnosis("lane", 60)
+    assert await store.answer_diagnosis(job.claim, '"answer"') is True
+    first = await store.claim("w", 30)
+    assert first.kind == "edit", "the critical page's edit goes before the warnings"

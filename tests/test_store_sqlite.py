@@ -130,3 +130,19 @@ async def test_a_failed_commit_leaves_no_transaction_open(tmp_path: Path) -> Non
     assert not store._conn.in_transaction
     assert not (await store.accept("k", "g", "{}", 600)).duplicate
     await store.close()
+
+
+async def test_after_a_reboot_a_diagnosis_running_before_it_is_taken_again_at_once(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    before = await SQLiteStore.open(url, lease_clock=lambda: 90_000.0, boot="boot-a")
+    await before.accept("k", "g", "{}", 600)
+    page = await before.claim("w", 30)
+    await before.queue_diagnosis(page.claim, "[]", 0)
+    assert await before.claim_diagnosis("lane", 50) is not None
+    await before.close()
+    after = await SQLiteStore.open(url, lease_clock=lambda: 10.0, boot="boot-b")
+    job = await after.claim_diagnosis("lane", 50)
+    await after.close()
+    assert job is not None, "the old boot's lease means nothing after a reboot"

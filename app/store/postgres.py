@@ -147,6 +147,7 @@ class PostgresStore(PostgresDiagnoses):
             window=window,
             lock=GROUP_LOCK,
             rank=rank,
+            aging=AGING_SECONDS,
         )
 
         async def accept(conn: Conn) -> Accepted:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
+from app.priority import AGING_SECONDS
 from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError
 from app.store.postgres_db import Conn, Database
 from app.store.postgres_schema import ANSWER_DIAGNOSIS, CHANNEL, CLAIM_DIAGNOSIS, QUEUE_EDIT
@@ -34,8 +35,9 @@ class PostgresDiagnoses:
 
         async def queue(conn: Conn) -> None:
             await conn.execute(
-                "INSERT INTO diagnoses (notification_id, rank, context)"
-                " VALUES (%(id)s, %(rank)s, %(context)s) ON CONFLICT (notification_id) DO NOTHING",
+                "INSERT INTO diagnoses (notification_id, rank, priority, context)"
+                " SELECT id, %(rank)s, priority, %(context)s FROM notifications WHERE id = %(id)s"
+                " ON CONFLICT (notification_id) DO NOTHING",
                 params,
             )
             await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
@@ -70,9 +72,9 @@ class PostgresDiagnoses:
         claim = Claim(notification_id, owner, fence)
         return DiagnosisJob(payload, context, max(0.0, float(age)), claim)
 
-    async def answer_diagnosis(self, claim: Claim, result: str, edit_rank: int) -> bool:
+    async def answer_diagnosis(self, claim: Claim, result: str) -> bool:
         params = self._params(
-            id=claim.notification_id, fence=claim.token, result=result, rank=edit_rank
+            id=claim.notification_id, fence=claim.token, result=result, aging=AGING_SECONDS
         )
 
         async def answer(conn: Conn) -> bool:

@@ -90,9 +90,15 @@ CREATE TABLE IF NOT EXISTS heartbeat (
 ALTER TABLE notifications ADD COLUMN IF NOT EXISTS kind TEXT NOT NULL DEFAULT 'alert';
 ALTER TABLE notifications ADD COLUMN IF NOT EXISTS target_id BIGINT;
 ALTER TABLE notifications ADD COLUMN IF NOT EXISTS rank INTEGER NOT NULL DEFAULT 4;
+ALTER TABLE notifications ADD COLUMN IF NOT EXISTS priority DOUBLE PRECISION;
+UPDATE notifications SET priority = extract(epoch FROM received_at) - 1e10 WHERE priority IS NULL;
+ALTER TABLE notifications ALTER COLUMN priority SET NOT NULL;
+CREATE INDEX IF NOT EXISTS notifications_priority ON notifications (priority, id)
+    WHERE state IN ('pending', 'processing');
 CREATE TABLE IF NOT EXISTS diagnoses (
     notification_id BIGINT PRIMARY KEY REFERENCES notifications (id) ON DELETE CASCADE,
     rank INTEGER NOT NULL,
+    priority DOUBLE PRECISION NOT NULL,
     context TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'running', 'answered')),
     owner TEXT,
@@ -101,7 +107,7 @@ CREATE TABLE IF NOT EXISTS diagnoses (
     detached BOOLEAN NOT NULL DEFAULT false,
     result TEXT
 );
-CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (rank, notification_id)
+CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (priority)
     WHERE state IN ('queued', 'running')
 """
 
@@ -117,7 +123,7 @@ WITH next AS (
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
-    ORDER BY n.rank - extract(epoch FROM {NOW} - n.received_at) / %(aging)s, n.id
+    ORDER BY n.priority, n.id
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -129,12 +135,12 @@ RETURNING n.id, n.group_id, n.payload, n.attempts, n.enrichment, n.incident_id, 
     n.target_id, extract(epoch FROM {NOW} - n.received_at)
 """
 
-# The LLM lane (see SQLiteDiagnoses for the protocol): most severe first, then oldest.
+# The LLM lane (see SQLiteDiagnoses for the protocol), in its pages' priority.
 CLAIM_DIAGNOSIS = f"""
 WITH next AS (
     SELECT notification_id FROM diagnoses
     WHERE state = 'queued' OR (state = 'running' AND lease_until < {NOW})
-    ORDER BY rank, notification_id
+    ORDER BY priority
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 )
@@ -153,8 +159,10 @@ WHERE notification_id = %(id)s AND fence = %(fence)s AND state = 'running'
 RETURNING detached
 """
 QUEUE_EDIT = f"""
-INSERT INTO notifications (idem_key, group_id, payload, received_at, kind, target_id, rank)
-SELECT 'edit:' || id, group_id, %(result)s, {NOW}, 'edit', id, %(rank)s
+INSERT INTO notifications
+    (idem_key, group_id, payload, received_at, kind, target_id, rank, priority)
+SELECT 'edit:' || id, group_id, %(result)s, {NOW}, 'edit', id, rank,
+    rank * %(aging)s + extract(epoch FROM {NOW})
 FROM notifications WHERE id = %(id)s
 """
 
@@ -172,8 +180,9 @@ ACCEPTED_BEFORE = (
     f" AND received_at >= {NOW} - make_interval(secs => %(window)s) LIMIT 1"
 )
 ACCEPT = (
-    "INSERT INTO notifications (idem_key, group_id, payload, received_at, rank)"
-    f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}, %(rank)s) RETURNING id"
+    "INSERT INTO notifications (idem_key, group_id, payload, received_at, rank, priority)"
+    f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}, %(rank)s,"
+    f" %(rank)s * %(aging)s + extract(epoch FROM {NOW})) RETURNING id"
 )
 
 # Retention, a batch at a time (see PostgresStore.purge).

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from app.incident import Incident, Transition
-from app.priority import AGING_SECONDS, REST
+from app.priority import REST, priority
 from app.store.base import (
     Accepted,
     Claim,
@@ -156,9 +156,10 @@ class SQLiteStore(SQLiteDiagnoses):
             if row is not None:
                 return Accepted(id=row[0], duplicate=True)
             cursor = conn.execute(
-                "INSERT INTO notifications (idem_key, group_id, payload, received_at, rank)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, group_id, payload, now, rank),
+                "INSERT INTO notifications"
+                " (idem_key, group_id, payload, received_at, rank, priority)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (key, group_id, payload, now, rank, priority(rank, now)),
             )
             return Accepted(id=int(cursor.lastrowid or 0), duplicate=False)
 
@@ -171,7 +172,6 @@ class SQLiteStore(SQLiteDiagnoses):
             "now": now,
             "lease_until": now + lease,
             "wall": self._clock(),
-            "aging": AGING_SECONDS,
         }
 
         def claim(conn: sqlite3.Connection) -> StoredNotification | None:

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
+from app.priority import AGING_SECONDS
 from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError
 from app.store.sqlite_schema import ANSWER_DIAGNOSIS, CLAIM_DIAGNOSIS, QUEUE_EDIT
 
@@ -33,9 +34,10 @@ class SQLiteDiagnoses:
         await self._held(
             claim,
             lambda c: c.execute(
-                "INSERT INTO diagnoses (notification_id, rank, context) VALUES (?, ?, ?)"
+                "INSERT INTO diagnoses (notification_id, rank, priority, context)"
+                " SELECT id, ?, priority, ? FROM notifications WHERE id = ?"
                 " ON CONFLICT (notification_id) DO NOTHING",
-                (claim.notification_id, rank, context),
+                (rank, context, claim.notification_id),
             ),
         )
 
@@ -77,7 +79,7 @@ class SQLiteDiagnoses:
 
         return await self._tx(claim)
 
-    async def answer_diagnosis(self, claim: Claim, result: str, edit_rank: int) -> bool:
+    async def answer_diagnosis(self, claim: Claim, result: str) -> bool:
         def answer(conn: sqlite3.Connection) -> bool:
             row = conn.execute(
                 ANSWER_DIAGNOSIS, (result, claim.notification_id, claim.token)
@@ -86,7 +88,13 @@ class SQLiteDiagnoses:
                 raise LeaseLostError(f"diagnosis of {claim.notification_id}: claim taken over")
             if not row[0]:
                 return False
-            conn.execute(QUEUE_EDIT, (result, self._clock(), edit_rank, claim.notification_id))
+            params = {
+                "result": result,
+                "now": self._clock(),
+                "aging": AGING_SECONDS,
+                "id": claim.notification_id,
+            }
+            conn.execute(QUEUE_EDIT, params)
             return True
 
         return await self._tx(answer)

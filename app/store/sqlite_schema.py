@@ -27,11 +27,14 @@ CREATE TABLE IF NOT EXISTS notifications (
     incident_id INTEGER,
     kind TEXT NOT NULL DEFAULT 'alert',
     target_id INTEGER,
-    rank INTEGER NOT NULL DEFAULT 4
+    rank INTEGER NOT NULL DEFAULT 4,
+    priority REAL NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS notifications_idem ON notifications (idem_key, received_at);
 CREATE INDEX IF NOT EXISTS notifications_open ON notifications (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS notifications_group ON notifications (group_id, id);
+CREATE INDEX IF NOT EXISTS notifications_priority ON notifications (priority, id)
+    WHERE state IN ('pending', 'processing');
 CREATE TABLE IF NOT EXISTS deliveries (
     notification_id INTEGER NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
     channel TEXT NOT NULL,
@@ -68,6 +71,7 @@ CREATE TABLE IF NOT EXISTS incident_refs (
 CREATE TABLE IF NOT EXISTS diagnoses (
     notification_id INTEGER PRIMARY KEY REFERENCES notifications (id) ON DELETE CASCADE,
     rank INTEGER NOT NULL,
+    priority REAL NOT NULL,
     context TEXT NOT NULL,
     state TEXT NOT NULL DEFAULT 'queued',
     owner TEXT,
@@ -76,7 +80,7 @@ CREATE TABLE IF NOT EXISTS diagnoses (
     detached INTEGER NOT NULL DEFAULT 0,
     result TEXT
 );
-CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (state, rank, notification_id);
+CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (state, priority);
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at REAL NOT NULL
@@ -92,6 +96,7 @@ ADDED_COLUMNS = {
     "kind": "ALTER TABLE notifications ADD COLUMN kind TEXT NOT NULL DEFAULT 'alert'",
     "target_id": "ALTER TABLE notifications ADD COLUMN target_id INTEGER",
     "rank": "ALTER TABLE notifications ADD COLUMN rank INTEGER NOT NULL DEFAULT 4",
+    "priority": "ALTER TABLE notifications ADD COLUMN priority REAL NOT NULL DEFAULT 0",
 }
 
 # Version 1 (before incidents and fencing): its group state and thread references become open
@@ -124,6 +129,8 @@ def migrate(conn: sqlite3.Connection, boot: str) -> None:
     for column, statement in ADDED_COLUMNS.items():
         if columns and column not in columns:
             conn.execute(statement)
+    if columns and "priority" not in columns:  # what was waiting goes first, in arrival order
+        conn.execute("UPDATE notifications SET priority = received_at - 1e10")
     for statement in filter(str.strip, SCHEMA.split(";")):
         conn.execute(statement)
     if "groups" in tables:
@@ -134,6 +141,7 @@ def migrate(conn: sqlite3.Connection, boot: str) -> None:
     if row is None or row[0] != boot:
         # Lease and retry times of another boot mean nothing now: its holders are gone.
         conn.execute("UPDATE notifications SET lease_until = 0, next_attempt_at = 0")
+        conn.execute("UPDATE diagnoses SET lease_until = 0")
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('boot', ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -147,17 +155,18 @@ SET state = 'processing', owner = :owner, lease_until = :lease_until, attempts =
     fence = fence + 1
 WHERE id = (
     SELECT n.id FROM notifications n
-    WHERE ((n.state = 'pending' AND n.next_attempt_at <= :now)
+    WHERE n.state IN ('pending', 'processing')
+      AND ((n.state = 'pending' AND n.next_attempt_at <= :now)
            OR (n.state = 'processing' AND n.lease_until < :now))
       AND NOT EXISTS (
           SELECT 1 FROM notifications e
           WHERE e.group_id = n.group_id AND e.id < n.id AND e.state IN ('pending', 'processing'))
-    ORDER BY n.rank - (:wall - n.received_at) / :aging, n.id LIMIT 1)
+    ORDER BY n.priority, n.id LIMIT 1)
 RETURNING id, group_id, payload, attempts, enrichment, incident_id, fence, kind, target_id,
     :wall - received_at
 """
 
-# The LLM lane's next diagnosis: most severe first, then oldest; a run whose lease ran out
+# The LLM lane's next diagnosis, in its page's priority; a run whose lease ran out
 # (its process died) is taken again.
 CLAIM_DIAGNOSIS = """
 UPDATE diagnoses
@@ -165,7 +174,7 @@ SET state = 'running', owner = :owner, lease_until = :lease_until, fence = fence
 WHERE notification_id = (
     SELECT notification_id FROM diagnoses
     WHERE state = 'queued' OR (state = 'running' AND lease_until < :now)
-    ORDER BY rank, notification_id LIMIT 1)
+    ORDER BY priority LIMIT 1)
 RETURNING notification_id, fence, context
 """
 ANSWER_DIAGNOSIS = """
@@ -173,10 +182,13 @@ UPDATE diagnoses SET state = 'answered', result = ?, owner = NULL, lease_until =
 WHERE notification_id = ? AND fence = ? AND state = 'running'
 RETURNING detached
 """
-# The edit a detached diagnosis owes its page: queued in the page's group, after the page.
+# The edit a detached diagnosis owes its page: queued in the page's group, after the page, with
+# the page's rank.
 QUEUE_EDIT = """
-INSERT INTO notifications (idem_key, group_id, payload, received_at, kind, target_id, rank)
-SELECT 'edit:' || id, group_id, ?, ?, 'edit', id, ? FROM notifications WHERE id = ?
+INSERT INTO notifications
+    (idem_key, group_id, payload, received_at, kind, target_id, rank, priority)
+SELECT 'edit:' || id, group_id, :result, :now, 'edit', id, rank, rank * :aging + :now
+FROM notifications WHERE id = :id
 """
 
 # What a claim's holder may do with its notification (SET clauses; the fence is checked).
