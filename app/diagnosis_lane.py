@@ -68,7 +68,9 @@ class DiagnosisLane:
         self._tasks: list[asyncio.Task[None]] = []
         self._answered: dict[int, asyncio.Event] = {}
         self._running = 0
-        self._promised = 0
+        # Diagnoses queued and not yet answered, as far as this process knows (its own pages'
+        # queueing, its lane's answers); set right whenever the lane finds the queue empty.
+        self._backlog = 0
         self._latency: float | None = None
         self.on_edit_queued: Callable[[], None] = _nothing  # the page workers' wake (runtime)
 
@@ -86,23 +88,27 @@ class DiagnosisLane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def queued(self) -> None:
+        """A page queued a diagnosis."""
+        self._backlog += 1
+        self.wake()
+
     async def wait_for(self, notification_id: int, seconds: float) -> bool:
-        """Wait up to `seconds` for the diagnosis of the page, when it can start at once and the
-        model's recent answer time fits; False without waiting otherwise."""
-        if seconds <= 0 or self._running + self._promised >= self._concurrency:
-            return False
-        if self._latency is not None and self._latency > seconds:
+        """Wait up to `seconds` for the page's diagnosis (queued just before) when the lane should
+        answer it in that time: the diagnoses ahead of it, in rounds of LLM_CONCURRENCY, times the
+        model's recent answer time (before the first answer: only when it starts at once). False
+        at once otherwise."""
+        rounds = max(0, self._backlog - 1) // self._concurrency + 1
+        expected = self._latency * rounds if self._latency is not None else None
+        if seconds <= 0 or (expected is None and rounds > 1) or (expected or 0) > seconds:
             return False
         event = self._answered.setdefault(notification_id, asyncio.Event())
-        self._promised += 1
-        self.wake()
         try:
             await asyncio.wait_for(event.wait(), seconds)
             return True
         except TimeoutError:
             return False
         finally:
-            self._promised -= 1
             self._answered.pop(notification_id, None)
 
     async def _loop(self, index: int) -> None:
@@ -113,7 +119,8 @@ class DiagnosisLane:
             except StoreError as exc:
                 log.error("cannot claim a diagnosis from the store: %s", exc)
                 job = None
-            if job is None:
+            if job is None:  # nothing queued: what is ahead of a new page is what runs
+                self._backlog = self._running
                 await self._doorbell.wait(IDLE_POLL_SECONDS)
                 continue
             self._running += 1
@@ -125,6 +132,7 @@ class DiagnosisLane:
                 log.exception("diagnosis of notification %s failed", job.claim.notification_id)
             finally:
                 self._running -= 1
+                self._backlog = max(0, self._backlog - 1)
 
     async def _answer(self, job: DiagnosisJob) -> None:
         payload = AlertmanagerPayload.model_validate_json(job.payload)

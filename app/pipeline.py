@@ -124,7 +124,7 @@ class Pipeline:
             return await self._enricher.diagnose(payload, contexts)
         context = CONTEXTS.dump_json(contexts).decode()
         await self._store.queue_diagnosis(lease.claim, context, rank(payload))
-        self._lane.wake()
+        self._lane.queued()
         promise = self._page_within - min(SEND_MARGIN_SECONDS, self._page_within / 4)
         remaining = accepted + promise - time.monotonic()
         await self._lane.wait_for(stored.id, remaining)
