@@ -139,7 +139,7 @@ RETURNING n.id, n.group_id, n.payload, n.attempts, n.enrichment, n.incident_id, 
 CLAIM_DIAGNOSIS = f"""
 WITH next AS (
     SELECT notification_id FROM diagnoses
-    WHERE state = 'queued' OR (state = 'running' AND lease_until < {NOW})
+    WHERE state IN ('queued', 'running') AND (state = 'queued' OR lease_until < {NOW})
     ORDER BY priority
     LIMIT 1
     FOR UPDATE SKIP LOCKED

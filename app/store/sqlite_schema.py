@@ -80,7 +80,8 @@ CREATE TABLE IF NOT EXISTS diagnoses (
     detached INTEGER NOT NULL DEFAULT 0,
     result TEXT
 );
-CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (state, priority);
+CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (priority)
+    WHERE state IN ('queued', 'running');
 CREATE TABLE IF NOT EXISTS heartbeat (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     at REAL NOT NULL
@@ -154,7 +155,7 @@ UPDATE notifications
 SET state = 'processing', owner = :owner, lease_until = :lease_until, attempts = attempts + 1,
     fence = fence + 1
 WHERE id = (
-    SELECT n.id FROM notifications n
+    SELECT n.id FROM notifications n INDEXED BY notifications_priority
     WHERE n.state IN ('pending', 'processing')
       AND ((n.state = 'pending' AND n.next_attempt_at <= :now)
            OR (n.state = 'processing' AND n.lease_until < :now))
@@ -173,7 +174,7 @@ UPDATE diagnoses
 SET state = 'running', owner = :owner, lease_until = :lease_until, fence = fence + 1
 WHERE notification_id = (
     SELECT notification_id FROM diagnoses
-    WHERE state = 'queued' OR (state = 'running' AND lease_until < :now)
+    WHERE state IN ('queued', 'running') AND (state = 'queued' OR lease_until < :now)
     ORDER BY priority LIMIT 1)
 RETURNING notification_id, fence, context
 """
