@@ -33,6 +33,8 @@ class PostgresDiagnoses:
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
         params = {"id": claim.notification_id, "rank": rank, "context": context}
 
+        # No NOTIFY: this replica's lane is woken directly, and a NOTIFY would wake every
+        # replica's page workers for nothing; other lanes find it at their next poll (1 s).
         async def queue(conn: Conn) -> None:
             await conn.execute(
                 "INSERT INTO diagnoses (notification_id, rank, priority, context)"
@@ -40,7 +42,6 @@ class PostgresDiagnoses:
                 " ON CONFLICT (notification_id) DO NOTHING",
                 params,
             )
-            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
         await self._held(claim, queue)
 
