@@ -61,6 +61,9 @@ def ha_env(fakes: Fakes, store_url: str, **extra: str) -> dict[str, str]:
         "STORE_URL": store_url,
         "LEASE_SECONDS": str(LEASE_SECONDS),
         "LLM_TIMEOUT_SECONDS": str(LLM_BUDGET_SECONDS),
+        # Pages wait for their diagnosis here, so a stalled worker holds a claim across the LLM
+        # call, which is what the fencing tests stop it in (page-first: test_e2e_page_first.py).
+        "PAGE_WITHIN_SECONDS": "60",
         "CONTEXT_WINDOW_MINUTES": "1",
         "PROMETHEUS_URL": "http://127.0.0.1:9",  # nothing there: "metrics unavailable", at once
         **extra,
@@ -296,7 +299,8 @@ async def test_a_stopped_replica_whose_lease_was_taken_over_sends_nothing_more(
     try:
         await eventually(
             lambda: len(ha_fakes.llm.requests) == 2,
-            timeout=LEASE_SECONDS + 10,
+            # The stalled replica's LLM lane holds the diagnosis for LLM_TIMEOUT + LEASE seconds.
+            timeout=LEASE_SECONDS + LLM_BUDGET_SECONDS + LEASE_SECONDS + 10,
             what="the other replica taking the claim over",
         )
         if resumed == "after-the-other-delivered":
@@ -346,7 +350,10 @@ async def test_a_killed_replicas_claim_is_taken_over_and_delivered_exactly_once(
 
     killed_at = time.monotonic()
     await asyncio.to_thread(replicas.processes[replicas.replica_name(holder)].kill)
-    budget = LEASE_SECONDS + LLM_BUDGET_SECONDS
+    # The dead replica's LLM lane held the diagnosis for LLM_TIMEOUT + LEASE seconds; then the
+    # other replica's lane asks again (the fake answers at once) and its page, waiting for it
+    # here (PAGE_WITHIN_SECONDS=60), goes out.
+    budget = LEASE_SECONDS + LLM_BUDGET_SECONDS + 1
     await eventually(
         lambda: len(ha_fakes.llm.requests) == 2, timeout=budget + 10, what="the takeover"
     )
@@ -470,7 +477,7 @@ async def test_replicas_started_together_on_an_empty_database_create_the_schema_
 
     with psycopg.connect(url) as conn:
         meta = conn.execute("SELECT key, value FROM alert_enricher_meta").fetchall()
-    assert meta == [("schema_version", "1")]
+    assert meta == [("schema_version", "2")]
     server_log = postgres_server.log.read_bytes()[log_start:].decode(errors="replace")
     assert [line for line in error_lines(server_log) if database in line] == []
     for replica in range(stack.replicas):
