@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,19 +114,15 @@ class Dispatcher:
             report.skipped.append(name)
             return
         progress = self._progress(name, previous, lease)
-        try:
-            ref = await notifier.edit(notification, Sent(page.ref, page.steps), progress)
-        except NotifyError as exc:
-            self._failed(name, notification, exc.reason, exc.retryable, report)
+        sent, ref = await self._attempt(
+            name,
+            notification,
+            lease,
+            report,
+            lambda: notifier.edit(notification, Sent(page.ref, page.steps), progress),
+        )
+        if not sent:
             self._metrics.diagnosis_edits.labels(channel=name, outcome="failed").inc()
-            if not exc.retryable:
-                await self._store.record_delivery(lease.claim, name, "failed", None, exc.reason)
-            return
-        except (LeaseLostError, StoreError):
-            raise
-        except Exception as exc:  # a bug in one channel must not stop the others
-            log.exception("%s notifier raised unexpectedly while editing", name)
-            self._failed(name, notification, f"{type(exc).__name__}: {exc}", True, report)
             return
         await self._store.record_delivery(lease.claim, name, "sent", ref, None)
         report.sent.append(name)
@@ -152,18 +148,10 @@ class Dispatcher:
             return
         thread = await self._thread(notification, name)
         progress = self._progress(name, previous, lease)
-        try:
-            ref = await notifier.send(notification, thread, progress)
-        except NotifyError as exc:
-            self._failed(name, notification, exc.reason, exc.retryable, report)
-            if not exc.retryable and lease is not None:
-                await self._store.record_delivery(lease.claim, name, "failed", None, exc.reason)
-            return
-        except (LeaseLostError, StoreError):
-            raise
-        except Exception as exc:  # a bug in one channel must not stop the others
-            log.exception("%s notifier raised unexpectedly", name)
-            self._failed(name, notification, f"{type(exc).__name__}: {exc}", True, report)
+        sent, ref = await self._attempt(
+            name, notification, lease, report, lambda: notifier.send(notification, thread, progress)
+        )
+        if not sent:
             return
         if lease is not None:
             opens_thread = thread is None and notification.kind in ("new", "escalation")
@@ -177,6 +165,29 @@ class Dispatcher:
             self._metrics.time_to_page.labels(severity=severity).observe(
                 time.monotonic() - accepted
             )
+
+    async def _attempt(
+        self,
+        name: str,
+        notification: EnrichedNotification,
+        lease: Lease | None,
+        report: DeliveryReport,
+        call: Callable[[], Awaitable[str | None]],
+    ) -> tuple[bool, str | None]:
+        """One channel's send or edit: (True, its reference), or (False, None) with the failure
+        reported (a permanent one also recorded). A lost claim or a store error propagates."""
+        try:
+            return True, await call()
+        except NotifyError as exc:
+            self._failed(name, notification, exc.reason, exc.retryable, report)
+            if not exc.retryable and lease is not None:
+                await self._store.record_delivery(lease.claim, name, "failed", None, exc.reason)
+        except (LeaseLostError, StoreError):
+            raise
+        except Exception as exc:  # a bug in one channel must not stop the others
+            log.exception("%s notifier raised unexpectedly", name)
+            self._failed(name, notification, f"{type(exc).__name__}: {exc}", True, report)
+        return False, None
 
     def _progress(self, channel: str, previous: Delivery | None, lease: Lease | None) -> Progress:
         done = previous.steps if previous else {}

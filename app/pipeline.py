@@ -17,10 +17,8 @@ from __future__ import annotations
 import logging
 import time
 
-from pydantic import TypeAdapter
-
 from app.delivery import Dispatcher
-from app.diagnosis_lane import DiagnosisLane, DiagnosisResult
+from app.diagnosis_lane import CONTEXTS, DiagnosisLane, DiagnosisResult
 from app.enrich import Enricher
 from app.incident import transition
 from app.lease import Lease
@@ -39,7 +37,6 @@ from app.store import Store, StoredNotification
 
 log = logging.getLogger(__name__)
 
-CONTEXTS = TypeAdapter(list[MetricContext])
 # Of PAGE_WITHIN_SECONDS, what the sending itself may need: a page stops waiting for the model
 # this long before its promise, so that it is on the channels, not just leaving, in time.
 SEND_MARGIN_SECONDS = 0.5

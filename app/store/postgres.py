@@ -1,7 +1,8 @@
 """The PostgreSQL backend: several replicas share one database, and so every page.
 
-Connections, transactions, the schema migration and LISTEN are in postgres_db.py; this module is
-what the Store promises, in SQL:
+Connections, transactions, the schema migration and LISTEN are in postgres_db.py; delivery records
+and thread references in postgres_deliveries.py; the LLM lane's diagnoses in postgres_diagnoses.py;
+this module is the rest of what the Store promises, in SQL:
 
 - Accepting takes a transaction-scoped advisory lock on the alert group, so the dedup check and the
   insert of one group are serialised across replicas, and a group's ids follow its commit order.
@@ -26,16 +27,14 @@ from app.priority import AGING_SECONDS, REST
 from app.store.base import (
     Accepted,
     Claim,
-    Delivery,
     LeaseLostError,
-    MessageRef,
     StoredNotification,
     StoreError,
     claimed,
-    deliveries_from,
     open_incident_from,
 )
 from app.store.postgres_db import Conn, Database
+from app.store.postgres_deliveries import PostgresDeliveries
 from app.store.postgres_diagnoses import PostgresDiagnoses
 from app.store.postgres_schema import (
     ACCEPT,
@@ -63,7 +62,7 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 5000
 
 
-class PostgresStore(PostgresDiagnoses):
+class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
     """The Store on PostgreSQL through a psycopg connection pool."""
 
     def __init__(
@@ -235,87 +234,6 @@ class PostgresStore(PostgresDiagnoses):
             return incident_id
 
         return await self._held(claim, save)
-
-    async def deliveries(self, notification_id: int) -> dict[str, Delivery]:
-        async def read(conn: Conn) -> dict[str, Delivery]:
-            cursor = await conn.execute(
-                "SELECT channel, status, ref, error FROM deliveries WHERE notification_id = %s",
-                (notification_id,),
-            )
-            outcomes = await cursor.fetchall()
-            cursor = await conn.execute(
-                "SELECT channel, step, ref FROM delivery_steps WHERE notification_id = %s",
-                (notification_id,),
-            )
-            return deliveries_from(outcomes, await cursor.fetchall())
-
-        return await self._run(read)
-
-    async def record_step(self, claim: Claim, channel: str, step: str, ref: str | None) -> None:
-        params = self._params(
-            id=claim.notification_id, channel=channel, step=step, ref=ref and text(ref)
-        )
-        await self._held(
-            claim,
-            lambda conn: conn.execute(
-                "INSERT INTO delivery_steps (notification_id, channel, step, ref, done_at)"
-                f" VALUES (%(id)s, %(channel)s, %(step)s, %(ref)s, {NOW})"
-                " ON CONFLICT (notification_id, channel, step) DO UPDATE"
-                " SET ref = excluded.ref, done_at = excluded.done_at",
-                params,
-            ),
-        )
-
-    async def record_delivery(
-        self, claim: Claim, channel: str, status: str, ref: str | None, error: str | None
-    ) -> None:
-        params = self._params(
-            id=claim.notification_id,
-            channel=channel,
-            status=status,
-            ref=ref and text(ref),
-            error=error and text(error),
-        )
-        await self._held(
-            claim,
-            lambda conn: conn.execute(
-                "INSERT INTO deliveries (notification_id, channel, status, ref, error, updated_at)"
-                f" VALUES (%(id)s, %(channel)s, %(status)s, %(ref)s, %(error)s, {NOW})"
-                " ON CONFLICT (notification_id, channel) DO UPDATE"
-                " SET status = excluded.status, ref = excluded.ref, error = excluded.error,"
-                " updated_at = excluded.updated_at",
-                params,
-            ),
-        )
-
-    async def message_ref(self, incident_id: int, channel: str) -> MessageRef | None:
-        rows = await self._fetch(
-            "SELECT r.ref, n.enrichment FROM incident_refs r"
-            " LEFT JOIN notifications n ON n.id = r.notification_id"
-            " WHERE r.incident_id = %(incident)s AND r.channel = %(channel)s",
-            {"incident": incident_id, "channel": channel},
-        )
-        return MessageRef(ref=str(rows[0][0]), original=rows[0][1]) if rows else None
-
-    async def save_message_ref(
-        self, claim: Claim, incident_id: int, channel: str, ref: str
-    ) -> None:
-        params = {
-            "incident": incident_id,
-            "channel": channel,
-            "ref": text(ref),
-            "id": claim.notification_id,
-        }
-        await self._held(
-            claim,
-            lambda conn: conn.execute(
-                "INSERT INTO incident_refs (incident_id, channel, ref, notification_id)"
-                " VALUES (%(incident)s, %(channel)s, %(ref)s, %(id)s)"
-                " ON CONFLICT (incident_id, channel) DO UPDATE"
-                " SET ref = excluded.ref, notification_id = excluded.notification_id",
-                params,
-            ),
-        )
 
     async def backlog(self) -> int:
         """Pending and in-progress notifications (/health asks: not behind the workers)."""
