@@ -95,3 +95,55 @@ async def test_an_unreachable_api_is_a_network_error_without_the_token() -> None
     assert "127.0.0.1:9" in caught.value.message
     assert TOKEN not in caught.value.message
     assert caught.value.__cause__ is None and caught.value.__context__ is None, "aiohttp's text"
+
+
+class ForwardProxy:
+    """An HTTP proxy on loopback that answers every request itself, as the Bot API would, and
+    records the request line and headers it was sent."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str]]] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode()
+        line, *fields = head.strip().split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (f.partition(":") for f in fields)}
+        await reader.readexactly(int(headers.get("content-length", "0")))
+        self.requests.append((line, headers))
+        body = b'{"ok": true, "result": {"message_id": 1, "date": 0, "chat": {"id": -1, "type": "group"}}}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_requests_go_through_the_environments_proxy_unless_no_proxy_exempts_the_host(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy = ForwardProxy()
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    monkeypatch.setenv("HTTP_PROXY", f"http://egress:s3cret@127.0.0.1:{port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    try:
+        telegram = bot("http://api.telegram.invalid/bot")
+        await telegram.send_message(chat_id=-100123, text="via the proxy")
+        await telegram.send_message(chat_id=-100123, text="again")
+        await telegram.request.shutdown()
+        [(line, headers), _] = proxy.requests
+        assert line.startswith("POST http://api.telegram.invalid/bot") and "sendMessage" in line
+        assert headers["proxy-authorization"] == "Basic ZWdyZXNzOnMzY3JldA=="  # egress:s3cret
+
+        monkeypatch.setenv("NO_PROXY", "api.telegram.invalid")
+        direct = bot("http://api.telegram.invalid/bot")
+        with pytest.raises(NetworkError):  # straight to a name that does not resolve
+            await direct.send_message(chat_id=-100123, text="direct")
+        await direct.request.shutdown()
+        assert len(proxy.requests) == 2
+    finally:
+        server.close()
+        await server.wait_closed()
