@@ -109,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     root.add_argument("--samples", type=int, help="pipeline notifications (default 100)")
     root.add_argument("--groups", type=int, help="storm groups (default 200)")
+    root.add_argument(
+        "--phase",
+        choices=[name for name, _ in PHASES],
+        action="append",
+        help="measure only this phase (repeatable; default: every phase)",
+    )
     return root
 
 
@@ -131,7 +137,7 @@ def make_bench(args: argparse.Namespace, launcher: Launcher, fakes: Fakes) -> Be
 
 
 async def run_backend(
-    bench: Bench, backend: str, runs: int, workdir: Path
+    bench: Bench, backend: str, runs: int, workdir: Path, phases: list[str] | None = None
 ) -> tuple[str, list[Figures]]:
     """Every run on one backend; a measurement that fails is reported and left out."""
     results: list[Figures] = []
@@ -141,6 +147,8 @@ async def run_backend(
             bench.say(f"--- {backend}, run {number}/{runs}")
             figures: Figures = {}
             for name, phase in PHASES:
+                if phases and name not in phases:
+                    continue
                 try:
                     figures |= await phase(bench, stores)
                 except BenchError as exc:
@@ -184,7 +192,9 @@ async def bench_all(args: argparse.Namespace, backends: list[str], runs: int) ->
                 print(header(bench, app_dir))
                 tables = []
                 for backend in backends:
-                    description, results = await run_backend(bench, backend, runs, workdir)
+                    description, results = await run_backend(
+                        bench, backend, runs, workdir, args.phase
+                    )
                     tables.append(table(backend, description, bench, results, unit))
                 return tables
         finally:
