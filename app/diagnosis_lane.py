@@ -69,8 +69,10 @@ class DiagnosisLane:
         self._answered: dict[int, asyncio.Event] = {}
         self._running = 0
         # Diagnoses queued and not yet answered, as far as this process knows (its own pages'
-        # queueing, its lane's answers); set right whenever the lane finds the queue empty.
+        # admissions, its lane's answers); set right whenever the lane finds the queue empty, to
+        # what runs plus what pages admitted and are still committing.
         self._backlog = 0
+        self._committing = 0
         self._latency: float | None = None
         self.on_edit_queued: Callable[[], None] = _nothing  # the page workers' wake (runtime)
 
@@ -88,19 +90,32 @@ class DiagnosisLane:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def queued(self) -> None:
-        """A page queued a diagnosis."""
+    def admit(self, seconds: float) -> bool:
+        """Count a diagnosis a page is about to queue (`queued` once committed, `withdrawn` if
+        it never is); whether it should be answered within `seconds`, for the page to wait: the
+        diagnoses ahead of it, in rounds of LLM_CONCURRENCY, times the model's recent answer time
+        (before the first answer: only when it starts at once). Counted before the page's first
+        await, so a burst of pages deciding together sees each other."""
+        rounds = self._backlog // self._concurrency + 1
         self._backlog += 1
+        self._committing += 1
+        if self._latency is None:
+            return seconds > 0 and rounds == 1
+        return 0 < self._latency * rounds <= seconds
+
+    def queued(self) -> None:
+        """An admitted diagnosis is in the store: a lane worker takes it now."""
+        self._committing = max(0, self._committing - 1)
         self.wake()
 
+    def withdrawn(self) -> None:
+        """An admitted diagnosis was never queued (the page failed first)."""
+        self._committing = max(0, self._committing - 1)
+        self._backlog = max(0, self._backlog - 1)
+
     async def wait_for(self, notification_id: int, seconds: float) -> bool:
-        """Wait up to `seconds` for the page's diagnosis (queued just before) when the lane should
-        answer it in that time: the diagnoses ahead of it, in rounds of LLM_CONCURRENCY, times the
-        model's recent answer time (before the first answer: only when it starts at once). False
-        at once otherwise."""
-        rounds = max(0, self._backlog - 1) // self._concurrency + 1
-        expected = self._latency * rounds if self._latency is not None else None
-        if seconds <= 0 or (expected is None and rounds > 1) or (expected or 0) > seconds:
+        """Wait up to `seconds` for the page's diagnosis (queued just before); True if answered."""
+        if seconds <= 0:
             return False
         event = self._answered.setdefault(notification_id, asyncio.Event())
         try:
@@ -120,7 +135,7 @@ class DiagnosisLane:
                 log.error("cannot claim a diagnosis from the store: %s", exc)
                 job = None
             if job is None:  # nothing queued: what is ahead of a new page is what runs
-                self._backlog = self._running
+                self._backlog = self._running + self._committing
                 await self._doorbell.wait(IDLE_POLL_SECONDS)
                 continue
             self._running += 1

@@ -33,7 +33,7 @@ from app.models import (
 )
 from app.priority import rank
 from app.rules import diagnose as rule_diagnosis
-from app.store import Store, StoredNotification
+from app.store import QueuedDiagnosis, Store, StoredNotification
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +79,25 @@ class Pipeline:
             notification = EnrichedNotification.model_validate_json(stored.enrichment)
             incident_id = stored.incident_id
         else:
-            payload = AlertmanagerPayload.model_validate_json(stored.payload)
-            incident = await self._store.open_incident(payload.group_id)
-            change = transition(payload, incident)
-            known = incident.firing if incident else None  # to mark the alerts that are new
-            contexts = await self._enricher.contexts(payload, change.kind)
-            diagnosis, source = await self._diagnosis(
-                stored, lease, payload, change.kind, contexts, accepted=accepted
-            )
+            notification, incident_id = await self._enrich(stored, lease, accepted)
+        notification = notification.model_copy(update={"incident_id": incident_id})
+        report = await self._dispatcher.deliver(notification, lease, accepted=accepted)
+        if report.retryable:
+            raise RetryLaterError(_reasons(report.retryable))
+
+    async def _enrich(
+        self, stored: StoredNotification, lease: Lease, accepted: float
+    ) -> tuple[EnrichedNotification, int | None]:
+        """Context, diagnosis and message, saved with the incident's step; the incident's id."""
+        payload = AlertmanagerPayload.model_validate_json(stored.payload)
+        incident = await self._store.open_incident(payload.group_id)
+        change = transition(payload, incident)
+        known = incident.firing if incident else None  # to mark the alerts that are new
+        contexts = await self._enricher.contexts(payload, change.kind)
+        (diagnosis, source), owed = await self._diagnosis(
+            stored, lease, payload, change.kind, contexts, accepted=accepted
+        )
+        try:
             notification = self._enricher.assemble(
                 payload,
                 change.kind,
@@ -97,12 +108,15 @@ class Pipeline:
                 known=known,
             )
             incident_id = await self._store.save_enrichment(
-                lease.claim, notification.model_dump_json(), change
+                lease.claim, notification.model_dump_json(), change, owed
             )
-        notification = notification.model_copy(update={"incident_id": incident_id})
-        report = await self._dispatcher.deliver(notification, lease, accepted=accepted)
-        if report.retryable:
-            raise RetryLaterError(_reasons(report.retryable))
+        except BaseException:
+            if owed is not None and self._lane is not None:
+                self._lane.withdrawn()
+            raise
+        if owed is not None and self._lane is not None:
+            self._lane.queued()
+        return notification, incident_id
 
     async def _diagnosis(
         self,
@@ -113,24 +127,38 @@ class Pipeline:
         contexts: list[MetricContext],
         *,
         accepted: float,
-    ) -> tuple[Diagnosis | None, DiagnosisSource]:
-        """The final diagnosis when the lane answers in time, else the rules' preliminary one."""
+    ) -> tuple[tuple[Diagnosis | None, DiagnosisSource], QueuedDiagnosis | None]:
+        """The final diagnosis when the lane answers in time, else the rules' preliminary one;
+        and the LLM diagnosis still to queue with the page's enrichment, owed as an edit.
+
+        The page waits only when the lane should answer before the promise. When it will not,
+        the page skips queueing and asking separately (two transactions fewer in a storm, when
+        every page counts): its diagnosis is queued, owed, with the page's enrichment."""
         if kind not in ("new", "escalation"):
-            return None, DiagnosisSource(kind="none")
+            return (None, DiagnosisSource(kind="none")), None
         if self._lane is None:  # no model configured: the rules answer at once, and finally
-            return await self._enricher.diagnose(payload, contexts)
-        context = CONTEXTS.dump_json(contexts).decode()
-        await self._store.queue_diagnosis(lease.claim, context, rank(payload))
-        self._lane.queued()
+            return await self._enricher.diagnose(payload, contexts), None
+        queued = QueuedDiagnosis(CONTEXTS.dump_json(contexts).decode(), rank(payload))
         promise = self._page_within - min(SEND_MARGIN_SECONDS, self._page_within / 4)
         remaining = accepted + promise - time.monotonic()
-        await self._lane.wait_for(stored.id, remaining)
-        answer = await self._store.take_diagnosis(lease.claim)
-        if answer is not None:
-            result = DiagnosisResult.model_validate_json(answer)
-            return result.diagnosis, result.source
+        if self._lane.admit(remaining):
+            try:
+                await self._store.queue_diagnosis(lease.claim, queued.context, queued.rank)
+            except BaseException:
+                self._lane.withdrawn()
+                raise
+            self._lane.queued()
+            await self._lane.wait_for(stored.id, remaining)
+            answer = await self._store.take_diagnosis(lease.claim)
+            if answer is not None:
+                result = DiagnosisResult.model_validate_json(answer)
+                return (result.diagnosis, result.source), None
+            owed = None  # take_diagnosis left it owed as an edit
+        else:  # no wait: queued with the page's enrichment, one transaction fewer
+            owed = queued
         log.info("notification %s: paging now, AI diagnosis to follow as an edit", stored.id)
-        return rule_diagnosis(payload.firing), DiagnosisSource(kind="rules", preliminary=True)
+        preliminary = DiagnosisSource(kind="rules", preliminary=True)
+        return (rule_diagnosis(payload.firing), preliminary), owed
 
     async def _edit(self, stored: StoredNotification, lease: Lease) -> None:
         """Show the page's final diagnosis in its messages, unless its incident has resolved."""

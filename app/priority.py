@@ -2,7 +2,7 @@
 
 Every notification gets a rank when it is accepted, from the most severe alert it carries (the
 resolve of a critical alert goes with the critical pages, so it never holds back an escalation
-queued behind it in its group); a diagnosis edit takes its page's rank. Workers take the lowest
+queued behind it in its group); a diagnosis edit ranks one below its page. Workers take the lowest
 rank first, keeping each group's order. Waiting lowers a rank by one every AGING_SECONDS, so
 nothing starves: under a flood of fresh critical pages a warning waits at most two AGING_SECONDS,
 the rest four, before it competes as a critical page would.
@@ -16,8 +16,11 @@ from __future__ import annotations
 from app.models import AlertmanagerPayload
 
 SEVERITY_RANK = {"critical": 0, "error": 1, "high": 1, "warning": 2, "info": 3}
-REST = 4  # unknown severities, resolve-only notifications, diagnosis edits
+REST = 4  # unknown severities, resolve-only notifications
 AGING_SECONDS = 30.0
+# A diagnosis edit ranks one below its page: the pages of its severity still waiting go first (a
+# page is the product; its edit only improves a message already sent), the less severe after.
+EDIT_BEHIND = 1
 
 
 def rank(payload: AlertmanagerPayload) -> int:

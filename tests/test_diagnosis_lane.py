@@ -7,35 +7,49 @@ from app.metrics import Metrics
 
 
 def lane(concurrency: int) -> DiagnosisLane:
-    # wait_for decides from the lane's own counts; no store or model is reached.
+    # admit decides from the lane's own counts; no store or model is reached.
     return DiagnosisLane(
         None, None, Metrics(), concurrency=concurrency, max_queue_seconds=120, lease_seconds=50
     )
 
 
-async def waited(subject: DiagnosisLane, seconds: float = 0.2) -> bool:
-    started = time.monotonic()
-    answered = await subject.wait_for(1, seconds)
-    assert answered is False, "nothing answers in these tests"
-    return time.monotonic() - started >= seconds * 0.9
-
-
-async def test_a_page_whose_diagnosis_starts_at_once_waits_for_it() -> None:
+def test_before_any_answer_only_a_diagnosis_that_starts_at_once_is_waited_for() -> None:
     subject = lane(concurrency=2)
+    assert subject.admit(0.2) and subject.admit(0.2), "two free slots"
+    assert not subject.admit(0.2), "behind a full lane"
+    assert not subject.admit(60), "no answer time known yet: only a free slot counts"
+
+
+def test_pages_deciding_together_count_each_other_before_they_commit() -> None:
+    subject = lane(concurrency=1)
+    assert subject.admit(1)
+    assert not subject.admit(1), "the first is counted before its queueing commits"
     subject.queued()
-    assert await waited(subject)
+    assert not subject.admit(1)
 
 
-async def test_before_any_answer_a_page_behind_a_full_lane_goes_at_once() -> None:
+def test_a_withdrawn_admission_frees_its_place() -> None:
+    subject = lane(concurrency=1)
+    assert subject.admit(1)
+    subject.withdrawn()
+    assert subject.admit(1)
+
+
+def test_no_time_left_means_no_wait() -> None:
     subject = lane(concurrency=2)
-    for _ in range(3):
-        subject.queued()
-    assert not await waited(subject)
+    assert not subject.admit(0)
+    assert not subject.admit(-1)
+
+
+async def test_waiting_for_an_answer_that_never_comes_ends_at_the_deadline() -> None:
+    subject = lane(concurrency=2)
+    started = time.monotonic()
+    assert await subject.wait_for(1, 0.2) is False
+    assert 0.18 <= time.monotonic() - started < 1.0
 
 
 async def test_a_page_never_waits_when_no_time_is_left() -> None:
     subject = lane(concurrency=2)
-    subject.queued()
     started = time.monotonic()
     assert await subject.wait_for(1, 0) is False
     assert time.monotonic() - started < 0.05

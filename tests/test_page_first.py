@@ -12,6 +12,7 @@ from tests.test_integration import wait_for_output
 
 FIRING = fixture_text("alertmanager-0.25-firing_apidown_binance.json")
 RESOLVED = fixture_text("alertmanager-0.25-resolved_apidown_binance.json")
+OTHER_GROUP = fixture_text("alertmanager-0.25-firing_ratelimitexhausted_okx.json")
 PRELIMINARY = "rule-based, preliminary: AI diagnosis in progress"
 EDITED = "replaces the earlier message"
 
@@ -86,6 +87,39 @@ async def test_a_slow_model_pages_with_the_rules_first_then_edits_in_its_diagnos
         sample(app, "alert_enricher_time_to_page_seconds_bucket", severity="critical", le="1.0")
         == 1
     )
+
+
+async def test_a_page_behind_a_busy_lane_goes_at_once_and_its_diagnosis_follows_as_an_edit(
+    make_settings, running_app, respx_mock, capsys
+) -> None:
+    asked: list[float] = []
+
+    async def answer(request: object) -> object:
+        asked.append(time.monotonic())
+        await asyncio.sleep(1.0)
+        return chat_reply(GOOD_DIAGNOSIS)
+
+    llm = respx_mock.post(f"{LLM_URL}/chat/completions").mock(side_effect=answer)
+    app, client = await running_app(
+        make_settings(llm_api_key="fake-llm-key", page_within_seconds=3, llm_concurrency=1)
+    )
+    await client.post("/alerts", content=FIRING)
+    await until(lambda: len(asked) == 1)  # its diagnosis holds the lane's one slot, unanswered
+    posted = time.monotonic()
+    await client.post("/alerts", content=OTHER_GROUP)
+    first = await wait_for_output(capsys, "FIRING: RateLimitExhausted")
+    paged_after = time.monotonic() - posted
+    assert paged_after < 1.0, f"paged {paged_after:.2f}s after the POST: it waited for the lane"
+    await until(
+        lambda: (
+            sample(app, "alert_enricher_diagnosis_edits_total", channel="console", outcome="edited")
+            == 1
+        ),
+        timeout=6,
+    )
+    assert llm.call_count == 2, "the page that went at once still had its diagnosis asked"
+    out = first + capsys.readouterr().out
+    assert out.count(EDITED) == 1 and out.count(PRELIMINARY) == 1
 
 
 async def test_a_resolve_that_arrives_before_the_model_answers_is_not_edited_back_to_firing(

@@ -140,11 +140,14 @@ async def test_a_taken_over_claim_can_write_nothing(store) -> None:
         store.save_enrichment(stalled.claim, "{}", opening("g", {"a"})),
         store.record_step(stalled.claim, "slack", "post", "C1:1"),
         store.record_delivery(stalled.claim, "slack", "sent", "C1:1", None),
+        store.save_message_ref(stalled.claim, 1, "slack", "C1:1"),
+        store.revise(stalled.claim, taker.id, '{"edited": true}'),
     ):
         with pytest.raises(LeaseLostError):
             await write
     assert await store.deliveries(taker.id) == {}
     assert await store.open_incident("g") is None
+    assert (await store.edit_target(taker.id)).enrichment is None
     assert await store.renew(taker.claim, 30)
     await store.finish(taker.claim)
 

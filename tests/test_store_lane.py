@@ -10,7 +10,7 @@ import pytest
 
 from app.incident import Transition
 from app.priority import AGING_SECONDS, SEVERITY_RANK
-from app.store import LeaseLostError
+from app.store import LeaseLostError, QueuedDiagnosis
 from tests.test_store import backend, opening, store  # noqa: F401 - the shared fixtures
 
 CRITICAL, WARNING = SEVERITY_RANK["critical"], SEVERITY_RANK["warning"]
@@ -65,6 +65,51 @@ async def test_an_answer_after_the_page_went_without_it_queues_one_edit_after_th
     assert edit is not None
     assert (edit.kind, edit.target_id, edit.payload) == ("edit", page.id, '{"answer": 2}')
     assert edit.group_id == page.group_id
+
+
+async def test_a_page_that_goes_without_waiting_queues_its_diagnosis_owed_with_its_enrichment(
+    store,
+) -> None:
+    page = await page_claimed(store)
+    owed = QueuedDiagnosis('[{"ctx": 3}]', CRITICAL)
+    await store.save_enrichment(page.claim, '{"preliminary": 1}', opening("g", {"a"}), owed)
+    job = await store.claim_diagnosis("lane", 60)
+    assert job is not None and (job.claim.notification_id, job.context) == (page.id, owed.context)
+    assert await store.answer_diagnosis(job.claim, '{"answer": 3}') is True, "owed as an edit"
+    await store.finish(page.claim)
+    edit = await store.claim("w", 30)
+    assert (edit.kind, edit.target_id, edit.payload) == ("edit", page.id, '{"answer": 3}')
+
+
+async def test_a_retried_page_going_without_an_answer_it_queued_before_owes_it_as_an_edit(
+    store,
+) -> None:
+    page = await page_claimed(store)
+    await store.queue_diagnosis(page.claim, "[]", CRITICAL)  # the first attempt waited...
+    job = await store.claim_diagnosis("lane", 60)
+    assert await store.answer_diagnosis(job.claim, '{"answer": 4}') is False  # ...and crashed
+    owed = QueuedDiagnosis("[]", CRITICAL)  # the retry does not wait
+    await store.save_enrichment(page.claim, '{"preliminary": 1}', opening("g", {"a"}), owed)
+    assert await store.claim_diagnosis("lane", 60) is None, "answered already: not asked again"
+    await store.finish(page.claim)
+    edit = await store.claim("w", 30)
+    assert edit is not None and (edit.kind, edit.payload) == ("edit", '{"answer": 4}')
+    await store.finish(edit.claim)
+    assert await store.claim("w", 30) is None, "one edit"
+
+
+async def test_an_edit_waits_behind_pages_of_its_pages_severity_accepted_after_it(store) -> None:
+    page = await page_claimed(store, "k", "first", CRITICAL)
+    await store.save_enrichment(
+        page.claim, "{}", opening("first", {"a"}), QueuedDiagnosis("[]", CRITICAL)
+    )
+    await store.finish(page.claim)
+    job = await store.claim_diagnosis("lane", 60)
+    assert await store.answer_diagnosis(job.claim, '"answer"') is True
+    later(store, 1)
+    await store.accept("k2", "second", "a later critical page", 600, CRITICAL)
+    assert (await store.claim("w", 30)).payload == "a later critical page", "pages first"
+    assert (await store.claim("w", 30)).kind == "edit"
 
 
 async def test_the_page_deciding_and_the_lane_answering_at_once_never_lose_the_answer(

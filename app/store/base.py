@@ -68,6 +68,14 @@ class StoredNotification:
 
 
 @dataclass(frozen=True)
+class QueuedDiagnosis:
+    """A page's LLM diagnosis to queue: the JSON list of MetricContext, and the page's rank."""
+
+    context: str
+    rank: int
+
+
+@dataclass(frozen=True)
 class DiagnosisJob:
     """The LLM lane's claim on one page's diagnosis: the page's payload and metric context (the
     JSON list of MetricContext it was sent with), and how long ago the page was accepted."""
@@ -161,9 +169,15 @@ class Store(Protocol):
     async def release(self, claim: Claim) -> None: ...
     async def open_incident(self, group_id: str) -> Incident | None: ...
     async def save_enrichment(
-        self, claim: Claim, enrichment: str, transition: Transition
+        self,
+        claim: Claim,
+        enrichment: str,
+        transition: Transition,
+        owed: QueuedDiagnosis | None = None,
     ) -> int | None:
-        """Save the enrichment and advance the group's incident together; the incident's id."""
+        """Save the enrichment and advance the group's incident together; the incident's id.
+        With `owed`, the page goes without its LLM diagnosis: it is queued in the same
+        transaction, already owed as an edit (as `queue_diagnosis` then `take_diagnosis` would)."""
         ...
 
     async def deliveries(self, notification_id: int) -> dict[str, Delivery]: ...

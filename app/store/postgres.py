@@ -28,6 +28,7 @@ from app.store.base import (
     Accepted,
     Claim,
     LeaseLostError,
+    QueuedDiagnosis,
     StoredNotification,
     StoreError,
     claimed,
@@ -98,11 +99,27 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
         return {"skew": self._skew(), **values}
 
     async def _fetch(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
+        """The rows of one statement, a transaction of its own."""
+
         async def fetch(conn: Conn) -> list[tuple[Any, ...]]:
             cursor = await conn.execute(sql, params)
             return await cursor.fetchall()
 
-        return await self._run(fetch)
+        return await self._db.run(fetch, single=True)
+
+    async def _write_held(self, claim: Claim, sql: str, params: Mapping[str, object]) -> None:
+        """One write while `claim` still holds its notification, in one statement: `sql` takes
+        its rows FROM `held`, the claimed row locked for the statement, so a claim taken over
+        writes nothing (LeaseLostError). Two round trips fewer than `_held`'s transaction."""
+        held = f"WITH held AS (SELECT id FROM notifications WHERE {HELD} FOR UPDATE) "
+        fenced = {**params, "id": claim.notification_id, "fence": claim.token}
+
+        async def write(conn: Conn) -> None:
+            cursor = await conn.execute(held + sql, fenced)
+            if cursor.rowcount < 1:
+                raise LeaseLostError(f"notification {claim.notification_id}: claim taken over")
+
+        await self._db.run(write, single=True)
 
     async def _held(self, claim: Claim, fn: Callable[[Conn], Awaitable[T]]) -> T:
         """fn in one transaction only while `claim` still holds its notification; the row stays
@@ -120,21 +137,26 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
         return await self._run(run)
 
     async def _update_held(self, claim: Claim, sql: str, notify: bool, **values: object) -> None:
-        async def update(conn: Conn) -> None:
-            cursor = await conn.execute(
-                f"UPDATE notifications SET {sql} WHERE {HELD}",
-                self._params(id=claim.notification_id, fence=claim.token, **values),
-            )
+        """One statement: the update, and with `notify` the NOTIFY only when it updated."""
+        update = f"UPDATE notifications SET {sql} WHERE {HELD} RETURNING id"
+        if notify:
+            update = f"WITH updated AS ({update}) SELECT pg_notify(%(channel)s, '') FROM updated"
+        params = self._params(
+            id=claim.notification_id, fence=claim.token, channel=CHANNEL, **values
+        )
+
+        async def run(conn: Conn) -> None:
+            cursor = await conn.execute(update, params)
             if cursor.rowcount != 1:
                 raise LeaseLostError(f"notification {claim.notification_id}: claim taken over")
-            if notify:
-                await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
-        await self._run(update)
+        await self._db.run(run, single=True)
 
     async def ping(self) -> None:
         """A one-row write: a read-only server (a standby after failover) fails here."""
-        await self._run(lambda conn: conn.execute(HEARTBEAT, self._params()), reserved=True)
+        await self._run(
+            lambda conn: conn.execute(HEARTBEAT, self._params()), reserved=True, single=True
+        )
 
     async def accept(
         self, key: str, group_id: str, payload: str, window: float, rank: int = REST
@@ -176,7 +198,7 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
             return cursor.rowcount == 1
 
         # Not behind the other workers: a renewal that queued past the lease would lose it.
-        return await self._run(renew, reserved=True)
+        return await self._run(renew, reserved=True, single=True)
 
     async def finish(self, claim: Claim) -> None:
         await self._update_held(claim, FINISH, notify=True)
@@ -199,7 +221,11 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
         return open_incident_from(group_id, rows[0] if rows else None)
 
     async def save_enrichment(
-        self, claim: Claim, enrichment: str, transition: Transition
+        self,
+        claim: Claim,
+        enrichment: str,
+        transition: Transition,
+        owed: QueuedDiagnosis | None = None,
     ) -> int | None:
         params = self._params(
             group=text(transition.group_id),
@@ -231,6 +257,8 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
                 " WHERE id = %(id)s",
                 {**params, "incident": incident_id},
             )
+            if owed is not None:
+                await self._owe(conn, claim.notification_id, owed)
             return incident_id
 
         return await self._held(claim, save)

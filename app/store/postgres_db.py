@@ -92,22 +92,28 @@ class Database:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def run(self, fn: Callable[[Conn], Awaitable[T]], *, reserved: bool = False) -> T:
+    async def run(
+        self, fn: Callable[[Conn], Awaitable[T]], *, reserved: bool = False, single: bool = False
+    ) -> T:
         """fn in one transaction on a pooled connection, bounded in time; StoreError on failure.
         Only `reserved` calls (the webhook's, /health's, renewals) may use the RESERVED connections;
-        the others first wait for one of the rest."""
+        the others first wait for one of the rest. `single`: fn runs one statement, which is a
+        transaction of its own (autocommit), so no BEGIN and COMMIT round trips around it."""
         if reserved:
-            return await self._transaction(fn)
+            return await self._transaction(fn, single)
         async with self._work_slots:
-            return await self._transaction(fn)
+            return await self._transaction(fn, single)
 
-    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _transaction(self, fn: Callable[[Conn], Awaitable[T]], single: bool) -> T:
         try:
             async with asyncio.timeout(self._timeout * 2):
                 if not self._migrated:
                     await self._migrate()
-                async with self._pool.connection() as conn, conn.transaction():
-                    return await fn(conn)
+                async with self._pool.connection() as conn:
+                    if single:
+                        return await fn(conn)
+                    async with conn.transaction():
+                        return await fn(conn)
         except PoolTimeout as exc:
             raise StoreError(f"PostgreSQL: {await self._why_no_connection()}") from exc
         except TimeoutError as exc:  # before OSError, of which it is a subclass

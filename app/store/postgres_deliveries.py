@@ -4,7 +4,7 @@ of incidents (what Store promises about them is in base.py; the fencing is Postg
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from app.store.base import Claim, Delivery, MessageRef, deliveries_from
@@ -17,7 +17,7 @@ T = TypeVar("T")
 class PostgresDeliveries:
     _db: Database
 
-    async def _held(self, claim: Claim, fn: Callable[[Conn], Awaitable[T]]) -> T:
+    async def _write_held(self, claim: Claim, sql: str, params: Mapping[str, object]) -> None:
         raise NotImplementedError
 
     def _params(self, **values: object) -> dict[str, object]:
@@ -42,40 +42,29 @@ class PostgresDeliveries:
         return await self._db.run(read)
 
     async def record_step(self, claim: Claim, channel: str, step: str, ref: str | None) -> None:
-        params = self._params(
-            id=claim.notification_id, channel=channel, step=step, ref=ref and text(ref)
-        )
-        await self._held(
+        await self._write_held(
             claim,
-            lambda conn: conn.execute(
-                "INSERT INTO delivery_steps (notification_id, channel, step, ref, done_at)"
-                f" VALUES (%(id)s, %(channel)s, %(step)s, %(ref)s, {NOW})"
-                " ON CONFLICT (notification_id, channel, step) DO UPDATE"
-                " SET ref = excluded.ref, done_at = excluded.done_at",
-                params,
-            ),
+            "INSERT INTO delivery_steps (notification_id, channel, step, ref, done_at)"
+            f" SELECT id, %(channel)s, %(step)s, %(ref)s, {NOW} FROM held"
+            " ON CONFLICT (notification_id, channel, step) DO UPDATE"
+            " SET ref = excluded.ref, done_at = excluded.done_at",
+            self._params(channel=channel, step=step, ref=ref and text(ref)),
         )
 
     async def record_delivery(
         self, claim: Claim, channel: str, status: str, ref: str | None, error: str | None
     ) -> None:
         params = self._params(
-            id=claim.notification_id,
-            channel=channel,
-            status=status,
-            ref=ref and text(ref),
-            error=error and text(error),
+            channel=channel, status=status, ref=ref and text(ref), error=error and text(error)
         )
-        await self._held(
+        await self._write_held(
             claim,
-            lambda conn: conn.execute(
-                "INSERT INTO deliveries (notification_id, channel, status, ref, error, updated_at)"
-                f" VALUES (%(id)s, %(channel)s, %(status)s, %(ref)s, %(error)s, {NOW})"
-                " ON CONFLICT (notification_id, channel) DO UPDATE"
-                " SET status = excluded.status, ref = excluded.ref, error = excluded.error,"
-                " updated_at = excluded.updated_at",
-                params,
-            ),
+            "INSERT INTO deliveries (notification_id, channel, status, ref, error, updated_at)"
+            f" SELECT id, %(channel)s, %(status)s, %(ref)s, %(error)s, {NOW} FROM held"
+            " ON CONFLICT (notification_id, channel) DO UPDATE"
+            " SET status = excluded.status, ref = excluded.ref, error = excluded.error,"
+            " updated_at = excluded.updated_at",
+            params,
         )
 
     async def message_ref(self, incident_id: int, channel: str) -> MessageRef | None:
@@ -90,19 +79,11 @@ class PostgresDeliveries:
     async def save_message_ref(
         self, claim: Claim, incident_id: int, channel: str, ref: str
     ) -> None:
-        params = {
-            "incident": incident_id,
-            "channel": channel,
-            "ref": text(ref),
-            "id": claim.notification_id,
-        }
-        await self._held(
+        await self._write_held(
             claim,
-            lambda conn: conn.execute(
-                "INSERT INTO incident_refs (incident_id, channel, ref, notification_id)"
-                " VALUES (%(incident)s, %(channel)s, %(ref)s, %(id)s)"
-                " ON CONFLICT (incident_id, channel) DO UPDATE"
-                " SET ref = excluded.ref, notification_id = excluded.notification_id",
-                params,
-            ),
+            "INSERT INTO incident_refs (incident_id, channel, ref, notification_id)"
+            " SELECT %(incident)s, %(channel)s, %(ref)s, id FROM held"
+            " ON CONFLICT (incident_id, channel) DO UPDATE"
+            " SET ref = excluded.ref, notification_id = excluded.notification_id",
+            {"incident": incident_id, "channel": channel, "ref": text(ref)},
         )

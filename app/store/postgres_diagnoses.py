@@ -10,10 +10,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from app.priority import AGING_SECONDS
-from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError
+from app.priority import AGING_SECONDS, EDIT_BEHIND
+from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, QueuedDiagnosis
 from app.store.postgres_db import Conn, Database
-from app.store.postgres_schema import ANSWER_DIAGNOSIS, CHANNEL, CLAIM_DIAGNOSIS, QUEUE_EDIT
+from app.store.postgres_schema import (
+    ANSWER_DIAGNOSIS,
+    CHANNEL,
+    CLAIM_DIAGNOSIS,
+    QUEUE_DIAGNOSIS,
+    QUEUE_EDIT,
+)
 
 T = TypeVar("T")
 
@@ -24,6 +30,9 @@ class PostgresDiagnoses:
     async def _held(self, claim: Claim, fn: Callable[[Conn], Awaitable[T]]) -> T:
         raise NotImplementedError
 
+    async def _write_held(self, claim: Claim, sql: str, params: Mapping[str, object]) -> None:
+        raise NotImplementedError
+
     def _params(self, **values: object) -> dict[str, object]:
         raise NotImplementedError
 
@@ -31,39 +40,52 @@ class PostgresDiagnoses:
         raise NotImplementedError
 
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
-        params = {"id": claim.notification_id, "rank": rank, "context": context}
-
         # No NOTIFY: this replica's lane is woken directly, and a NOTIFY would wake every
         # replica's page workers for nothing; other lanes find it at their next poll (1 s).
-        async def queue(conn: Conn) -> None:
-            await conn.execute(
-                "INSERT INTO diagnoses (notification_id, rank, priority, context)"
-                " SELECT id, %(rank)s, priority, %(context)s FROM notifications WHERE id = %(id)s"
-                " ON CONFLICT (notification_id) DO NOTHING",
-                params,
-            )
-
-        await self._held(claim, queue)
+        queued = {"id": claim.notification_id, "rank": rank, "context": context, "owed": False}
+        await self._held(claim, lambda conn: conn.execute(QUEUE_DIAGNOSIS, queued))
 
     async def take_diagnosis(self, claim: Claim) -> str | None:
-        params = {"id": claim.notification_id}
+        return await self._held(claim, lambda conn: self._detach(conn, claim.notification_id))
 
-        async def take(conn: Conn) -> str | None:
-            cursor = await conn.execute(
-                "SELECT result, detached FROM diagnoses WHERE notification_id = %(id)s FOR UPDATE",
-                params,
-            )
-            row = await cursor.fetchone()
-            if row is None:
-                return None
-            if row[0] is not None and not row[1]:
-                return str(row[0])
-            await conn.execute(
-                "UPDATE diagnoses SET detached = true WHERE notification_id = %(id)s", params
-            )
+    async def _detach(self, conn: Conn, notification_id: int) -> str | None:
+        """The answer if it is there and still the page's to take; else None, and from now on
+        the answer is owed as an edit."""
+        params = {"id": notification_id}
+        cursor = await conn.execute(
+            "SELECT result, detached FROM diagnoses WHERE notification_id = %(id)s FOR UPDATE",
+            params,
+        )
+        row = await cursor.fetchone()
+        if row is None:
             return None
+        if row[0] is not None and not row[1]:
+            return str(row[0])
+        await conn.execute(
+            "UPDATE diagnoses SET detached = true WHERE notification_id = %(id)s", params
+        )
+        return None
 
-        return await self._held(claim, take)
+    async def _owe(self, conn: Conn, notification_id: int, owed: QueuedDiagnosis) -> None:
+        """In the page's transaction: its diagnosis is owed as an edit. Queued detached if it is
+        not queued yet; an answer already there (a retried page that waited before) is queued as
+        its edit at once. The page's row lock keeps any other page worker out; the lane's answer
+        serialises on the diagnosis row (`_detach` locks it)."""
+        queued = {"id": notification_id, "rank": owed.rank, "context": owed.context, "owed": True}
+        if (await conn.execute(QUEUE_DIAGNOSIS, queued)).rowcount == 1:
+            return  # queued now, owed from the start
+        answer = await self._detach(conn, notification_id)
+        if answer is not None:
+            await self._queue_edit(conn, notification_id, answer)
+
+    async def _queue_edit(self, conn: Conn, notification_id: int, result: str) -> None:
+        await conn.execute(
+            QUEUE_EDIT,
+            self._params(
+                id=notification_id, result=result, aging=AGING_SECONDS, behind=EDIT_BEHIND
+            ),
+        )
+        await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
     async def claim_diagnosis(self, owner: str, lease: float) -> DiagnosisJob | None:
         rows = await self._fetch(CLAIM_DIAGNOSIS, self._params(owner=owner, lease=lease))
@@ -74,9 +96,7 @@ class PostgresDiagnoses:
         return DiagnosisJob(payload, context, max(0.0, float(age)), claim)
 
     async def answer_diagnosis(self, claim: Claim, result: str) -> bool:
-        params = self._params(
-            id=claim.notification_id, fence=claim.token, result=result, aging=AGING_SECONDS
-        )
+        params = self._params(id=claim.notification_id, fence=claim.token, result=result)
 
         async def answer(conn: Conn) -> bool:
             row = await (await conn.execute(ANSWER_DIAGNOSIS, params)).fetchone()
@@ -84,8 +104,7 @@ class PostgresDiagnoses:
                 raise LeaseLostError(f"diagnosis of {claim.notification_id}: claim taken over")
             if not row[0]:
                 return False
-            await conn.execute(QUEUE_EDIT, params)
-            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
+            await self._queue_edit(conn, claim.notification_id, result)
             return True
 
         return await self._db.run(answer)
@@ -100,10 +119,9 @@ class PostgresDiagnoses:
         return EditTarget(rows[0][0], bool(rows[0][1])) if rows else None
 
     async def revise(self, claim: Claim, target_id: int, enrichment: str) -> None:
-        async def revise(conn: Conn) -> None:
-            await conn.execute(
-                "UPDATE notifications SET enrichment = %(enrichment)s WHERE id = %(id)s",
-                {"enrichment": enrichment, "id": target_id},
-            )
-
-        await self._held(claim, revise)
+        await self._write_held(
+            claim,
+            "UPDATE notifications SET enrichment = %(enrichment)s"
+            " WHERE id = %(target)s AND EXISTS (SELECT 1 FROM held)",
+            {"enrichment": enrichment, "target": target_id},
+        )

@@ -161,9 +161,16 @@ RETURNING detached
 QUEUE_EDIT = f"""
 INSERT INTO notifications
     (idem_key, group_id, payload, received_at, kind, target_id, rank, priority)
-SELECT 'edit:' || id, group_id, %(result)s, {NOW}, 'edit', id, rank,
-    rank * %(aging)s + extract(epoch FROM {NOW})
+SELECT 'edit:' || id, group_id, %(result)s, {NOW}, 'edit', id, rank + %(behind)s,
+    (rank + %(behind)s) * %(aging)s + extract(epoch FROM {NOW})
 FROM notifications WHERE id = %(id)s
+"""
+# A page's diagnosis, queued once (a retry of the page queues nothing more); `owed`: detached
+# from the start, the page goes without it.
+QUEUE_DIAGNOSIS = """
+INSERT INTO diagnoses (notification_id, rank, priority, context, detached)
+SELECT id, %(rank)s, priority, %(context)s, %(owed)s FROM notifications WHERE id = %(id)s
+ON CONFLICT (notification_id) DO NOTHING
 """
 
 HELD = "id = %(id)s AND fence = %(fence)s AND state = 'processing'"

@@ -26,6 +26,7 @@ from app.store.base import (
     Delivery,
     LeaseLostError,
     MessageRef,
+    QueuedDiagnosis,
     StoredNotification,
     StoreError,
     claimed,
@@ -216,7 +217,11 @@ class SQLiteStore(SQLiteDiagnoses):
         return open_incident_from(group_id, rows[0] if rows else None)
 
     async def save_enrichment(
-        self, claim: Claim, enrichment: str, transition: Transition
+        self,
+        claim: Claim,
+        enrichment: str,
+        transition: Transition,
+        owed: QueuedDiagnosis | None = None,
     ) -> int | None:
         now = self._clock()
         firing = json.dumps(sorted(transition.firing))
@@ -239,6 +244,8 @@ class SQLiteStore(SQLiteDiagnoses):
                 "UPDATE notifications SET enrichment = ?, incident_id = ? WHERE id = ?",
                 (enrichment, incident_id, claim.notification_id),
             )
+            if owed is not None:
+                self._owe(conn, claim.notification_id, owed)
             return incident_id
 
         return await self._held(claim, save)

@@ -13,9 +13,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from app.priority import AGING_SECONDS
-from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError
-from app.store.sqlite_schema import ANSWER_DIAGNOSIS, CLAIM_DIAGNOSIS, QUEUE_EDIT
+from app.priority import AGING_SECONDS, EDIT_BEHIND
+from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, QueuedDiagnosis
+from app.store.sqlite_schema import ANSWER_DIAGNOSIS, CLAIM_DIAGNOSIS, QUEUE_DIAGNOSIS, QUEUE_EDIT
 
 T = TypeVar("T")
 
@@ -31,34 +31,48 @@ class SQLiteDiagnoses:
         raise NotImplementedError
 
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
-        await self._held(
-            claim,
-            lambda c: c.execute(
-                "INSERT INTO diagnoses (notification_id, rank, priority, context)"
-                " SELECT id, ?, priority, ? FROM notifications WHERE id = ?"
-                " ON CONFLICT (notification_id) DO NOTHING",
-                (rank, context, claim.notification_id),
-            ),
-        )
+        queued = {"id": claim.notification_id, "rank": rank, "context": context, "owed": 0}
+        await self._held(claim, lambda c: c.execute(QUEUE_DIAGNOSIS, queued))
 
     async def take_diagnosis(self, claim: Claim) -> str | None:
-        def take(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute(
-                "SELECT result, detached FROM diagnoses WHERE notification_id = ?",
-                (claim.notification_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            result, detached = row
-            if result is not None and not detached:
-                return str(result)
-            conn.execute(
-                "UPDATE diagnoses SET detached = 1 WHERE notification_id = ?",
-                (claim.notification_id,),
-            )
-            return None
+        return await self._held(claim, lambda c: self._detach(c, claim.notification_id))
 
-        return await self._held(claim, take)
+    def _detach(self, conn: sqlite3.Connection, notification_id: int) -> str | None:
+        """The answer if it is there and still the page's to take; else None, and from now on
+        the answer is owed as an edit."""
+        row = conn.execute(
+            "SELECT result, detached FROM diagnoses WHERE notification_id = ?", (notification_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        result, detached = row
+        if result is not None and not detached:
+            return str(result)
+        conn.execute(
+            "UPDATE diagnoses SET detached = 1 WHERE notification_id = ?", (notification_id,)
+        )
+        return None
+
+    def _owe(self, conn: sqlite3.Connection, notification_id: int, owed: QueuedDiagnosis) -> None:
+        """In the page's transaction: its diagnosis is owed as an edit. Queued detached if it is
+        not queued yet; an answer already there (a retried page that waited before) is queued as
+        its edit at once."""
+        queued = {"id": notification_id, "rank": owed.rank, "context": owed.context, "owed": 1}
+        if conn.execute(QUEUE_DIAGNOSIS, queued).rowcount == 1:
+            return  # queued now, owed from the start
+        answer = self._detach(conn, notification_id)
+        if answer is not None:
+            self._queue_edit(conn, notification_id, answer)
+
+    def _queue_edit(self, conn: sqlite3.Connection, notification_id: int, result: str) -> None:
+        params = {
+            "result": result,
+            "now": self._clock(),
+            "aging": AGING_SECONDS,
+            "behind": EDIT_BEHIND,
+            "id": notification_id,
+        }
+        conn.execute(QUEUE_EDIT, params)
 
     async def claim_diagnosis(self, owner: str, lease: float) -> DiagnosisJob | None:
         now, wall = self._lease_clock(), self._clock()
@@ -88,13 +102,7 @@ class SQLiteDiagnoses:
                 raise LeaseLostError(f"diagnosis of {claim.notification_id}: claim taken over")
             if not row[0]:
                 return False
-            params = {
-                "result": result,
-                "now": self._clock(),
-                "aging": AGING_SECONDS,
-                "id": claim.notification_id,
-            }
-            conn.execute(QUEUE_EDIT, params)
+            self._queue_edit(conn, claim.notification_id, result)
             return True
 
         return await self._tx(answer)

@@ -183,13 +183,23 @@ UPDATE diagnoses SET state = 'answered', result = ?, owner = NULL, lease_until =
 WHERE notification_id = ? AND fence = ? AND state = 'running'
 RETURNING detached
 """
-# The edit a detached diagnosis owes its page: queued in the page's group, after the page, with
-# the page's rank.
+# The edit a detached diagnosis owes its page: queued in the page's group, after the page, one
+# rank below it (app/priority.py: EDIT_BEHIND).
 QUEUE_EDIT = """
 INSERT INTO notifications
     (idem_key, group_id, payload, received_at, kind, target_id, rank, priority)
-SELECT 'edit:' || id, group_id, :result, :now, 'edit', id, rank, rank * :aging + :now
+SELECT 'edit:' || id, group_id, :result, :now, 'edit', id, rank + :behind,
+    (rank + :behind) * :aging + :now
 FROM notifications WHERE id = :id
+"""
+# A page's diagnosis, queued once (a retry of the page queues nothing more). `owed`: the page
+# goes without it, so its answer becomes an edit; RETURNING shows an answer already there.
+# A page's diagnosis, queued once (a retry of the page queues nothing more); `owed`: detached
+# from the start, the page goes without it.
+QUEUE_DIAGNOSIS = """
+INSERT INTO diagnoses (notification_id, rank, priority, context, detached)
+SELECT id, :rank, priority, :context, :owed FROM notifications WHERE id = :id
+ON CONFLICT (notification_id) DO NOTHING
 """
 
 # What a claim's holder may do with its notification (SET clauses; the fence is checked).
