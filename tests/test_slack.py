@@ -1,3 +1,4 @@
+import asyncio
 import re
 
 import pytest
@@ -8,7 +9,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import clean
 from app.notifiers import build_notifiers
-from app.notifiers.base import NotifyError, Progress, Thread
+from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
 from app.notifiers.slack_blocks import MAX_BLOCKS, SECTION_CHARS, escape, message
 from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
@@ -349,3 +350,124 @@ async def test_the_service_s_slack_client_keeps_one_connection(make_settings, sl
     await notifier.close()
     peers = {r.peer for r in slack.requests}
     assert len(slack.requests) == 3 and len(peers) == 1, "one session: no handshake per message"
+
+
+SLACK_SECTION_LIMIT = 3000  # Slack's documented limit for a section's text
+ENTITY = re.compile(r"&(?:amp|lt|gt);")
+
+
+def check_cuts(payload: dict) -> None:
+    """Slack's limits, and no escaped entity or link of ours cut in two, in any block."""
+    blocks = payload["attachments"][0]["blocks"]
+    assert len(blocks) <= 50
+    for block in blocks:
+        if block["type"] == "section" and "text" in block:
+            assert len(block["text"]["text"]) <= SLACK_SECTION_LIMIT
+    for text in all_text(payload):
+        assert "&" not in ENTITY.sub("", text), f"a cut entity in {text[-80:]!r}"
+        assert "<" not in OUR_LINK.sub("", text), f"an unbalanced link in {text[-120:]!r}"
+        assert ">" not in OUR_LINK.sub("", text), f"a stray '>' in {text[-120:]!r}"
+        assert "<!channel>" not in text and "<!here>" not in text
+
+
+def test_a_long_escaped_alert_section_is_cut_between_entities_and_links() -> None:
+    """Issue 14: the alert section was cut at 2,999 characters after escaping, leaving the graph
+    link `<http://…` unclosed."""
+    n = sample_notification(
+        annotations={"summary": "<" * 300, "description": "<" * 259 + "x" * 541}
+    )
+    payload = message(n)
+    check_cuts(payload)
+    alert = blocks_of(payload)[2]["text"]["text"]
+    assert alert.startswith("*APIDown*") and "… [shortened]" in alert
+
+
+class RecordingClient:
+    """Stands in for slack-sdk's web and webhook clients: keeps every message body it is given."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+
+    async def chat_postMessage(self, **body) -> dict:
+        self.bodies.append(body)
+        return {"channel": body["channel"], "ts": f"{len(self.bodies)}.0"}
+
+    async def chat_update(self, **body) -> dict:
+        self.bodies.append(body)
+        return {"ok": True}
+
+    async def send(self, **body) -> object:
+        self.bodies.append(body)
+        return type("Response", (), {"status_code": 200, "body": "ok"})()
+
+
+HOSTILE_PIECES = [
+    *"<<<<>>&&*_~`",
+    "🔥",
+    "e\u0301",
+    "\u0301",
+    " ",
+    "\n",
+    "x",
+    "<!channel>",
+    "<!here>",
+    "<@U123>",
+    "&lt;",
+    "&amp;",
+    "<http://evil.example|click>",
+    "http://a.example/?a=1&b=2|x",
+]
+hostile_text = st.one_of(
+    st.text(max_size=40),
+    st.tuples(
+        st.lists(st.sampled_from(HOSTILE_PIECES) | st.text(max_size=3), min_size=1, max_size=40),
+        st.integers(min_value=1, max_value=2000),
+    ).map(lambda t: ("".join(t[0]) * t[1])[:8000]),
+)
+
+
+async def every_slack_body(firing, resolved) -> list[dict]:
+    """What the bot (post, threaded reply, resolved update, edit) and the webhook (post, diagnosis
+    follow-up) send for a firing group and its resolution."""
+    web, hook = RecordingClient(), RecordingClient()
+    bot_notifier = SlackBotNotifier(web, "C0FAKE0001")
+    ref = await bot_notifier.send(firing, None)
+    await bot_notifier.send(resolved, Thread(ref=ref, original=firing))
+    await bot_notifier.edit(firing, Sent(ref=ref))
+    webhook = SlackWebhookNotifier(hook)
+    await webhook.send(firing, None)
+    await webhook.send(resolved, None)
+    await webhook.edit(firing, Sent(ref=None))
+    return web.bodies + hook.bodies
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    summary=hostile_text,
+    description=hostile_text,
+    value=hostile_text,
+    name=hostile_text.filter(lambda s: clean(s).strip()),
+    severity=hostile_text,
+    fixture=st.sampled_from(["alertmanager-0.25-firing_apidown_binance.json", GROUP_OF_3, MIXED]),
+    kind=st.sampled_from(["new", "escalation", "repeat"]),
+)
+def test_hostile_text_never_breaks_slack_s_limits_entities_or_links(
+    summary, description, value, name, severity, fixture, kind
+) -> None:
+    labels = {"exchange": value, "zone": value, "alertname": name, "severity": severity}
+    annotations = {"summary": summary, "description": description}
+    diagnosis = {**GOOD_DIAGNOSIS, "diagnosis": description if clean(description).strip() else "d"}
+    firing = sample_notification(
+        fixture, kind=kind, labels=labels, annotations=annotations, diagnosis=diagnosis
+    )
+    resolved = sample_notification(
+        "alertmanager-0.25-resolved_apidown_binance.json",
+        notification_id=2,
+        labels=labels,
+        annotations=annotations,
+    )
+    for body in asyncio.run(every_slack_body(firing, resolved)):
+        check_cuts(body)
+        for block in body["attachments"][0]["blocks"]:
+            for field in block.get("fields", []):
+                assert len(field["text"]) <= 2000, "Slack's limit for a field"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from app.formatting import fired_for, number, shorten, timestamp
+from app.formatting import SHORTENED_MARK, fired_for, number, shorten, timestamp
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.layout import (
     follow_ups,
@@ -41,6 +41,19 @@ def fit(text: str, limit: int) -> str:
     while len(escaped := escape(shorten(text, size))) > limit:
         size -= max(1, len(escaped) - limit)
     return escaped
+
+
+def clip(mrkdwn: str, limit: int) -> str:
+    """Escaped `mrkdwn` cut (visibly) to at most `limit` characters, backing off so that no entity
+    (`&lt;`) and no link of ours (`<url|label>`) is cut in two."""
+    if len(mrkdwn) <= limit:
+        return mrkdwn
+    kept = mrkdwn[: max(0, limit - len(SHORTENED_MARK))]
+    for opener, closer in (("&", ";"), ("<", ">")):
+        start = kept.rfind(opener)
+        if start >= 0 and closer not in kept[start:]:
+            kept = kept[:start]
+    return kept.rstrip() + SHORTENED_MARK
 
 
 def link(url: str, label: str) -> str:
@@ -99,7 +112,7 @@ def _alert_block(alert: AlertView) -> dict[str, Any]:
     if context and context.graph_url:
         lines.append(link(context.graph_url, "📈 graph"))
     text = "\n".join(lines)
-    return {"type": "section", "text": _mrkdwn(text[: SECTION_CHARS - 1])}
+    return {"type": "section", "text": _mrkdwn(clip(text, SECTION_CHARS))}
 
 
 def _ended(lead: AlertView | None, resolution: EnrichedNotification) -> datetime:
@@ -125,7 +138,7 @@ def _fields(n: EnrichedNotification, resolution: EnrichedNotification | None) ->
     if counts.omitted_alerts:
         alerts += f", {counts.omitted_alerts} more"
     fields = [
-        f"*Severity*\n{escape(n.severity)}",
+        f"*Severity*\n{fit(n.severity, 100)}",
         f"*Started*\n{timestamp(started)}",
         duration,
         f"*Alerts*\n{alerts}",
@@ -208,7 +221,7 @@ def _follow_up_sections(lines: list[str]) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     current = ""
     for full in lines:
-        line = full[:SECTION_CHARS]
+        line = clip(full, SECTION_CHARS)
         if current and len(current) + 1 + len(line) > SECTION_CHARS:
             blocks.append({"type": "section", "text": _mrkdwn(current)})
             current = ""
