@@ -226,10 +226,11 @@ async def health(request: Request) -> Response:
     services = runtime_of(request.app)
     backend = backend_name(services.settings.store_url)
     store: dict[str, Any] = {"status": "ok", "backend": backend}
-    backlog = None
+    backlog = llm_backlog = None
     try:
         await services.store.ping()
         backlog = await services.store.backlog()
+        llm_backlog = await services.store.llm_backlog()
     except StoreError as exc:
         store = {"status": "error", "backend": backend, "error": str(exc)}
     workers = {
@@ -237,6 +238,7 @@ async def health(request: Request) -> Response:
         "alive": services.workers.alive,
         "size": services.workers.size,
         "backlog": backlog,
+        "llm_backlog": llm_backlog,
     }
     status = "ok"
     if workers["status"] != "ok":

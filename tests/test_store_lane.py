@@ -40,6 +40,17 @@ async def test_a_diagnosis_is_queued_once_and_claimed_by_the_lane_with_its_page(
     assert await store.claim_diagnosis("lane-2", 60) is None, "queued once"
 
 
+async def test_the_llm_backlog_counts_diagnoses_until_they_are_answered(store) -> None:
+    page = await page_claimed(store)
+    assert await store.llm_backlog() == 0
+    await store.queue_diagnosis(page.claim, "[]", CRITICAL)
+    assert await store.llm_backlog() == 1, "queued"
+    job = await store.claim_diagnosis("lane", 60)
+    assert await store.llm_backlog() == 1, "running"
+    await store.answer_diagnosis(job.claim, '"a"')
+    assert await store.llm_backlog() == 0
+
+
 async def test_an_answer_ready_before_the_page_decides_is_taken_and_owes_no_edit(store) -> None:
     page = await page_claimed(store)
     await store.queue_diagnosis(page.claim, "[]", CRITICAL)

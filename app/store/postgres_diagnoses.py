@@ -109,6 +109,14 @@ class PostgresDiagnoses:
 
         return await self._db.run(answer)
 
+    async def llm_backlog(self) -> int:
+        async def count(conn: Conn) -> int:
+            cursor = await conn.execute("SELECT count(*) FROM diagnoses WHERE state <> 'answered'")
+            row = await cursor.fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._db.run(count, reserved=True, single=True)
+
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         rows = await self._fetch(
             "SELECT n.enrichment, n.incident_id IS NULL OR i.ended_at IS NULL"

@@ -107,6 +107,15 @@ class SQLiteDiagnoses:
 
         return await self._tx(answer)
 
+    async def llm_backlog(self) -> int:
+        def count(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT COUNT(*) FROM diagnoses WHERE state != 'answered'"
+            ).fetchone()
+            return int(row[0])
+
+        return await self._tx(count)
+
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         def read(conn: sqlite3.Connection) -> EditTarget | None:
             row = conn.execute(

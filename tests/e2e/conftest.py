@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.e2e.exporter import Exporter
@@ -96,3 +97,29 @@ async def eventually(check: Callable[[], Any], timeout: float = 30, what: str = 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or check}")
         await asyncio.sleep(0.1)
+
+
+SETTLE_SECONDS = 0.5  # a send already on the wire when the backlog read empty
+
+
+async def quiet(stack: Any, timeout: float = 30) -> None:
+    """Until the service has nothing left to send: its backlog (pending, retrying and in-progress
+    notifications, diagnosis edits among them) and its LLM lane's (diagnoses queued or running,
+    which may yet become edits) read empty from /health twice in a row, then one short settle.
+    What a test waits for before asserting that nothing more arrives, instead of a fixed sleep
+    that is either too long or, on a slow machine, too short."""
+
+    async def idle() -> bool:
+        async with httpx.AsyncClient(timeout=5) as client:
+            health = (await client.get(f"{stack.service_url}/health")).json()
+        workers = health.get("components", {}).get("workers", {})
+        return workers.get("backlog") == 0 and workers.get("llm_backlog") == 0
+
+    deadline = asyncio.get_running_loop().time() + timeout
+    empty_reads = 0
+    while empty_reads < 2:
+        empty_reads = empty_reads + 1 if await idle() else 0
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the service still had work after {timeout}s")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(SETTLE_SECONDS)

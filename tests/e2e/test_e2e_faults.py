@@ -6,7 +6,7 @@ import re
 import httpx
 import pytest
 
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import eventually, quiet
 from tests.loopback import all_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -90,7 +90,7 @@ async def test_chat_rate_limits_and_outages_are_retried_and_delivered_once(
         fakes.telegram.fail_next(500, {"ok": False, "error_code": 500, "description": "Internal"})
     await outage(exporter, fakes, "bybit")
     await eventually(lambda: len(fakes.telegram.sent) == 2, timeout=60, what="Telegram after 500s")
-    await asyncio.sleep(3)
+    await quiet(svc)
     assert len(fakes.slack.messages) == 2, "one message per notification, retries included"
     assert len(fakes.telegram.sent) == 2
     assert await metric(svc, 'alert_enricher_notifications_processed_total{outcome="retry"}') >= 1
@@ -116,7 +116,7 @@ async def test_sigkill_after_ack_is_delivered_exactly_once_after_restart(
 
     await eventually(fakes.slack.top_level, timeout=30, what="delivery after restart")
     await eventually(lambda: fakes.telegram.sent, what="Telegram after restart")
-    await asyncio.sleep(4)
+    await quiet(svc)
     assert len(fakes.slack.messages) == 1 and len(fakes.telegram.sent) == 1
     assert len(fakes.llm.requests) == 2, "the killed attempt, then the recovered one"
 
@@ -135,5 +135,5 @@ async def test_two_alertmanager_replicas_deliver_once(stack, exporter, fakes) ->
     exporter.set("binance", healthy=True)
     [root] = fakes.slack.top_level()
     await eventually(lambda: fakes.slack.replies(root["ts"]), what="resolved reply")
-    await asyncio.sleep(4)
+    await quiet(svc)
     assert len(fakes.slack.messages) == 2 and len(fakes.telegram.sent) == 2

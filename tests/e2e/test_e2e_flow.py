@@ -1,10 +1,8 @@
 """Real Prometheus and Alertmanager drive the service; Slack, Telegram and the LLM are loopback fakes."""
 
-import asyncio
-
 import pytest
 
-from tests.e2e.conftest import eventually
+from tests.e2e.conftest import eventually, quiet
 from tests.loopback import all_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -12,7 +10,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 async def test_firing_then_resolved_arrive_diagnosed_and_threaded(stack, exporter, fakes) -> None:
     exporter.set("binance")
-    await stack()  # returns once Prometheus holds some healthy history
+    svc = await stack()  # returns once Prometheus holds some healthy history
     exporter.set("binance", healthy=False)
 
     [root] = await eventually(fakes.slack.top_level, what="the firing message in Slack")
@@ -39,6 +37,6 @@ async def test_firing_then_resolved_arrive_diagnosed_and_threaded(stack, exporte
     await eventually(lambda: len(fakes.telegram.sent) == 2, what="the Telegram reply")
     assert fakes.telegram.sent[1]["reply_to"] == fakes.telegram.sent[0]["message_id"]
 
-    await asyncio.sleep(5)  # nothing extra arrives
+    await quiet(svc)  # then nothing extra arrives
     assert len(fakes.slack.messages) == 2 and len(fakes.telegram.sent) == 2
     assert len(fakes.llm.requests) == 1, "resolved alerts never call the LLM"
