@@ -33,7 +33,11 @@ async def test_firing_then_resolved_arrive_diagnosed_and_threaded(stack, exporte
     exporter.set("binance", healthy=True)
     [reply] = await eventually(lambda: fakes.slack.replies(root["ts"]), what="the resolved reply")
     assert "RESOLVED: APIDown on binance" in reply["text"]
-    assert fakes.slack.messages[root["ts"]].get("updated") is True
+    # The reply goes first, then the original is updated: wait for it, not just for the reply.
+    await eventually(
+        lambda: fakes.slack.messages[root["ts"]].get("updated") is True,
+        what="the original message marked resolved",
+    )
     await eventually(lambda: len(fakes.telegram.sent) == 2, what="the Telegram reply")
     assert fakes.telegram.sent[1]["reply_to"] == fakes.telegram.sent[0]["message_id"]
 
