@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format e2e e2e-deps bench clean
+.PHONY: run test lint format e2e e2e-deps bench mutate clean
 
 $(BIN)/alert-enricher: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -62,5 +62,10 @@ format: $(VENV)/.dev
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Mutation testing of the page-critical modules (tests/mutate.py); the kill rate per module.
+# MUTATE_ARGS: --changed-since REV (only modules changed since REV), --report, --strict.
+mutate: $(VENV)/.dev
+	$(BIN)/python -m tests.mutate $(MUTATE_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache mutants

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,32 +64,71 @@ async def running_app() -> AsyncIterator[Callable[[Settings], Any]]:
         await lifespan.__aexit__(None, None, None)
 
 
+# `make mutate` starts one server for the whole run and names its directory here: every mutant's
+# test session (a forked process each) then attaches to it instead of paying for a server of its own.
+SHARED_POSTGRES_DIR = "TEST_POSTGRES_DIR"
+
+
+def _binaries_or_missing() -> None:
+    try:
+        find_binaries()
+    except PostgresNotInstalledError as exc:  # its message names the package to install
+        missing(str(exc))
+
+
+@contextmanager
+def _throwaway_server() -> Iterator[PostgresServer]:
+    # Not under pytest's own temporary directory: that is private to us (0700), and as root the
+    # server runs as the postgres user, which must reach its data directory.
+    directory = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
+    server = PostgresServer(directory).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """One throwaway PostgreSQL server for the session (tests/pgserver.py), stopped at the end.
 
     Without PostgreSQL's server programs the tests that need it skip, except on CI (CI=true),
     where they fail: CI installs the `postgresql` package (make e2e-deps) and must run them.
+    With TEST_POSTGRES_DIR set, the session attaches to that running server and leaves it running.
     """
-    try:
-        find_binaries()
-    except PostgresNotInstalledError as exc:  # its message names the package to install
-        missing(str(exc))
-    # Not under pytest's own temporary directory: that is private to us (0700), and as root the
-    # server runs as the postgres user, which must reach its data directory.
-    directory = Path(tempfile.mkdtemp(prefix="pytest-postgres-"))
-    server = PostgresServer(directory).start()
-    yield server
-    server.stop()
-    shutil.rmtree(directory, ignore_errors=True)
+    _binaries_or_missing()
+    if shared := os.environ.get(SHARED_POSTGRES_DIR):
+        yield PostgresServer.attach(Path(shared))
+        return
+    with _throwaway_server() as server:
+        yield server
+
+
+@contextmanager
+def _fresh_database(server: PostgresServer) -> Iterator[str]:
+    if not server.running():  # a test stopped or killed it: later ones still get one
+        server.start()
+    name = f"test_{uuid.uuid4().hex[:16]}"
+    yield server.create_database(name)
+    if server.running():
+        server.drop_database(name)
 
 
 @pytest.fixture
 def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     """A fresh, empty database on the session's server, dropped after the test."""
-    if not postgres_server.running():  # a test stopped or killed it: later ones still get one
-        postgres_server.start()
-    name = f"test_{uuid.uuid4().hex[:16]}"
-    yield postgres_server.create_database(name)
-    if postgres_server.running():
-        postgres_server.drop_database(name)
+    with _fresh_database(postgres_server) as url:
+        yield url
+
+
+@pytest.fixture
+def stoppable_postgres(postgres_server: PostgresServer) -> Iterator[tuple[PostgresServer, str]]:
+    """A server the test may stop, and a fresh database on it: the session's server, unless other
+    processes share that one (TEST_POSTGRES_DIR), when the test gets a server of its own."""
+    if not os.environ.get(SHARED_POSTGRES_DIR):
+        with _fresh_database(postgres_server) as url:
+            yield postgres_server, url
+        return
+    with _throwaway_server() as server, _fresh_database(server) as url:
+        yield server, url

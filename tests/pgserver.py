@@ -130,6 +130,15 @@ class PostgresServer:
         self._binaries: Binaries | None = None
         self._account = pwd.getpwnam(SYSTEM_USER) if os.geteuid() == 0 else None
 
+    @classmethod
+    def attach(cls, directory: Path) -> PostgresServer:
+        """The server another process set up in `directory` (it runs; its port is in its config)."""
+        config = (directory / "data" / "postgresql.conf").read_text()
+        ports = [line.split("=")[1] for line in config.splitlines() if line.startswith("port =")]
+        if not ports:
+            raise PostgresError(f"{directory} holds no server set up by tests/pgserver.py")
+        return cls(directory, port=int(ports[-1]))
+
     @staticmethod
     def available() -> bool:
         try:

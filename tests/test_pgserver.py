@@ -94,3 +94,12 @@ def test_binaries_come_from_the_newest_debian_version_when_not_on_path(
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr("tests.pgserver.DEBIAN_ROOT", tmp_path)
     assert find_binaries().pg_ctl == tmp_path / "15" / "bin" / "pg_ctl"
+
+
+def test_attach_finds_a_running_server_by_its_directory(server: PostgresServer) -> None:
+    server.start()
+    attached = PostgresServer.attach(server.directory)
+    assert attached.port == server.port
+    assert attached.running()
+    with attached.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)

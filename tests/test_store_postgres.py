@@ -90,11 +90,12 @@ async def test_a_commit_on_one_replica_wakes_the_others_within_100_ms(postgres_u
 
 
 async def test_the_database_going_away_fails_fast_and_the_store_heals_without_reopening(
-    postgres_server: PostgresServer, postgres_url: str
+    stoppable_postgres: tuple[PostgresServer, str],
 ) -> None:
+    server, postgres_url = stoppable_postgres
     store = await PostgresStore.open(postgres_url, pool_size=2, wait_seconds=2)
     accepted = await store.accept("k1", "g", "{}", 600)
-    postgres_server.stop()
+    server.stop()
     try:
         started = time.perf_counter()
         with pytest.raises(StoreError):
@@ -103,7 +104,7 @@ async def test_the_database_going_away_fails_fast_and_the_store_heals_without_re
             await store.ping()
         assert time.perf_counter() - started < 10
     finally:
-        postgres_server.start()
+        server.start()
     await store.ping()
     assert not (await store.accept("k2", "g", "{}", 600)).duplicate
     assert (await store.claim("w", 30)).id == accepted.id, "nothing accepted before is lost"
@@ -111,15 +112,16 @@ async def test_the_database_going_away_fails_fast_and_the_store_heals_without_re
 
 
 async def test_a_store_opened_while_the_database_is_down_starts_and_heals(
-    postgres_server: PostgresServer, postgres_url: str
+    stoppable_postgres: tuple[PostgresServer, str],
 ) -> None:
-    postgres_server.stop()
+    server, postgres_url = stoppable_postgres
+    server.stop()
     try:
         store = await PostgresStore.open(postgres_url, pool_size=2, wait_seconds=1)
         with pytest.raises(StoreError, match=r"cannot connect: .*Connection refused"):
             await store.backlog()
     finally:
-        postgres_server.start()
+        server.start()
     assert not (await store.accept("k", "g", "{}", 600)).duplicate
     await store.close()
 

@@ -1,0 +1,220 @@
+"""`make mutate`: mutation testing (mutmut 3) of the modules where a bug loses, doubles, misroutes or
+leaks a page, and the kill rate per module.
+
+    python -m tests.mutate                      every module in [tool.mutmut] only_mutate
+    python -m tests.mutate --changed-since REV  only those a change since REV touched (CI)
+    python -m tests.mutate --report             the last run's figures again, without running
+
+mutmut forks one pytest session per mutant and runs only the tests that reach the mutated function.
+A PostgreSQL server started here is shared by all of them (TEST_POSTGRES_DIR, see tests/conftest.py),
+so no mutant pays for a server of its own. mutmut's own progress goes to mutants/mutmut.log.
+
+Killed counts mutants a test failed on, timed out on, or mypy rejected (`make lint` runs mypy, so
+such a mutant cannot land). A survivor either gets a test or an entry, with one line why, under
+"Equivalent mutants" in the README; the report lists the rest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.pgserver import PostgresServer
+
+ROOT = Path(__file__).resolve().parent.parent
+MUTANTS = ROOT / "mutants"
+TARGET = 0.90
+KILLED = {"killed", "timeout", "caught by type check"}
+# mutmut's exit codes (mutmut/stats.py); anything else is "suspicious"
+STATUS = {
+    0: "survived",
+    1: "killed",
+    3: "killed",
+    5: "no tests",
+    33: "no tests",
+    34: "skipped",
+    36: "timeout",
+    24: "timeout",
+    -24: "timeout",
+    152: "timeout",
+    255: "timeout",
+    37: "caught by type check",
+    None: "not checked",
+}
+EQUIVALENT = re.compile(r"^- `(app\.[^`]+__mutmut_\d+)`")
+
+
+def scope() -> list[str]:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    return list(config["tool"]["mutmut"]["only_mutate"])
+
+
+def module_of(path: str) -> str:
+    """app/store/sqlite.py -> app.store.sqlite (the prefix of its mutants' names)."""
+    return path.removesuffix(".py").replace("/", ".")
+
+
+def changed_modules(since: str) -> list[str]:
+    diff = subprocess.run(
+        ["git", "diff", "--name-only", since, "--", "app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    patterns = scope()
+    return sorted(
+        module_of(path)
+        for path in diff
+        if (ROOT / path).exists() and any(fnmatch.fnmatch(path, p) for p in patterns)
+    )
+
+
+def equivalents(readme: Path = ROOT / "README.md") -> set[str]:
+    return {m.group(1) for line in readme.read_text().splitlines() if (m := EQUIVALENT.match(line))}
+
+
+@dataclass
+class ModuleResult:
+    module: str
+    statuses: Counter[str] = field(default_factory=Counter)
+    survivors: list[str] = field(default_factory=list)
+
+    @property
+    def tested(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status != "not checked")
+
+    @property
+    def killed(self) -> int:
+        return sum(self.statuses[status] for status in KILLED)
+
+    def rate(self, equivalent: int = 0) -> float:
+        counted = self.tested - equivalent
+        return self.killed / counted if counted else 1.0
+
+
+def results(modules: Iterable[str] | None = None) -> Iterator[ModuleResult]:
+    wanted = set(modules) if modules is not None else None
+    for meta in sorted(MUTANTS.glob("app/**/*.py.meta")):
+        module = module_of(str(meta.relative_to(MUTANTS)).removesuffix(".meta"))
+        if wanted is not None and module not in wanted:
+            continue
+        exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
+        result = ModuleResult(module)
+        for name, code in sorted(exit_codes.items()):
+            status = STATUS.get(code, "suspicious")
+            result.statuses[status] += 1
+            if status not in KILLED and status != "not checked":
+                result.survivors.append(name)
+        yield result
+
+
+def report(modules: Iterable[str] | None = None) -> bool:
+    """Print the table and the unexplained survivors; True when every module meets the target."""
+    known = equivalents()
+    rows = list(results(modules))
+    width = max((len(r.module) for r in rows), default=10)
+    print(f"\n{'module':<{width}}  mutants  killed  survived  equivalent  kill rate")
+    all_met, unexplained = True, []
+    total_killed = total_counted = 0
+    for r in rows:
+        equivalent = sum(name in known for name in r.survivors)
+        rate = r.rate(equivalent)
+        met = rate >= TARGET
+        all_met &= met
+        total_killed += r.killed
+        total_counted += r.tested - equivalent
+        survived = r.tested - r.killed
+        print(
+            f"{r.module:<{width}}  {r.tested:7}  {r.killed:6}  {survived:8}  {equivalent:10}"
+            f"  {rate:8.1%} {'ok' if met else 'BELOW ' + format(TARGET, '.0%')}"
+        )
+        unexplained += [name for name in r.survivors if name not in known]
+    if total_counted:
+        print(
+            f"{'all':<{width}}  {'':7}  {'':6}  {'':8}  {'':10}  {total_killed / total_counted:8.1%}"
+        )
+    if unexplained:
+        print(
+            f"\n{len(unexplained)} survivors neither killed nor listed as equivalent in the README:"
+        )
+        for name in unexplained:
+            print(f"  {name}")
+        print("see one with: (cd mutants && ../.venv/bin/mutmut show NAME)")
+    return all_met
+
+
+@contextmanager
+def shared_postgres() -> Iterator[dict[str, str]]:
+    """One PostgreSQL server for every mutant's test session; nothing when it is not installed."""
+    if not PostgresServer.available():
+        yield {}
+        return
+    directory = Path(tempfile.mkdtemp(prefix="mutate-postgres-"))
+    server = PostgresServer(directory).start()
+    try:
+        yield {"TEST_POSTGRES_DIR": str(directory)}
+    finally:
+        server.stop(mode="immediate")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(modules: list[str] | None, max_children: int | None) -> int:
+    names = [f"{module}.*" for module in modules] if modules else []
+    command = [str(Path(sys.executable).parent / "mutmut"), "run", *names]
+    if max_children:
+        command += ["--max-children", str(max_children)]
+    MUTANTS.mkdir(exist_ok=True)
+    log = MUTANTS / "mutmut.log"
+    with shared_postgres() as postgres, log.open("w") as out:
+        env = {
+            **os.environ,
+            **postgres,
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
+        print(f"mutmut run {' '.join(names) or '(every module in scope)'}; progress in {log}")
+        done = subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=out, stderr=out)
+        return done.returncode
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--changed-since", metavar="REV", help="only modules changed since REV")
+    parser.add_argument("--report", action="store_true", help="print the last run's figures only")
+    parser.add_argument("--max-children", type=int, help="parallel mutants (default: CPUs)")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 when a module is below target"
+    )
+    args = parser.parse_args(argv)
+
+    modules: list[str] | None = None
+    if args.changed_since:
+        modules = changed_modules(args.changed_since)
+        if not modules:
+            print(f"no mutation-tested module changed since {args.changed_since}")
+            return 0
+    if not args.report:
+        code = run(modules, args.max_children)
+        if code != 0:
+            print((MUTANTS / "mutmut.log").read_text(errors="replace")[-4000:], file=sys.stderr)
+            print(f"mutmut run failed ({code})", file=sys.stderr)
+            return code
+    met = report(modules)
+    return 1 if args.strict and not met else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
