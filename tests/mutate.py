@@ -3,6 +3,7 @@ leaks a page, and the kill rate per module.
 
     python -m tests.mutate                      every module in [tool.mutmut] only_mutate
     python -m tests.mutate --changed-since REV  only those a change since REV touched (CI)
+    python -m tests.mutate --module app/routing.py   one module (repeatable)
     python -m tests.mutate --report             the last run's figures again, without running
 
 mutmut forks one pytest session per mutant and runs only the tests that reach the mutated function.
@@ -193,6 +194,9 @@ def run(modules: list[str] | None, max_children: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--changed-since", metavar="REV", help="only modules changed since REV")
+    parser.add_argument(
+        "--module", action="append", metavar="PATH", help="only this module (app/x.py); repeatable"
+    )
     parser.add_argument("--report", action="store_true", help="print the last run's figures only")
     parser.add_argument("--max-children", type=int, help="parallel mutants (default: CPUs)")
     parser.add_argument(
@@ -200,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    modules: list[str] | None = None
+    modules: list[str] | None = [module_of(path) for path in args.module] if args.module else None
     if args.changed_since:
         modules = changed_modules(args.changed_since)
         if not modules:
