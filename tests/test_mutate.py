@@ -1,0 +1,54 @@
+"""`make mutate`'s report (tests/mutate.py): which survivors it may call equivalent on its own."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from tests.mutate import _functions, _only_sql_case, module_of
+
+
+def pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
+    source = (
+        f"def f__mutmut_orig(conn):\n    conn.execute({original!r})\n"
+        f"def f__mutmut_1(conn):\n    conn.execute({mutant!r})\n"
+    )
+    functions = _functions(source)
+    return functions["f__mutmut_orig"], functions["f__mutmut_1"]
+
+
+def test_a_case_change_of_literal_free_sql_is_equivalent() -> None:
+    assert _only_sql_case(
+        *pair("UPDATE diagnoses SET lease_until = 0", "update diagnoses set lease_until = 0")
+    )
+
+
+@pytest.mark.parametrize(
+    ("original", "mutant"),
+    [
+        (
+            "INSERT INTO meta (key) VALUES ('boot')",
+            "INSERT INTO META (KEY) VALUES ('BOOT')",
+        ),  # literal
+        ("SELECT * FROM t WHERE id = %s", "SELECT * FROM T WHERE ID = %S"),  # psycopg placeholder
+        ("SELECT * FROM t WHERE id = :id", "SELECT * FROM T WHERE ID = :ID"),  # sqlite named
+        ("UPDATE t SET x = 0", "XXUPDATE t SET x = 0XX"),  # not a case change
+        ("delivery failed", "DELIVERY FAILED"),  # not SQL
+    ],
+)
+def test_anything_else_is_left_for_a_test_to_kill(original: str, mutant: str) -> None:
+    assert not _only_sql_case(*pair(original, mutant))
+
+
+def test_a_case_change_next_to_another_change_is_not_equivalent() -> None:
+    source = (
+        "def f__mutmut_orig(conn):\n    conn.execute('UPDATE t SET x = 0', 1)\n"
+        "def f__mutmut_1(conn):\n    conn.execute('update t set x = 0', 2)\n"
+    )
+    functions = _functions(source)
+    assert not _only_sql_case(functions["f__mutmut_orig"], functions["f__mutmut_1"])
+
+
+def test_a_module_path_names_its_mutants_prefix() -> None:
+    assert module_of("app/store/sqlite.py") == "app.store.sqlite"
