@@ -10,8 +10,8 @@ mutmut forks one pytest session per mutant and runs only the tests that reach th
 A PostgreSQL server started here is shared by all of them (TEST_POSTGRES_DIR, see tests/conftest.py),
 so no mutant pays for a server of its own. mutmut's own progress goes to mutants/mutmut.log.
 
-Equivalent: listed in the README, or changing only the letter case of SQL text that holds no literal,
-quoted identifier or placeholder (SQL ignores the case of keywords and unquoted names).
+Equivalent: listed in the README, or changing only the letter case of SQL text outside its literals,
+quoted identifiers and placeholders (SQL ignores the case of keywords and unquoted names).
 Killed counts mutants a test failed on, timed out on, or mypy rejected (`make lint` runs mypy, so
 such a mutant cannot land). A survivor either gets a test or an entry, with one line why, under
 "Equivalent mutants" in the README; the report lists the rest.
@@ -27,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -67,8 +68,8 @@ SQL = re.compile(
     r"LOCK|CASE|WHEN|THEN|ELSE|END|COALESCE|GREATEST|LEAST|NOT|EXISTS|IN)\b",
     re.IGNORECASE,
 )
-# ...unless the text holds a literal, a quoted identifier or a placeholder (:name, %s, %(name)s, $1)
-CASE_MATTERS = re.compile(r"['\"%:$]")
+# ...but not the case of literals, quoted identifiers and placeholders (:name, %s, %(name)s, $1)
+CASE_MATTERS = re.compile(r"'[^']*'?|\"[^\"]*\"?|%\([^)]*\)\w|%\w|:\w+|\$\d+")
 
 
 def scope() -> list[str]:
@@ -117,7 +118,7 @@ def _only_sql_case(original: ast.AST, mutant: ast.AST) -> bool:
                 return False
             if a.value.lower() != b.value.lower() or not SQL.match(a.value):
                 return False
-            if CASE_MATTERS.search(a.value):
+            if CASE_MATTERS.findall(a.value) != CASE_MATTERS.findall(b.value):
                 return False
             changed = True
     return changed and ast.dump(_without_constants(original)) == ast.dump(
@@ -191,37 +192,35 @@ def results(modules: Iterable[str] | None = None) -> Iterator[ModuleResult]:
 def report(modules: Iterable[str] | None = None) -> bool:
     """Print the table and the unexplained survivors; True when every module meets the target."""
     known = equivalents()
-    rows = list(results(modules))
+    rows = [r for r in results(modules) if r.statuses]
     width = max((len(r.module) for r in rows), default=10)
-    print(f"\n{'module':<{width}}  mutants  killed  survived  equivalent  kill rate")
+    print(f"\n{'module':<{width}}  mutants  killed  survived  equivalent  unchecked  kill rate")
     all_met, unexplained = True, []
     total_killed = total_counted = 0
     for r in rows:
-        sql_case = sql_case_mutants(r.module, r.survivors)
-        known |= sql_case
+        known |= sql_case_mutants(r.module, r.survivors)
         equivalent = sum(name in known for name in r.survivors)
-        rate = r.rate(equivalent)
-        met = rate >= TARGET
+        counted = r.tested - equivalent
+        met = r.rate(equivalent) >= TARGET
         all_met &= met
         total_killed += r.killed
-        total_counted += r.tested - equivalent
-        survived = r.tested - r.killed
+        total_counted += counted
+        verdict = "ok" if met else f"BELOW {TARGET:.0%}"
+        rate = f"{r.rate(equivalent):8.1%} {verdict}" if counted else "       -"
         print(
-            f"{r.module:<{width}}  {r.tested:7}  {r.killed:6}  {survived:8}  {equivalent:10}"
-            f"  {rate:8.1%} {'ok' if met else 'BELOW ' + format(TARGET, '.0%')}"
+            f"{r.module:<{width}}  {r.tested:7}  {r.killed:6}  {r.tested - r.killed:8}"
+            f"  {equivalent:10}  {r.statuses['not checked']:9}  {rate}"
         )
         unexplained += [name for name in r.survivors if name not in known]
     if total_counted:
-        print(
-            f"{'all':<{width}}  {'':7}  {'':6}  {'':8}  {'':10}  {total_killed / total_counted:8.1%}"
-        )
+        print(f"{'all':<{width}}  {total_killed / total_counted:>62.1%}")
     if unexplained:
         print(
             f"\n{len(unexplained)} survivors neither killed nor listed as equivalent in the README:"
         )
         for name in unexplained:
             print(f"  {name}")
-        print("see one with: (cd mutants && ../.venv/bin/mutmut show NAME)")
+        print("see one with: .venv/bin/mutmut show NAME")
     return all_met
 
 
@@ -240,7 +239,8 @@ def shared_postgres() -> Iterator[dict[str, str]]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def run(modules: list[str] | None, max_children: int | None) -> int:
+def run(modules: list[str] | None, max_children: int | None, budget: float | None = None) -> int:
+    """mutmut run; past `budget` seconds it is interrupted (it keeps what it checked) and 0 returned."""
     names = [f"{module}.*" for module in modules] if modules else []
     command = [str(Path(sys.executable).parent / "mutmut"), "run", *names]
     if max_children:
@@ -254,8 +254,14 @@ def run(modules: list[str] | None, max_children: int | None) -> int:
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         }
         print(f"mutmut run {' '.join(names) or '(every module in scope)'}; progress in {log}")
-        done = subprocess.run(command, check=False, cwd=ROOT, env=env, stdout=out, stderr=out)
-        return done.returncode
+        with subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out) as mutmut:
+            try:
+                return mutmut.wait(timeout=budget)
+            except subprocess.TimeoutExpired:
+                print(f"budget of {budget:.0f} s spent: the rest stays unchecked")
+                mutmut.send_signal(signal.SIGINT)  # mutmut stops its workers and keeps its results
+                mutmut.wait()
+                return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no mutation-tested module changed since {args.changed_since}")
             return 0
     if not args.report:
-        code = run(modules, args.max_children)
+        budget = args.budget_minutes * 60 if args.budget_minutes else None
+        code = run(modules, args.max_children, budget)
         if code != 0:
             print((MUTANTS / "mutmut.log").read_text(errors="replace")[-4000:], file=sys.stderr)
             print(f"mutmut run failed ({code})", file=sys.stderr)

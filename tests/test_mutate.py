@@ -32,6 +32,7 @@ def test_a_case_change_of_literal_free_sql_is_equivalent() -> None:
             "INSERT INTO META (KEY) VALUES ('BOOT')",
         ),  # literal
         ("SELECT * FROM t WHERE id = %s", "SELECT * FROM T WHERE ID = %S"),  # psycopg placeholder
+        ("SELECT %(group)s", "SELECT %(GROUP)s"),  # named placeholder
         ("SELECT * FROM t WHERE id = :id", "SELECT * FROM T WHERE ID = :ID"),  # sqlite named
         ("UPDATE t SET x = 0", "XXUPDATE t SET x = 0XX"),  # not a case change
         ("delivery failed", "DELIVERY FAILED"),  # not SQL

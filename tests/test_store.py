@@ -8,11 +8,14 @@ and test_store_postgres.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from app.incident import Transition
@@ -125,6 +128,40 @@ async def test_retry_later_waits_and_release_hands_back_at_once(store) -> None:
     assert (await store.claim("w", 30)).attempts == 2, "a released claim does not count"
 
 
+def columns(backend: Backend, notification_id: int, *names: str) -> tuple[Any, ...]:
+    """Columns of a notification's row, read the way an operator would: straight from the database."""
+    query = f"SELECT {', '.join(names)} FROM notifications WHERE id = {int(notification_id)}"
+    if backend.name == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as conn:
+            return tuple(conn.execute(query).fetchone())
+    with psycopg.connect(backend.url) as conn:
+        row = conn.execute(query).fetchone()
+    assert row is not None
+    return tuple(row)
+
+
+async def test_the_holder_and_the_last_error_are_on_record_and_cleared_when_done(
+    store, backend: Backend
+) -> None:
+    accepted = await store.accept("k", "g", "{}", 600)
+    held = await store.claim("worker-7", 30)
+    assert columns(backend, accepted.id, "owner") == ("worker-7",)
+    await store.retry_later(held.claim, "slack: 503 Service Unavailable", delay=0)
+    assert columns(backend, accepted.id, "owner", "last_error") == (
+        None,
+        "slack: 503 Service Unavailable",
+    )
+    held = await store.claim("worker-7", 30)
+    await store.give_up(held.claim, "telegram: 403 Forbidden")
+    assert columns(backend, accepted.id, "last_error") == ("telegram: 403 Forbidden",)
+
+    second = await store.accept("k2", "g2", "{}", 600)
+    held = await store.claim("worker-7", 30)
+    await store.retry_later(held.claim, "slack: timeout", delay=0)
+    await store.finish((await store.claim("worker-7", 30)).claim)
+    assert columns(backend, second.id, "owner", "last_error") == (None, None)
+
+
 async def test_a_taken_over_claim_can_write_nothing(store) -> None:
     await store.accept("k", "g", "{}", 600)
     stalled = await store.claim("w1", 30)
@@ -143,7 +180,7 @@ async def test_a_taken_over_claim_can_write_nothing(store) -> None:
         store.save_message_ref(stalled.claim, 1, "slack", "C1:1"),
         store.revise(stalled.claim, taker.id, '{"edited": true}'),
     ):
-        with pytest.raises(LeaseLostError):
+        with pytest.raises(LeaseLostError, match=rf"^notification {taker.id}: claim taken over$"):
             await write
     assert await store.deliveries(taker.id) == {}
     assert await store.open_incident("g") is None

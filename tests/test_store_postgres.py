@@ -223,3 +223,26 @@ async def test_purge_deletes_a_long_backlog_in_batches(
         await store.finish((await store.claim("w", 30)).claim)
     assert await store.purge(older_than_seconds=-1) == 5
     await store.close()
+
+
+@pytest.mark.parametrize("ending", ["finish", "release", "give_up"])
+async def test_a_claim_that_ends_wakes_the_other_replicas(postgres_url: str, ending: str) -> None:
+    """The group's next notification, or this one again, is claimable: idle replicas must look."""
+    working, watching = await replicas(postgres_url, 2)
+    await working.accept("k", "g", "{}", 600)
+    held = await working.claim("w", 30)
+    assert held is not None
+    woken = asyncio.Event()
+    watcher = asyncio.create_task(watching.watch(woken.set))
+    await asyncio.wait_for(woken.wait(), 5)  # once when it starts listening
+    woken.clear()
+    if ending == "give_up":
+        await working.give_up(held.claim, "gone")
+    else:
+        await getattr(working, ending)(held.claim)
+    try:
+        await asyncio.wait_for(woken.wait(), 2)
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await close([working, watching])
