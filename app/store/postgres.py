@@ -186,7 +186,7 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
         return await self._run(accept, reserved=True)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
-        rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease, aging=AGING_SECONDS))
+        rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))
         return claimed(rows[0], owner) if rows else None
 
     async def renew(self, claim: Claim, lease: float) -> bool:
