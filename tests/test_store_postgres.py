@@ -18,7 +18,7 @@ import pytest
 from app.config import Settings
 from app.logs import configure_logging
 from app.store import PostgresStore, StoreError, shown_url
-from app.store.postgres_db import Conn
+from app.store.postgres_db import RESERVED, Conn
 from app.store.postgres_schema import PURGE_LOCK
 from tests.pgserver import PostgresServer
 
@@ -246,3 +246,29 @@ async def test_a_claim_that_ends_wakes_the_other_replicas(postgres_url: str, end
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await close([working, watching])
+
+
+async def test_the_webhook_health_and_lease_renewals_never_wait_behind_busy_workers(
+    postgres_url: str,
+) -> None:
+    """Workers get all connections but RESERVED; with theirs all busy (here: stuck on a lock),
+    accept, backlog, ping and renew still answer at once."""
+    store = await PostgresStore.open(postgres_url, pool_size=RESERVED + 1, wait_seconds=1)
+    await store.accept("k", "g", "{}", 600)
+    held = await store.claim("w", 30)
+    assert held is not None
+    with psycopg.connect(postgres_url, autocommit=True) as locker:
+        locker.execute("BEGIN")
+        locker.execute("LOCK TABLE deliveries IN ACCESS EXCLUSIVE MODE")
+        stuck = asyncio.create_task(store.record_delivery(held.claim, "slack", "sent", "r", None))
+        while not locker.execute(  # the worker's write holds its connection, waiting on the lock
+            "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+        ).fetchone():
+            await asyncio.sleep(0.01)
+        assert not (await store.accept("k2", "g2", "{}", 600)).duplicate
+        assert await store.backlog() == 2
+        await store.ping()
+        assert await store.renew(held.claim, 30)
+        locker.execute("COMMIT")
+    await stuck
+    await store.close()
