@@ -67,12 +67,8 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
     """The Store on PostgreSQL through a psycopg connection pool."""
 
     def __init__(
-        self,
-        store_url: str,
-        pool_size: int = 10,
-        wait_seconds: float = 2.0,
-        skew: Callable[[], float] = lambda: 0.0,
-    ) -> None:
+        self, store_url: str, pool_size: int, wait_seconds: float, skew: Callable[[], float]
+    ) -> None:  # PostgresStore.open() names the defaults
         self._db = Database(store_url, pool_size, wait_seconds)
         self._skew = skew  # seconds added to the database's clock: 0 but in the contract tests
         self._run = self._db.run
