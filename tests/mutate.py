@@ -60,7 +60,7 @@ STATUS = {
     37: "caught by type check",
     None: "not checked",
 }
-EQUIVALENT = re.compile(r"^- `(app\.[^`]+__mutmut_\d+)`")
+EQUIVALENT = re.compile(r"`(app\.[^`]+__mutmut_\d+)`")
 # SQL keywords and unquoted identifiers ignore letter case, in SQLite and PostgreSQL alike
 SQL = re.compile(
     r"^\s*(SELECT|INSERT|UPDATE|DELETE|WITH|CREATE|ALTER|DROP|BEGIN|COMMIT|ROLLBACK|PRAGMA|ON|SET|"
@@ -151,7 +151,10 @@ def sql_case_mutants(module: str, names: Iterable[str]) -> set[str]:
 
 
 def equivalents(readme: Path = ROOT / "README.md") -> set[str]:
-    return {m.group(1) for line in readme.read_text().splitlines() if (m := EQUIVALENT.match(line))}
+    lines = readme.read_text().splitlines()
+    return {
+        name for line in lines if line.startswith("- `app.") for name in EQUIVALENT.findall(line)
+    }
 
 
 @dataclass

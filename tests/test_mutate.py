@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import ast
+from pathlib import Path
 
 import pytest
 
-from tests.mutate import _functions, _only_sql_case, module_of
+from tests.mutate import _functions, _only_sql_case, equivalents, module_of
 
 
 def pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
@@ -53,3 +54,17 @@ def test_a_case_change_next_to_another_change_is_not_equivalent() -> None:
 
 def test_a_module_path_names_its_mutants_prefix() -> None:
     assert module_of("app/store/sqlite.py") == "app.store.sqlite"
+
+
+def test_every_mutant_named_on_a_readme_list_line_is_equivalent(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "Some text naming `app.x.f__mutmut_9` in passing.\n"
+        "- `app.x.f__mutmut_1`, `app.x.f__mutmut_2`: same result, fewer round trips.\n"
+        "- `app.y.xǁCǁm__mutmut_3`: unreachable.\n"
+    )
+    assert equivalents(readme) == {
+        "app.x.f__mutmut_1",
+        "app.x.f__mutmut_2",
+        "app.y.xǁCǁm__mutmut_3",
+    }
