@@ -257,6 +257,9 @@ def run(modules: list[str] | None, max_children: int | None, budget: float | Non
             "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
         }
         print(f"mutmut run {' '.join(names) or '(every module in scope)'}; progress in {log}")
+        # A shell starts background jobs with SIGINT ignored, and a child inherits that; a handler
+        # of ours is reset to the default in mutmut's process, so the budget's SIGINT stops it.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         with subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=out) as mutmut:
             try:
                 return mutmut.wait(timeout=budget)
