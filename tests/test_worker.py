@@ -1,5 +1,7 @@
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -9,7 +11,7 @@ from app.metrics import Metrics
 from app.models import DiagnosisSource, EnrichedNotification
 from app.notifiers.base import Progress
 from app.pipeline import Pipeline, RetryLaterError
-from app.store import SQLiteStore, StoredNotification
+from app.store import Claim, LeaseLostError, SQLiteStore, StoredNotification, StoreError
 from app.worker import WorkerPool, backoff
 from tests.fakes import RecordingNotifier, fixture_text
 from tests.test_store import Clock
@@ -341,3 +343,281 @@ async def test_one_accepted_notification_wakes_one_worker_not_all(
     # the woken worker claims it, then looks once more and finds nothing
     assert counting.claims - before == 2
     await store.close()
+
+
+class ScriptedStore:
+    """A store whose queue holds the given notifications; it records what the workers did."""
+
+    def __init__(self, *queue: StoredNotification | StoreError, renew: bool = True) -> None:
+        self.queue = list(queue)
+        self.renew_result = renew
+        self.calls: list[tuple] = []
+        self.settled = asyncio.Event()  # finish, retry_later, give_up or release happened
+        self.renewed = asyncio.Event()
+        self.claims: list[tuple[str, float]] = []
+        self.notify: Callable[[], None] | None = None
+        self.fail_finish = False
+
+    async def claim(self, owner: str, lease: float) -> StoredNotification | None:
+        self.claims.append((owner, lease))
+        if not self.queue:
+            return None
+        item = self.queue.pop(0)
+        if isinstance(item, StoreError):
+            raise item
+        return item
+
+    async def renew(self, claim: Claim, lease: float) -> bool:
+        self.calls.append(("renew", claim, lease))
+        self.renewed.set()
+        return self.renew_result
+
+    def _record(self, *call: object) -> None:
+        self.calls.append(call)
+        self.settled.set()
+
+    async def finish(self, claim: Claim) -> None:
+        if self.fail_finish:
+            self.fail_finish = False
+            self._record("finish failed", claim)
+            raise StoreError("disk I/O error")
+        self._record("finish", claim)
+
+    async def retry_later(self, claim: Claim, error: str, delay: float) -> None:
+        self._record("retry_later", claim, error, delay)
+
+    async def give_up(self, claim: Claim, error: str) -> None:
+        self._record("give_up", claim, error)
+
+    async def release(self, claim: Claim) -> None:
+        self._record("release", claim)
+
+    async def backlog(self) -> int:
+        return 7
+
+    async def purge(self, retention: float) -> int:
+        self.calls.append(("purge", retention))
+        return 0
+
+    async def watch(self, notified: Callable[[], None]) -> None:
+        self.notify = notified
+        await asyncio.Event().wait()
+
+    def outcomes(self) -> list[tuple]:
+        return [c for c in self.calls if c[0] not in ("renew", "purge")]
+
+
+def stored(id_: int = 1, attempts: int = 1) -> StoredNotification:
+    return StoredNotification(id_, "g", "{}", attempts, None, None, Claim(id_, "w", 10 + id_))
+
+
+async def run_pool(
+    store: ScriptedStore,
+    process: Callable[[StoredNotification, Lease], Awaitable[None]],
+    metrics: Metrics | None = None,
+    *,
+    settled: int = 1,
+    **options: Any,
+) -> None:
+    """Start one worker, wait until `settled` notifications were finished, retried, given up or
+    released, and stop it."""
+    workers = pool(store, process, metrics, count=1, **options)
+    workers.start()
+    async with asyncio.timeout(5):
+        while len(store.outcomes()) < settled:
+            store.settled.clear()
+            await store.settled.wait()
+    await workers.stop()
+
+
+async def succeed(stored: StoredNotification, lease: Lease) -> None:
+    return None
+
+
+async def test_processed_work_is_marked_finished_under_its_own_claim() -> None:
+    store, metrics = ScriptedStore(stored(1)), Metrics()
+    await run_pool(store, succeed, metrics)
+    assert store.outcomes() == [("finish", Claim(1, "w", 11))]
+    assert processed(metrics, "done") == 1 and processed(metrics, "retry") == 0
+
+
+async def test_a_failure_is_retried_later_with_backoff_not_marked_done() -> None:
+    store, metrics = ScriptedStore(stored(1, attempts=2)), Metrics()
+
+    async def explode(stored: StoredNotification, lease: Lease) -> None:
+        raise RuntimeError("bug")
+
+    await run_pool(store, explode, metrics, max_attempts=3)
+    assert store.outcomes() == [("retry_later", Claim(1, "w", 11), "RuntimeError: bug", 10.0)]
+    assert processed(metrics, "retry") == 1 and processed(metrics, "done") == 0
+
+
+async def test_a_retry_later_error_keeps_its_own_reason() -> None:
+    store, metrics = ScriptedStore(stored(1, attempts=1)), Metrics()
+
+    async def channel_down(stored: StoredNotification, lease: Lease) -> None:
+        raise RetryLaterError("slack: 503")
+
+    await run_pool(store, channel_down, metrics, max_attempts=3)
+    assert store.outcomes() == [("retry_later", Claim(1, "w", 11), "slack: 503", 5.0)]
+
+
+async def test_the_last_allowed_attempt_gives_up_and_counts_a_failure() -> None:
+    store, metrics = ScriptedStore(stored(1, attempts=3), stored(2, attempts=2)), Metrics()
+
+    async def channel_down(stored: StoredNotification, lease: Lease) -> None:
+        raise RetryLaterError("slack: 503")
+
+    await run_pool(store, channel_down, metrics, settled=2, max_attempts=3)
+    assert store.outcomes() == [
+        ("give_up", Claim(1, "w", 11), "slack: 503"),
+        ("retry_later", Claim(2, "w", 12), "slack: 503", 10.0),
+    ]
+    assert processed(metrics, "failed") == 1 and processed(metrics, "retry") == 1
+
+
+async def test_work_whose_claim_was_lost_is_neither_finished_nor_retried() -> None:
+    store, metrics = ScriptedStore(stored(1), stored(2)), Metrics()
+
+    async def lost_then_ok(stored: StoredNotification, lease: Lease) -> None:
+        if stored.id == 1:
+            raise LeaseLostError("taken over")
+
+    await run_pool(store, lost_then_ok, metrics)
+    assert store.outcomes() == [("finish", Claim(2, "w", 12))], "the worker went on"
+    assert processed(metrics, "lost") == 1 and processed(metrics, "done") == 1
+
+
+async def test_a_store_error_while_processing_leaves_the_work_for_the_lease_to_expire() -> None:
+    store, metrics = ScriptedStore(stored(1), stored(2)), Metrics()
+
+    async def store_fails_then_ok(stored: StoredNotification, lease: Lease) -> None:
+        if stored.id == 1:
+            raise StoreError("disk I/O error")
+
+    await run_pool(store, store_fails_then_ok, metrics)
+    assert store.outcomes() == [("finish", Claim(2, "w", 12))]
+    assert processed(metrics, "retry") == 0 and processed(metrics, "failed") == 0
+
+
+async def test_a_store_error_on_finish_does_not_stop_the_worker() -> None:
+    store = ScriptedStore(stored(1), stored(2))
+    store.fail_finish = True
+    metrics = Metrics()
+    await run_pool(store, succeed, metrics, settled=2)
+    assert store.outcomes() == [("finish failed", Claim(1, "w", 11)), ("finish", Claim(2, "w", 12))]
+    assert processed(metrics, "done") == 1
+
+
+async def test_a_store_error_on_claim_does_not_stop_the_worker() -> None:
+    store = ScriptedStore(StoreError("database is locked"), stored(2))
+    workers = pool(store, succeed, count=1)
+    workers.start()
+    workers.wake()  # the worker idles after the failed claim; a ring sends it back at once
+    async with asyncio.timeout(5):
+        await store.settled.wait()
+    await workers.stop()
+    assert store.outcomes() == [("finish", Claim(2, "w", 12))]
+
+
+async def test_the_lease_is_renewed_for_the_lease_length_while_work_runs() -> None:
+    store = ScriptedStore(stored(1))
+
+    async def until_renewed(stored: StoredNotification, lease: Lease) -> None:
+        await store.renewed.wait()
+
+    await run_pool(store, until_renewed, lease_seconds=0.03)
+    renewals = [c for c in store.calls if c[0] == "renew"]
+    assert renewals and all(c[1:] == (Claim(1, "w", 11), 0.03) for c in renewals)
+    assert store.outcomes() == [("finish", Claim(1, "w", 11))]
+
+
+async def test_a_lost_lease_cancels_the_work_and_marks_nothing() -> None:
+    store, metrics = ScriptedStore(stored(1), renew=False), Metrics()
+    cancelled = asyncio.Event()
+
+    async def forever(stored: StoredNotification, lease: Lease) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    workers = pool(store, forever, metrics, count=1, lease_seconds=0.03)
+    workers.start()
+    async with asyncio.timeout(5):
+        await cancelled.wait()
+        while processed(metrics, "lost") == 0:
+            await asyncio.sleep(0)
+    await workers.stop()
+    assert store.outcomes() == []
+    assert processed(metrics, "done") == 0
+
+
+async def test_stopping_hands_running_work_back_unfinished() -> None:
+    store, metrics = ScriptedStore(stored(1)), Metrics()
+    started = asyncio.Event()
+
+    async def forever(stored: StoredNotification, lease: Lease) -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    workers = pool(store, forever, metrics, count=1, grace_seconds=0)
+    workers.start()
+    await started.wait()
+    await workers.stop()
+    assert store.outcomes() == [("release", Claim(1, "w", 11))]
+    assert processed(metrics, "done") == 0 and workers.alive == 0
+
+
+async def test_each_worker_claims_under_its_own_name_for_the_lease_length() -> None:
+    store = ScriptedStore()
+    workers = pool(store, succeed, count=3, lease_seconds=42)
+    workers.start()
+    assert workers.size == 3
+    async with asyncio.timeout(5):
+        while len(store.claims) < 3:
+            await asyncio.sleep(0)
+    assert workers.alive == 3
+    await workers.stop()
+    owners = {owner for owner, _ in store.claims}
+    assert len(owners) == 3 and all(owner.startswith("worker-") for owner in owners)
+    assert {lease for _, lease in store.claims} == {42}
+    assert workers.alive == 0
+
+
+async def test_another_replicas_notice_wakes_a_worker_and_the_llm_lane() -> None:
+    store = ScriptedStore()
+    lane_woken = asyncio.Event()
+    workers = pool(store, succeed, count=1, also_wake=lane_woken.set)
+    workers.start()
+    async with asyncio.timeout(5):
+        while store.notify is None or not store.claims:
+            await asyncio.sleep(0)
+    store.queue.append(stored(1))
+    store.notify()
+    async with asyncio.timeout(5):
+        await store.settled.wait()
+    await workers.stop()
+    assert lane_woken.is_set()
+    assert store.outcomes() == [("finish", Claim(1, "w", 11))]
+
+
+async def test_an_idle_worker_reports_the_backlog_and_purges_past_retention() -> None:
+    store, metrics = ScriptedStore(), Metrics()
+    workers = pool(store, succeed, metrics, count=1, retention_seconds=1234)
+    workers.start()
+    async with asyncio.timeout(5):
+        while ("purge", 1234) not in store.calls:
+            await asyncio.sleep(0)
+    await workers.stop()
+    assert metrics.registry.get_sample_value("alert_enricher_backlog") == 7
+    assert store.calls.count(("purge", 1234)) == 1
+
+
+@pytest.mark.parametrize(
+    ("attempt", "seconds"),
+    [(0, 5), (1, 5), (2, 10), (3, 20), (4, 40), (6, 160), (7, 300), (50, 300)],
+)
+def test_backoff_doubles_from_five_seconds_up_to_five_minutes(attempt: int, seconds: float) -> None:
+    assert backoff(attempt) == seconds
