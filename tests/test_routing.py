@@ -143,3 +143,7 @@ def test_severity_and_alertname_are_matchable_labels() -> None:
     matchers = parse_matchers("alertname=ApiDown, severity=critical")
     assert routed(notification({"alertname": "ApiDown", "severity": "critical"}), matchers)
     assert not routed(notification({"alertname": "ApiDown", "severity": "warning"}), matchers)
+
+
+def test_only_the_enclosing_braces_are_stripped_not_the_first_or_last_letters() -> None:
+    assert parse_matchers("{Xteam=dbX}") == (Matcher("Xteam", "=", "dbX"),)
