@@ -147,3 +147,9 @@ def test_severity_and_alertname_are_matchable_labels() -> None:
 
 def test_only_the_enclosing_braces_are_stripped_not_the_first_or_last_letters() -> None:
     assert parse_matchers("{Xteam=dbX}") == (Matcher("Xteam", "=", "dbX"),)
+
+
+def test_a_not_equal_value_is_a_literal_not_a_regex() -> None:
+    matcher = Matcher("team", "!=", "db.*")
+    assert matcher.matches({"team": "dbx"})
+    assert not matcher.matches({"team": "db.*"})
