@@ -621,3 +621,11 @@ async def test_an_idle_worker_reports_the_backlog_and_purges_past_retention() ->
 )
 def test_backoff_doubles_from_five_seconds_up_to_five_minutes(attempt: int, seconds: float) -> None:
     assert backoff(attempt) == seconds
+
+
+async def test_a_pool_never_started_has_no_live_workers_and_stops_cleanly() -> None:
+    store = ScriptedStore(stored(1))
+    workers = pool(store, succeed, count=2)
+    assert workers.alive == 0 and workers.size == 2
+    await workers.stop()
+    assert store.calls == [] and store.claims == []
