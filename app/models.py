@@ -111,14 +111,16 @@ class AlertmanagerPayload(BaseModel):
         return [a for a in self.alerts if a.status == "resolved"]
 
 
-def _cap(limit: int) -> BeforeValidator:
-    def shorten(value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        value = clean(value)
-        return value[: limit - 1].rstrip() + "…" if len(value) > limit else value
+def _shorten(value: object, limit: int) -> object:
+    if not isinstance(value, str):
+        return value
+    value = clean(value)
+    return value[: limit - 1].rstrip() + "…" if len(value) > limit else value
 
-    return BeforeValidator(shorten)
+
+def _cap(limit: int) -> BeforeValidator:
+    # _shorten is looked up at each validation, not bound when the model class is defined
+    return BeforeValidator(lambda value: _shorten(value, limit))
 
 
 def _as_list(value: object) -> object:
