@@ -11,8 +11,9 @@ import pytest
 from aiohttp import web
 from telegram import Bot
 from telegram.error import NetworkError, TimedOut
+from yarl import URL
 
-from app.notifiers.telegram_http import AiohttpRequest
+from app.notifiers.telegram_http import AiohttpRequest, env_proxy
 from tests.loopback import FakeTelegram
 
 TOKEN = FakeTelegram.token
@@ -31,7 +32,17 @@ class BotAPI:
         form = await request.post()
         fields = {k: (v.file.read() if hasattr(v, "file") else v) for k, v in form.items()}
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.calls.append({"method": request.match_info["method"], "peer": peer, **fields})
+        files = {k: (v.filename, v.content_type) for k, v in form.items() if hasattr(v, "file")}
+        self.calls.append(
+            {
+                "method": request.match_info["method"],
+                "peer": peer,
+                "user-agent": request.headers.get("User-Agent"),
+                "content-type": request.content_type,
+                "files": files,
+                **fields,
+            }
+        )
         await asyncio.sleep(self.delay)
         message = {"message_id": len(self.calls), "date": 0, "chat": {"id": -1, "type": "group"}}
         return web.json_response({"ok": True, "result": message})
@@ -147,3 +158,152 @@ async def test_requests_go_through_the_environments_proxy_unless_no_proxy_exempt
     finally:
         server.close()
         await server.wait_closed()
+
+
+async def test_requests_name_python_telegram_bot_as_their_user_agent_and_go_as_a_form(
+    api: BotAPI,
+) -> None:
+    telegram = bot(await api.start())
+    await telegram.send_message(chat_id=-100123, text="hello")
+    await telegram.request.shutdown()
+    [call] = api.calls
+    assert call["user-agent"] == AiohttpRequest.USER_AGENT
+    assert call["content-type"] == "application/x-www-form-urlencoded"
+
+
+async def test_a_file_keeps_its_filename_and_media_type(api: BotAPI) -> None:
+    telegram = bot(await api.start())
+    await telegram.send_document(chat_id=-100123, document=b"x,y\n1,2\n", filename="series.csv")
+    await telegram.request.shutdown()
+    [call] = api.calls
+    assert call["content-type"] == "multipart/form-data"
+    assert call["document"] == b"x,y\n1,2\n"
+    filename, media_type = call["files"]["document"]
+    assert filename == "series.csv" and media_type == "text/csv"
+
+
+async def test_a_request_after_shutdown_opens_a_new_pool(api: BotAPI) -> None:
+    telegram = bot(await api.start())
+    await telegram.send_message(chat_id=-100123, text="before")
+    await telegram.request.shutdown()
+    await telegram.send_message(chat_id=-100123, text="after")
+    await telegram.request.shutdown()
+    assert [c["text"] for c in api.calls] == ["before", "after"]
+    assert api.calls[0]["peer"] != api.calls[1]["peer"], "the old connection was closed"
+
+
+async def test_shutdown_before_any_request_is_harmless() -> None:
+    request = AiohttpRequest()
+    await request.shutdown()
+    await request.shutdown()
+
+
+def test_the_read_timeout_is_the_one_configured() -> None:
+    assert AiohttpRequest(read_timeout=3).read_timeout == 3.0
+    assert AiohttpRequest().read_timeout == 15.0
+
+
+async def test_a_call_without_a_read_limit_waits_past_the_configured_one(api: BotAPI) -> None:
+    api.delay = 0.3  # longer than the layer's read timeout, which this call lifts
+    request = AiohttpRequest(read_timeout=0.05, write_timeout=0.05)
+    await request.initialize()
+    status, body = await request.do_request(
+        f"{await api.start()}{TOKEN}/sendMessage",
+        "POST",
+        read_timeout=None,
+        write_timeout=None,
+    )
+    await request.shutdown()
+    assert status == 200 and b'"ok": true' in body
+
+
+async def test_a_call_with_its_own_read_limit_times_out_by_it(api: BotAPI) -> None:
+    api.delay = 1.0
+    request = AiohttpRequest()  # 15 s by default: this call's 0.05 s is the one that counts
+    with pytest.raises(TimedOut) as caught:
+        await request.do_request(
+            f"{await api.start()}{TOKEN}/sendMessage", "POST", read_timeout=0.05
+        )
+    await request.shutdown()
+    assert caught.value.message.startswith("Telegram did not answer in time (")
+    assert TOKEN not in caught.value.message
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+async def test_an_unreachable_api_says_which_host_and_port_and_why() -> None:
+    telegram = bot("http://127.0.0.1:9/bot")
+    with pytest.raises(NetworkError) as caught:
+        await telegram.send_message(chat_id=-100123, text="x")
+    await telegram.request.shutdown()
+    message = caught.value.message
+    assert message.startswith("aiohttp: cannot connect to 127.0.0.1:9 (") and message.endswith(")")
+    assert "None" not in message and "()" not in message
+
+
+@pytest.fixture
+def proxy_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    return monkeypatch
+
+
+def test_without_a_proxy_in_the_environment_requests_go_direct(
+    proxy_env: pytest.MonkeyPatch,
+) -> None:
+    assert env_proxy(URL("https://api.telegram.org/bot1/getMe")) == (None, None)
+
+
+def test_the_proxy_for_the_urls_scheme_is_used_and_its_credentials_become_a_header(
+    proxy_env: pytest.MonkeyPatch,
+) -> None:
+    proxy_env.setenv("HTTPS_PROXY", "http://egress:s3cret@proxy.internal:3128")
+    proxy_env.setenv("HTTP_PROXY", "http://plain.internal:8080")
+    proxy, credentials = env_proxy(URL("https://api.telegram.org/bot1/getMe"))
+    assert proxy == URL("http://proxy.internal:3128")
+    assert credentials == {"Proxy-Authorization": "Basic ZWdyZXNzOnMzY3JldA=="}
+    assert env_proxy(URL("http://api.telegram.org/bot1/getMe")) == (
+        URL("http://plain.internal:8080"),
+        None,
+    )
+
+
+def test_a_proxy_user_without_a_password_authenticates_with_an_empty_one(
+    proxy_env: pytest.MonkeyPatch,
+) -> None:
+    proxy_env.setenv("HTTPS_PROXY", "http://egress@proxy.internal:3128")
+    proxy, credentials = env_proxy(URL("https://api.telegram.org/bot1/getMe"))
+    assert proxy == URL("http://proxy.internal:3128")
+    assert credentials == {"Proxy-Authorization": "Basic ZWdyZXNzOg=="}  # egress:
+
+
+def test_no_proxy_exempts_its_hosts_only(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    proxy_env.setenv("NO_PROXY", "api.telegram.org")
+    assert env_proxy(URL("https://api.telegram.org/bot1/getMe")) == (None, None)
+    assert env_proxy(URL("https://other.example/x"))[0] == URL("http://proxy.internal:3128")
+
+
+def test_a_url_without_a_host_never_goes_through_a_proxy(proxy_env: pytest.MonkeyPatch) -> None:
+    proxy_env.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert env_proxy(URL("/bot1/getMe")) == (None, None)
+
+
+async def test_https_through_a_proxy_sends_the_credentials_on_the_connect_only(
+    proxy_env: pytest.MonkeyPatch,
+) -> None:
+    proxy = ForwardProxy()  # answers the CONNECT itself, so no tunnel to Telegram is opened
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    proxy_env.setenv("HTTPS_PROXY", f"http://egress:s3cret@127.0.0.1:{port}")
+    try:
+        telegram = bot("https://api.telegram.invalid/bot")
+        with pytest.raises(NetworkError):  # the "tunnel" answers JSON, not TLS
+            await telegram.send_message(chat_id=-100123, text="tunnelled")
+        await telegram.request.shutdown()
+    finally:
+        server.close()
+        await server.wait_closed()
+    [(line, headers)] = proxy.requests
+    assert line.startswith("CONNECT api.telegram.invalid:443 ")
+    assert headers["proxy-authorization"] == "Basic ZWdyZXNzOnMzY3JldA=="
