@@ -308,3 +308,169 @@ def test_escalation_marks_new_alerts_next_to_their_names() -> None:
     assert text.startswith("🔥 MORE FIRING")
     assert "• APIDown 🆕 new exchange=okx " in text
     assert "• APIDown exchange=binance " in text and text.count("🆕") == 1
+
+
+# Telegram's documented limit for a message's text, in UTF-16 code units (Bot API, sendMessage)
+TELEGRAM_LIMIT = 4096
+
+
+def test_line_escapes_its_text_label_and_link_so_no_quote_or_bracket_breaks_the_href() -> None:
+    line = Line(label="<L&>", text='a<b>&"c', href='https://x.test/?q="<y>"&z=1')
+    assert line.html() == (
+        "<b>&lt;L&amp;&gt;</b> "
+        '<a href="https://x.test/?q=&quot;&lt;y&gt;&quot;&amp;z=1">a&lt;b&gt;&amp;"c</a>'
+    )
+
+
+def test_line_wraps_its_text_in_its_tag_and_a_link_wins_over_the_tag() -> None:
+    assert Line(text="x<", tag="code").html() == "<code>x&lt;</code>"
+    assert Line(text="t", tag="i", href="https://r.test").html() == '<a href="https://r.test">t</a>'
+    assert Line(text="t", tag="i").html("other & more") == "<i>other &amp; more</i>"
+    assert Line(label="Rollback:").html() == "<b>Rollback:</b>", "no trailing space"
+    assert Line(label="Rollback:", text="t").html(with_label=False) == "t"
+    assert Line(text="plain").html() == "plain"
+
+
+def test_units_counts_utf16_code_units_as_telegram_does() -> None:
+    assert units("abc") == 3
+    assert units("€") == 1
+    assert units("😀") == 2
+    assert units("\U00010348") == 2
+    assert units("e\u0301") == 2
+
+
+def test_lines_fill_a_message_up_to_exactly_4096_units_and_no_further() -> None:
+    fits = pack([Line("a" * (TELEGRAM_LIMIT - 2)), Line("b")])
+    assert fits == ["a" * (TELEGRAM_LIMIT - 2) + "\nb"]
+    over = pack([Line("a" * (TELEGRAM_LIMIT - 1)), Line("b")])
+    assert over == ["a" * (TELEGRAM_LIMIT - 1), "b"]
+
+
+def test_lines_are_packed_into_as_few_messages_as_fit_in_order() -> None:
+    lines = [Line(c * 2000) for c in "abc"]
+    assert pack(lines) == ["a" * 2000 + "\n" + "b" * 2000, "c" * 2000]
+
+
+def test_emoji_count_twice_against_the_limit() -> None:
+    just = pack([Line("😀" * (TELEGRAM_LIMIT // 2))])
+    assert just == ["😀" * (TELEGRAM_LIMIT // 2)]
+    parts = pack([Line("😀" * (TELEGRAM_LIMIT // 2 + 1))])
+    assert len(parts) == 2 and all(units(p) <= TELEGRAM_LIMIT for p in parts)
+    assert "".join(parts) == "😀" * (TELEGRAM_LIMIT // 2 + 1)
+    two = pack([Line("😀" * 1500), Line("😀" * 1500)])
+    assert two == ["😀" * 1500, "😀" * 1500], "3001 code points, but 6001 units"
+
+
+def test_nothing_to_say_is_one_empty_message() -> None:
+    assert pack([]) == [""]
+    assert pack([Line()]) == [""]
+
+
+def test_a_long_line_is_cut_at_spaces_into_as_few_pieces_as_fit_and_labelled_once() -> None:
+    words = "incident " * 1200  # 10800 characters
+    parts = pack([Line(label="🩺 Diagnosis:", text=words)])
+    assert len(parts) == 3
+    assert parts[0].startswith("<b>🩺 Diagnosis:</b> incident ")
+    assert all("Diagnosis" not in p for p in parts[1:])
+    shown = [p.removeprefix("<b>🩺 Diagnosis:</b> ").split(" ") for p in parts]
+    assert all(set(w) - {""} == {"incident"} for w in shown), "never in the middle of a word"
+    assert sum(w.count("incident") for w in shown) == 1200
+    assert all(units(p) <= TELEGRAM_LIMIT for p in parts)
+
+
+def test_a_long_line_without_spaces_is_cut_anyway_into_as_few_pieces_as_fit() -> None:
+    parts = pack([Line("x" * 9000, tag="code")])
+    assert len(parts) == 3
+    assert all(p.startswith("<code>") and p.endswith("</code>") for p in parts)
+    assert "".join(p.removeprefix("<code>").removesuffix("</code>") for p in parts) == "x" * 9000
+
+
+def test_a_space_near_the_start_does_not_make_a_tiny_piece() -> None:
+    parts = pack([Line("a " + "x" * 9000)])
+    assert len(parts) == 3 and parts[0].startswith("a x")
+
+
+def test_a_single_character_that_barely_fits_still_goes_out() -> None:
+    parts = pack([Line("&" * 2000)], limit=5)  # every "&" is "&amp;": five units
+    assert parts == ["&amp;"] * 2000
+
+
+HOSTILE = st.text(
+    alphabet=st.sampled_from([*"<>&\"' \n", "😀", "\U0001f9ea", "\u0301", "\U00010348", "a"]),
+    max_size=3000,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(HOSTILE, min_size=1, max_size=4), label=HOSTILE)
+def test_hostile_text_packs_into_valid_parts_that_give_back_every_character(
+    texts: list[str], label: str
+) -> None:
+    lines = [Line(label=label[:50], text=t, tag="i") for t in texts]
+    parts = pack(lines, limit=1000)
+    shown = "\n".join(valid(p) for p in parts)
+    for t in texts:
+        for chunk in t.split(" "):
+            assert chunk.replace("\n", "") in shown.replace("\n", "")
+
+
+def test_every_alert_text_is_escaped_and_the_runbook_href_stays_one_attribute() -> None:
+    n = sample_notification(
+        labels={"exchange": '<b>"x"&y</b>'},
+        annotations={
+            "summary": "<summary> & co",
+            "description": "</i><b>desc",
+            "runbook_url": 'https://wiki.test/run"book?a=<1>&b=2',
+        },
+        diagnosis={**GOOD_DIAGNOSIS, "diagnosis": "<llm> & </b>", "impact": "1 < 2"},
+    )
+    [part] = pack(render(n))
+    text = valid(part)
+    for needle in ('exchange=<b>"x"&y</b>', "<summary> & co", "</i><b>desc", "<llm> & </b>"):
+        assert needle in text
+    assert '<a href="https://wiki.test/run&quot;book?a=&lt;1&gt;&amp;b=2">📖 Runbook</a>' in part
+
+
+def test_the_graph_and_silence_links_are_links() -> None:
+    [part] = pack(render(sample_notification()))
+    assert "<a href=" in part and ">📈 graph</a>" in part
+    assert ">🔕 Silence in Alertmanager</a>" in part
+
+
+async def test_parts_after_the_first_reply_to_the_first_and_the_first_to_the_thread(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(f"{API}/sendMessage").mock(side_effect=[sent(n) for n in range(50, 60)])
+    long = {**GOOD_DIAGNOSIS, "diagnosis": "<&> " * 500, "action_items": ["<" * 499] * 10}
+    n = sample_notification(diagnosis=long)
+    count = len(pack(render(n)))
+    assert count >= 3, "three parts: the chain is visible"
+    ref = await notifier().send(n, Thread(ref="7"))
+    assert ref == "50"
+    replies = [json.loads(form(c.request)["reply_parameters"]) for c in route.calls]
+    assert [r["message_id"] for r in replies] == [7] + [50] * (count - 1)
+    assert all(r["allow_sending_without_reply"] is True for r in replies)
+
+
+async def test_a_message_outside_a_thread_or_topic_replies_to_nothing_and_shows_no_preview(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(f"{API}/sendMessage").mock(return_value=sent(60))
+    await notifier().send(sample_notification(), Thread(ref="not-a-number"))
+    body = form(route.calls[0].request)
+    assert "reply_parameters" not in body and "message_thread_id" not in body
+    assert json.loads(body["link_preview_options"])["is_disabled"] is True
+
+
+async def test_ping_with_a_bad_token_is_permanent_and_other_errors_retryable(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(f"{API}/getMe").mock(
+        side_effect=[error(401, "Unauthorized"), error(500, "Internal Server Error")]
+    )
+    with pytest.raises(NotifyError) as bad:
+        await notifier().ping()
+    assert bad.value.retryable is False and bad.value.reason == "invalid bot token"
+    with pytest.raises(NotifyError) as down:
+        await notifier().ping()
+    assert down.value.retryable is True and down.value.reason == "Internal Server Error"
