@@ -8,11 +8,20 @@ import pytest
 import respx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from telegram import Bot
+from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 
 from app.formatting import clean
-from app.notifiers.base import NotifyError, Progress, Thread
-from app.notifiers.telegram import LIMIT, Line, TelegramNotifier, pack, render, units
+from app.notifiers.base import NotifyError, Progress, Sent, Thread
+from app.notifiers.telegram import (
+    CONTINUED,
+    LIMIT,
+    Line,
+    TelegramNotifier,
+    pack,
+    part_ids,
+    render,
+    units,
+)
 from app.notifiers.telegram_calls import _seconds
 from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
 
@@ -474,3 +483,100 @@ async def test_ping_with_a_bad_token_is_permanent_and_other_errors_retryable(
     with pytest.raises(NotifyError) as down:
         await notifier().ping()
     assert down.value.retryable is True and down.value.reason == "Internal Server Error"
+
+
+def test_part_ids_are_the_parts_in_order_up_to_the_first_gap() -> None:
+    assert part_ids(Sent("10", {"part-1": "10", "part-2": "11", "part-3": "12"})) == [10, 11, 12]
+    assert part_ids(Sent("9", {})) == [9], "part 1 falls back to the reference"
+    assert part_ids(Sent("9", {"part-2": "11"})) == [9, 11]
+    assert part_ids(Sent("10", {"part-1": "10", "part-3": "12"})) == [10]
+    assert part_ids(Sent(None, {})) == []
+    assert part_ids(Sent("C123.456", {})) == [], "not a Telegram message id"
+
+
+@pytest.mark.parametrize("ref", [None, "not-a-message-id"])
+async def test_editing_a_message_that_was_never_sent_is_a_permanent_error(
+    respx_mock: respx.MockRouter, ref: str | None
+) -> None:
+    route = respx_mock.post(f"{API}/editMessageText").mock(return_value=sent(1))
+    with pytest.raises(NotifyError) as raised:
+        await notifier().edit(sample_notification(), Sent(ref, {}))
+    assert raised.value.retryable is False and "no message to edit" in raised.value.reason
+    assert not route.called
+
+
+async def test_an_edit_to_fewer_parts_marks_the_old_ones_as_continued_above(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(f"{API}/editMessageText").mock(return_value=sent(1))
+    recorded: list[str] = []
+
+    async def record(step: str, ref: str | None) -> None:
+        recorded.append(f"{step}={ref}")
+
+    markup = InlineKeyboardMarkup([[InlineKeyboardButton("Ack", callback_data="ack")]])
+    n = sample_notification()
+    [part] = pack(render(n))
+    old = Sent("10", {"part-1": "10", "part-2": "11", "part-3": "12"})
+    ref = await notifier().edit(n, old, Progress(record=record), reply_markup=markup)
+    assert ref == "10"
+    bodies = [form(c.request) for c in route.calls]
+    assert [b["message_id"] for b in bodies] == ["10", "11", "12"]
+    assert [b["text"] for b in bodies] == [part, CONTINUED, CONTINUED]
+    assert all(b["parse_mode"] == "HTML" and b["chat_id"] == "-100123" for b in bodies)
+    assert "reply_markup" in bodies[0]
+    assert all("reply_markup" not in b for b in bodies[1:]), "the buttons stay on part 1"
+    assert all(json.loads(b["link_preview_options"])["is_disabled"] for b in bodies)
+    assert recorded == ["edit=10", "edit-part-2=11", "edit-part-3=12"]
+    assert valid(CONTINUED) == "(continued in the message above)"
+
+
+async def test_an_edit_to_more_parts_sends_the_new_ones_as_replies_to_the_first(
+    respx_mock: respx.MockRouter,
+) -> None:
+    edits = respx_mock.post(f"{API}/editMessageText").mock(return_value=sent(1))
+    sends = respx_mock.post(f"{API}/sendMessage").mock(side_effect=[sent(n) for n in range(30, 40)])
+    recorded: list[str] = []
+
+    async def record(step: str, ref: str | None) -> None:
+        recorded.append(f"{step}={ref}")
+
+    long = {**GOOD_DIAGNOSIS, "diagnosis": "<&> " * 500, "action_items": ["<" * 499] * 10}
+    n = sample_notification(diagnosis=long)
+    parts = pack(render(n))
+    assert len(parts) >= 3
+    await notifier(thread_id=7).edit(n, Sent("10", {"part-1": "10"}), Progress(record=record))
+    assert [form(c.request)["text"] for c in edits.calls] == parts[:1]
+    bodies = [form(c.request) for c in sends.calls]
+    assert [b["text"] for b in bodies] == parts[1:]
+    assert all(json.loads(b["reply_parameters"])["message_id"] == 10 for b in bodies)
+    assert all(b["message_thread_id"] == "7" for b in bodies)
+    extras = [f"edit-extra-{i}={29 + i}" for i in range(1, len(parts))]
+    assert recorded == ["edit=10", *extras]
+
+
+async def test_an_edit_telegram_calls_not_modified_counts_as_done(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(f"{API}/editMessageText").mock(
+        return_value=error(
+            400,
+            "Bad Request: message is not modified: specified new message "
+            "content and reply markup are exactly the same",
+        )
+    )
+    assert await notifier().edit(sample_notification(), Sent("10", {})) == "10"
+    assert route.call_count == 1
+
+
+async def test_an_edit_of_a_deleted_message_is_a_permanent_error(
+    respx_mock: respx.MockRouter,
+) -> None:
+    route = respx_mock.post(f"{API}/editMessageText").mock(
+        return_value=error(400, "Bad Request: message to edit not found")
+    )
+    with pytest.raises(NotifyError) as raised:
+        await notifier().edit(sample_notification(), Sent("10", {}))
+    assert raised.value.retryable is False
+    assert raised.value.reason == "bad request: Message to edit not found"
+    assert route.call_count == 1
