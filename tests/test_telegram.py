@@ -1,4 +1,5 @@
 import json
+import re
 from datetime import timedelta
 from html.parser import HTMLParser
 from urllib.parse import parse_qs
@@ -580,3 +581,103 @@ async def test_an_edit_of_a_deleted_message_is_a_permanent_error(
     assert raised.value.retryable is False
     assert raised.value.reason == "bad request: Message to edit not found"
     assert route.call_count == 1
+
+
+def _without_age(text: str) -> str:
+    """The message with the alert's age (it grows with the clock) as `AGE`."""
+    return re.sub(r"\((\d+[dhms] ?)+\)", "(AGE)", re.sub(r"for (\d+[dhms] ?)+$", "for AGE", text))
+
+
+def test_a_new_alert_is_shown_line_by_line_as_on_call_reads_it() -> None:
+    [part] = pack(render(sample_notification()))
+    assert _without_age(part) == "\n".join(
+        [
+            "<b>🔥 FIRING: APIDown on binance</b>",
+            "<b>Severity:</b> critical",
+            "",
+            "<b>• APIDown</b> <code>exchange=binance instance=127.0.0.1:19100"
+            " job=crypto-api-monitor</code>",
+            "since 2026-11-21 10:19:26 UTC (AGE)",
+            "binance API is down",
+            "<i>binance has been unreachable for 30s</i>",
+            "<code>api_health_status</code>",
+            "now 0 · min 0 · max 1 · mean 0.5 · Δ -1 over 30m",
+            "<code>██▁▁</code>",
+            '<a href="http://prom.example:9090/graph?g0.expr=api_health_status&amp;g0.tab=0">'
+            "📈 graph</a>",
+            "",
+            "<b>🩺 Diagnosis:</b> " + RULE_DIAGNOSIS,
+            "<b>💥 Impact:</b> " + RULE_IMPACT,
+            "<b>🛠 Action items:</b>",
+            "1. Check the exchange's status page and announcement channel for maintenance or"
+            " incidents.",
+            "2. From the monitoring host, curl the exchange's ping endpoint to separate our"
+            " network from theirs (DNS, TLS, egress proxy).",
+            "3. If only one region or host fails, fail over to a healthy egress or API domain.",
+            "4. Pause or reduce strategies that depend on binance; confirm open positions"
+            " manually.",
+            "<b>↩️ Rollback:</b> Revert any recent network, proxy, DNS or API-endpoint change;"
+            " switch traffic back to the last known good endpoint.",
+            "<b>⏱ Recovery:</b> Exchange maintenance: as announced (often 30-120 min); network"
+            " faults: 5-15 min after failover.",
+            "",
+            "<i>Diagnosis source: rule-based fallback: no LLM API key configured</i>",
+            '<a href="http://vm:19093/#/silences/new?filter=%7Balertname%3D%22APIDown%22%2C'
+            'exchange%3D%22binance%22%7D">🔕 Silence in Alertmanager</a>',
+        ]
+    )
+
+
+RULE_DIAGNOSIS = (
+    "The binance API is not answering health checks: the exchange is down or in maintenance,"
+    " or the path to it (DNS, egress proxy, network, TLS) is broken."
+)
+RULE_IMPACT = (
+    "No market data or order placement through binance: open positions cannot be adjusted and"
+    " strategies depending on it are blind."
+)
+
+
+def test_a_resolved_follow_up_is_its_headline_and_one_line_per_alert() -> None:
+    n = sample_notification("alertmanager-0.25-resolved_apidown_binance.json")
+    assert pack(render(n)) == [
+        "<b>✅ RESOLVED: APIDown on binance</b>\n✅ APIDown exchange=binance"
+        " instance=127.0.0.1:19100 job=crypto-api-monitor resolved, fired for 6s"
+    ]
+
+
+def test_a_repeat_is_its_headline_and_one_line_per_alert_without_links() -> None:
+    [part] = pack(render(sample_notification(kind="repeat")))
+    assert _without_age(part) == (
+        "<b>🔁 STILL FIRING: APIDown on binance</b>\n🔥 APIDown exchange=binance"
+        " instance=127.0.0.1:19100 job=crypto-api-monitor still firing, for AGE"
+    )
+
+
+def test_a_runbook_link_closes_a_new_message() -> None:
+    n = sample_notification(annotations={"runbook_url": "https://wiki.test/apidown"})
+    [part] = pack(render(n))
+    assert part.endswith('\n<a href="https://wiki.test/apidown">📖 Runbook</a>')
+
+
+def test_long_names_and_annotations_are_shortened_with_a_visible_mark() -> None:
+    name = "N" * 101
+    n = sample_notification(
+        labels={"alertname": name},
+        annotations={"summary": "s" * 301, "description": "d" * 1001},
+    )
+    lines = "".join(valid(p) for p in pack(render(n))).splitlines()
+    since = next(i for i, line in enumerate(lines) if line.startswith("since "))
+    bullet, summary, description = lines[since - 1], lines[since + 1], lines[since + 2]
+    assert bullet.startswith("• " + "N" * 80) and "N" * 101 not in bullet
+    assert bullet.split(" exchange=")[0].endswith("… [shortened]")
+    assert len(bullet.split(" exchange=")[0]) == len("• ") + 100
+    assert summary.endswith("… [shortened]") and len(summary) == 300
+    assert description.endswith("… [shortened]") and len(description) == 1000
+    exact = sample_notification(
+        labels={"alertname": "N" * 100},
+        annotations={"summary": "s" * 300, "description": "d" * 1000},
+    )
+    whole = "".join(valid(p) for p in pack(render(exact)))
+    assert f"• {'N' * 100}\n" in whole or f"• {'N' * 100} " in whole
+    assert "s" * 300 in whole and "d" * 1000 in whole
