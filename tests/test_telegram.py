@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from telegram import Bot, InlineKeyboardButton, InlineKeyboardMarkup
 
 from app.formatting import clean
+from app.models import EnrichedNotification, MetricContext
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.telegram import (
     CONTINUED,
@@ -681,3 +682,54 @@ def test_long_names_and_annotations_are_shortened_with_a_visible_mark() -> None:
     whole = "".join(valid(p) for p in pack(render(exact)))
     assert f"• {'N' * 100}\n" in whole or f"• {'N' * 100} " in whole
     assert "s" * 300 in whole and "d" * 1000 in whole
+
+
+def _with_context(context: MetricContext | None) -> EnrichedNotification:
+    n = sample_notification()
+    firing = [a.model_copy(update={"context": context}) for a in n.firing]
+    return n.model_copy(update={"firing": firing})
+
+
+def test_metrics_that_could_not_be_fetched_say_why_and_show_no_graph() -> None:
+    [part] = pack(render(_with_context(MetricContext(unavailable="Prometheus <timed out>"))))
+    assert "\nmetrics unavailable: Prometheus &lt;timed out&gt;\n" in part
+    assert "📈 graph" not in part and "<code>api_health_status</code>" not in part
+
+
+def test_metrics_without_a_sparkline_or_graph_show_only_the_query_and_figures() -> None:
+    context = MetricContext(expr='up{job="a<b"}', current=1, minimum=0, maximum=1, mean=1)
+    [part] = pack(render(_with_context(context)))
+    assert '\n<code>up{job="a&lt;b"}</code>\nnow 1 · ' in part
+    assert "📈 graph" not in part and "metrics unavailable" not in part
+    assert part.count("<code>") == 2, "the labels and the query, no empty sparkline"
+
+
+def test_an_alert_without_metrics_shows_no_metric_lines() -> None:
+    [part] = pack(render(_with_context(None)))
+    assert "now " not in part and "📈 graph" not in part and "metrics unavailable" not in part
+
+
+def test_ten_firing_alerts_are_shown_and_the_rest_counted() -> None:
+    n = sample_notification()
+    many = n.model_copy(update={"firing": n.firing * 12})
+    text = "\n".join(valid(p) for p in pack(render(many)))
+    assert text.count("since 2026-11-21 10:19:26 UTC") == 10
+    assert "\n… and 2 more alerts" in text
+    assert "<i>… and 2 more alerts</i>" in "".join(pack(render(many)))
+
+
+def test_without_a_diagnosis_no_diagnosis_section_is_shown() -> None:
+    n = sample_notification().model_copy(update={"diagnosis": None})
+    [part] = pack(render(n))
+    assert "Diagnosis:" not in part and "Impact:" not in part and "Action items" not in part
+    assert "<i>Diagnosis source: " in part, "where a diagnosis would come from still shows"
+
+
+def test_an_escalation_keeps_its_links_and_a_follow_up_has_none() -> None:
+    links = {"runbook_url": "https://wiki.test/apidown"}
+    escalation = pack(render(sample_notification(kind="escalation", annotations=links)))[0]
+    assert "🔕 Silence in Alertmanager</a>" in escalation and "📖 Runbook</a>" in escalation
+    assert "Diagnosis source:" in escalation
+    for kind in ("repeat", "resolved"):
+        [part] = pack(render(sample_notification(kind=kind, annotations=links)))
+        assert "Silence" not in part and "Runbook" not in part and "Diagnosis source" not in part
