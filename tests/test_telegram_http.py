@@ -307,3 +307,49 @@ async def test_https_through_a_proxy_sends_the_credentials_on_the_connect_only(
     [(line, headers)] = proxy.requests
     assert line.startswith("CONNECT api.telegram.invalid:443 ")
     assert headers["proxy-authorization"] == "Basic ZWdyZXNzOnMzY3JldA=="
+
+
+class TricklingAPI:
+    """Answers 200 at once, then sends its body a byte every 0.1 s for six seconds: no gap is
+    long, but the answer never ends in time."""
+
+    def __init__(self) -> None:
+        self.runner: web.AppRunner | None = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        for _ in range(60):
+            await response.write(b" ")
+            await asyncio.sleep(0.1)
+        await response.write_eof()
+        return response
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/bot{token}/{method}", self.handle)
+        self.runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return f"http://127.0.0.1:{self.runner.addresses[0][1]}/bot{TOKEN}/sendMessage"
+
+
+@pytest.mark.parametrize("per_call", [False, True])
+async def test_a_trickling_answer_is_cut_off_by_the_sum_of_the_timeouts(per_call: bool) -> None:
+    api = TricklingAPI()
+    url = await api.start()
+    limits = {"connect_timeout": 0.2, "pool_timeout": 0.2, "write_timeout": 0.2}
+    try:
+        if per_call:  # the layer's own limits are 15 s; this call's are what count
+            request = AiohttpRequest()
+            call = request.do_request(url, "POST", read_timeout=2.0, **limits)
+        else:
+            request = AiohttpRequest(read_timeout=2.0, **limits)
+            call = request.do_request(url, "POST")
+        with pytest.raises(TimedOut):
+            await call
+        await request.shutdown()
+    finally:
+        assert api.runner is not None
+        await api.runner.cleanup()
