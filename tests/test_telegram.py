@@ -481,10 +481,11 @@ async def test_ping_with_a_bad_token_is_permanent_and_other_errors_retryable(
     )
     with pytest.raises(NotifyError) as bad:
         await notifier().ping()
-    assert bad.value.retryable is False and bad.value.reason == "invalid bot token"
+    assert bad.value.retryable is False and str(bad.value) == "telegram: invalid bot token"
     with pytest.raises(NotifyError) as down:
         await notifier().ping()
-    assert down.value.retryable is True and down.value.reason == "Internal Server Error"
+    assert down.value.retryable is True
+    assert str(down.value) == "telegram: Internal Server Error"
 
 
 def test_part_ids_are_the_parts_in_order_up_to_the_first_gap() -> None:
@@ -733,3 +734,46 @@ def test_an_escalation_keeps_its_links_and_a_follow_up_has_none() -> None:
     for kind in ("repeat", "resolved"):
         [part] = pack(render(sample_notification(kind=kind, annotations=links)))
         assert "Silence" not in part and "Runbook" not in part and "Diagnosis source" not in part
+
+
+def test_a_piece_may_fill_the_limit_exactly() -> None:
+    assert pack([Line("x" * 10)], limit=9) == ["x" * 9, "x"]
+
+
+def test_a_space_in_the_first_half_is_not_worth_a_short_piece() -> None:
+    assert pack([Line("xxxxx yyyyyyyy")], limit=10) == ["xxxxx yyyy", "yyyy"]
+    assert pack([Line("xxxxxx yyyyyyy")], limit=10) == ["xxxxxx ", "yyyyyyy"]
+
+
+def test_the_last_piece_of_a_long_line_keeps_its_last_words_together() -> None:
+    text = "word " * 2000 + "end"
+    parts = pack([Line(text)])
+    assert "".join(parts) == text and len(parts) == 3
+
+
+def test_a_long_query_and_a_long_resolved_name_are_shortened_too() -> None:
+    context = MetricContext(expr="q" * 201, current=1, minimum=0, maximum=1, mean=1)
+    [part] = pack(render(_with_context(context)))
+    assert f"<code>{'q' * 187}… [shortened]</code>" in part
+    assert part.count("… [shortened]") == 1
+    exact = MetricContext(expr="q" * 200, current=1, minimum=0, maximum=1, mean=1)
+    assert f"<code>{'q' * 200}</code>" in pack(render(_with_context(exact)))[0]
+    base = sample_notification(MIXED)
+    long_name = [a.model_copy(update={"name": "R" * 101}) for a in base.resolved]
+    text = "".join(pack(render(base.model_copy(update={"resolved": long_name}))))
+    assert f"• {'R' * 87}… [shortened] exchange=binance" in text
+
+
+async def test_a_notifier_makes_four_attempts_by_default(respx_mock: respx.MockRouter) -> None:
+    route = respx_mock.post(f"{API}/sendMessage").mock(side_effect=httpx.ConnectError("down"))
+    with pytest.raises(NotifyError) as raised:
+        await notifier().send(sample_notification(), None)
+    assert raised.value.retryable is True and route.call_count == 4
+
+
+async def test_ping_names_the_bot_and_the_chat(respx_mock: respx.MockRouter) -> None:
+    me = {"id": 1, "is_bot": True, "first_name": "Enricher", "username": "enricher_bot"}
+    respx_mock.post(f"{API}/getMe").mock(
+        return_value=httpx.Response(200, json={"ok": True, "result": me})
+    )
+    assert await notifier().ping() == "bot @enricher_bot, chat -100123"
