@@ -367,3 +367,35 @@ async def test_the_pool_holds_at_most_pool_size_connections(api: BotAPI) -> None
     await telegram.request.shutdown()
     assert len(api.calls) == 2
     assert len({c["peer"] for c in api.calls}) == 1, "the second waited for the one connection"
+
+
+async def test_waiting_for_a_free_connection_is_bounded_by_the_connect_and_pool_limits(
+    api: BotAPI,
+) -> None:
+    api.delay = 1.0  # the first request holds the only connection
+    url = f"{await api.start()}{TOKEN}/sendMessage"
+    request = AiohttpRequest(pool_size=1, connect_timeout=0.1, pool_timeout=0.1)
+    first = asyncio.ensure_future(request.do_request(url, "POST"))
+    while not api.calls:  # the first request is in the server, its connection taken
+        await asyncio.sleep(0.01)
+    with pytest.raises(TimedOut):
+        await request.do_request(url, "POST")
+    first.cancel()
+    await asyncio.gather(first, return_exceptions=True)
+    await request.shutdown()
+
+
+@pytest.mark.parametrize(
+    "lifted",
+    [
+        ("read_timeout", "write_timeout", "connect_timeout", "pool_timeout"),
+        ("connect_timeout",),
+        ("pool_timeout",),
+    ],
+)
+async def test_a_call_may_lift_any_of_its_limits(api: BotAPI, lifted: tuple[str, ...]) -> None:
+    url = f"{await api.start()}{TOKEN}/sendMessage"
+    request = AiohttpRequest()
+    status, _ = await request.do_request(url, "POST", **dict.fromkeys(lifted, None))
+    await request.shutdown()
+    assert status == 200
