@@ -149,6 +149,7 @@ async def test_requests_go_through_the_environments_proxy_unless_no_proxy_exempt
         [(line, headers), _] = proxy.requests
         assert line.startswith("POST http://api.telegram.invalid/bot") and "sendMessage" in line
         assert headers["proxy-authorization"] == "Basic ZWdyZXNzOnMzY3JldA=="  # egress:s3cret
+        assert headers["user-agent"] == AiohttpRequest.USER_AGENT
 
         monkeypatch.setenv("NO_PROXY", "api.telegram.invalid")
         direct = bot("http://api.telegram.invalid/bot")
@@ -205,14 +206,12 @@ def test_the_read_timeout_is_the_one_configured() -> None:
 
 
 async def test_a_call_without_a_read_limit_waits_past_the_configured_one(api: BotAPI) -> None:
-    api.delay = 0.3  # longer than the layer's read timeout, which this call lifts
-    request = AiohttpRequest(read_timeout=0.05, write_timeout=0.05)
+    api.delay = 0.5  # longer than any of the layer's limits, and than their sum but read's
+    limits = {"connect_timeout": 0.1, "pool_timeout": 0.1, "write_timeout": 0.1}
+    request = AiohttpRequest(read_timeout=0.05, **limits)
     await request.initialize()
     status, body = await request.do_request(
-        f"{await api.start()}{TOKEN}/sendMessage",
-        "POST",
-        read_timeout=None,
-        write_timeout=None,
+        f"{await api.start()}{TOKEN}/sendMessage", "POST", read_timeout=None
     )
     await request.shutdown()
     assert status == 200 and b'"ok": true' in body
