@@ -291,6 +291,7 @@ def test_full_message_headline_names_only_the_firing_and_lists_the_resolved() ->
     [part] = pack(render(sample_notification(MIXED)))
     text = valid(part)
     assert text.startswith("🔥 FIRING: APIDown on bybit and okx\n")
+    assert "\n\n<b>✅ Resolved:</b>\n• APIDown exchange=binance " in part
     resolved = text[text.index("✅ Resolved:") :].splitlines()
     assert resolved[1].startswith("• APIDown exchange=binance ")
     assert resolved[1].endswith("resolved, fired for 4s")
@@ -504,7 +505,8 @@ async def test_editing_a_message_that_was_never_sent_is_a_permanent_error(
     route = respx_mock.post(f"{API}/editMessageText").mock(return_value=sent(1))
     with pytest.raises(NotifyError) as raised:
         await notifier().edit(sample_notification(), Sent(ref, {}))
-    assert raised.value.retryable is False and "no message to edit" in raised.value.reason
+    assert raised.value.retryable is False
+    assert str(raised.value) == f"telegram: no message to edit (ref {ref!r})"
     assert not route.called
 
 
