@@ -779,3 +779,7 @@ async def test_ping_names_the_bot_and_the_chat(respx_mock: respx.MockRouter) -> 
         return_value=httpx.Response(200, json={"ok": True, "result": me})
     )
     assert await notifier().ping() == "bot @enricher_bot, chat -100123"
+
+
+def test_pieces_after_the_first_use_the_room_the_label_took() -> None:
+    assert pack([Line(label="L", text="x" * 25)], limit=20) == ["<b>L</b> " + "x" * 11, "x" * 14]
