@@ -1,5 +1,6 @@
 import asyncio
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -8,10 +9,24 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from app.formatting import clean
+from app.models import (
+    AlertView,
+    Diagnosis,
+    DiagnosisSource,
+    EnrichedNotification,
+    MetricContext,
+)
 from app.notifiers import build_notifiers
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
-from app.notifiers.slack_blocks import MAX_BLOCKS, SECTION_CHARS, escape, message
+from app.notifiers.slack_blocks import (
+    MAX_BLOCKS,
+    SECTION_CHARS,
+    diagnosis_message,
+    escape,
+    message,
+    render_blocks,
+)
 from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
 from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
 
@@ -471,3 +486,490 @@ def test_hostile_text_never_breaks_slack_s_limits_entities_or_links(
         for block in body["attachments"][0]["blocks"]:
             for field in block.get("fields", []):
                 assert len(field["text"]) <= 2000, "Slack's limit for a field"
+
+
+# Exact rendering of hand-built notifications: every word and mark a channel reader sees.
+
+START = datetime(2026, 10, 21, 10, 19, 26, tzinfo=UTC)
+SLACK_MAX_BLOCKS = 50  # Slack's documented limit per message
+SLACK_HEADER_LIMIT = 150  # Slack's documented limit for a header's plain text
+MARK = "… [shortened]"
+
+
+def view(
+    name: str = "APIDown",
+    *,
+    status: str = "firing",
+    labels: dict[str, str] | None = None,
+    summary: str = "",
+    description: str = "",
+    context: MetricContext | None = None,
+    starts_at: datetime | None = START,
+    ends_at: datetime | None = None,
+    fingerprint: str = "",
+    runbook_url: str | None = None,
+) -> AlertView:
+    return AlertView(
+        name=name,
+        status=status,
+        severity="critical",
+        identifying_labels={"exchange": "binance"} if labels is None else labels,
+        summary=summary,
+        description=description,
+        context=context,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        fingerprint=fingerprint,
+        runbook_url=runbook_url,
+    )
+
+
+def built(
+    firing: list[AlertView] = (),
+    resolved: list[AlertView] = (),
+    *,
+    kind: str = "new",
+    status: str = "firing",
+    severity: str = "critical",
+    title: str = "APIDown on binance",
+    diagnosis: Diagnosis | None = None,
+    source: DiagnosisSource | None = None,
+    omitted: int = 0,
+    silence_url: str | None = None,
+) -> EnrichedNotification:
+    return EnrichedNotification(
+        group_id="g",
+        status=status,
+        kind=kind,
+        title=title,
+        severity=severity,
+        firing=list(firing),
+        resolved=list(resolved),
+        omitted_alerts=omitted,
+        diagnosis=diagnosis,
+        source=source or DiagnosisSource(kind="llm", model="deepseek-chat"),
+        silence_url=silence_url,
+        created_at=START + timedelta(hours=1),
+    )
+
+
+CONTEXT = MetricContext(
+    expr="api_health_status",
+    current=0,
+    minimum=0,
+    maximum=1,
+    mean=0.5,
+    change=-1,
+    sparkline="█▁",
+    window_minutes=30,
+    graph_url="http://prom.example/graph?a=1&b=2",
+)
+
+
+def texts(blocks: list[dict]) -> list[str]:
+    return [b["text"]["text"] for b in blocks if b["type"] == "section" and "text" in b]
+
+
+def test_an_alert_section_reads_name_labels_summary_description_metrics_and_graph_link() -> None:
+    n = built(
+        [
+            view(
+                labels={"exchange": "binance", "zone": "<eu>"},
+                summary="API <down>",
+                description="for 30s & counting",
+                context=CONTEXT,
+            )
+        ],
+        kind="new",
+    )
+    [section] = [t for t in texts(blocks_of(message(n))) if t.startswith("*APIDown*")]
+    assert section == (
+        "*APIDown* `exchange=binance` `zone=&lt;eu&gt;`\n"
+        "API &lt;down&gt;\n"
+        "_for 30s &amp; counting_\n"
+        "`api_health_status`  now *0* · min 0 · max 1 · mean 0.5 · Δ -1 over 30m  `█▁`\n"
+        "<http://prom.example/graph?a=1&amp;b=2|📈 graph>"
+    )
+
+
+def test_an_alert_without_summary_description_or_context_is_one_line() -> None:
+    n = built([view()])
+    assert texts(blocks_of(message(n)))[0] == "*APIDown* `exchange=binance`"
+
+
+def test_an_alert_whose_metrics_are_unavailable_says_why_escaped_and_keeps_its_graph() -> None:
+    context = MetricContext(unavailable="query <failed> & timed out", graph_url="http://p/g")
+    section = texts(blocks_of(message(built([view(context=context)]))))[0]
+    assert section == (
+        "*APIDown* `exchange=binance`\n"
+        "metrics unavailable: query &lt;failed&gt; &amp; timed out\n"
+        "<http://p/g|📈 graph>"
+    )
+
+
+def test_alert_summary_description_and_expression_are_shortened_to_300_800_and_200() -> None:
+    context = CONTEXT.model_copy(update={"expr": "e" * 201, "graph_url": None})
+    alert = view(summary="s" * 301, description="d" * 801, context=context)
+    lines = texts(blocks_of(message(built([alert]))))[0].split("\n")
+    assert lines[1] == "s" * (300 - len(MARK)) + MARK
+    assert lines[2] == "_" + "d" * (800 - len(MARK)) + MARK + "_"
+    assert lines[3].startswith("`" + "e" * (200 - len(MARK)) + MARK + "`  now *0*")
+    whole = view(summary="s" * 300, description="d" * 800, context=CONTEXT)
+    lines = texts(blocks_of(message(built([whole]))))[0].split("\n")
+    assert lines[1] == "s" * 300 and lines[2] == "_" + "d" * 800 + "_"
+
+
+def test_fields_show_escaped_severity_start_duration_and_counts() -> None:
+    n = built([view()], [view("Old", status="resolved", ends_at=START)], omitted=3)
+    n = n.model_copy(update={"severity": "<!channel> & co"})
+    fields = [f["text"] for f in blocks_of(message(n))[1]["fields"]]
+    assert fields[0] == "*Severity*\n&lt;!channel&gt; &amp; co"
+    assert fields[1] == "*Started*\n2026-10-21 10:19:26 UTC"
+    assert fields[2].startswith("*Firing for*\n")
+    assert fields[3] == "*Alerts*\n1 firing, 1 resolved, 3 more"
+
+
+def test_a_channel_ping_as_severity_never_pings_anywhere_in_the_message() -> None:
+    n = built([view()], severity="<!channel>")
+    payload = message(n)
+    assert payload["text"] == "🔥 FIRING: APIDown on binance (&lt;!channel&gt;)"
+    for text in all_text(payload):
+        assert "<!channel>" not in text
+
+
+def test_a_long_severity_is_shortened_to_100_characters_after_escaping() -> None:
+    n = built([view()], severity="a" * 120)
+    severity = blocks_of(message(n))[1]["fields"][0]["text"].removeprefix("*Severity*\n")
+    assert severity == "a" * (100 - len(MARK)) + MARK
+    n = built([view()], severity="<" * 60)
+    severity = blocks_of(message(n))[1]["fields"][0]["text"].removeprefix("*Severity*\n")
+    assert len(severity) <= 100 and severity.endswith(MARK)
+    assert "&" not in ENTITY.sub("", severity) and "<" not in severity
+
+
+def test_a_group_with_only_resolved_alerts_starts_at_its_first_resolved_alert() -> None:
+    n = built([], [view("Old", status="resolved", ends_at=START + timedelta(seconds=6))])
+    fields = [f["text"] for f in render_blocks(n)[1]["fields"]]
+    assert fields[1] == "*Started*\n2026-10-21 10:19:26 UTC"
+
+
+def test_a_group_without_alerts_has_an_unknown_start() -> None:
+    fields = [f["text"] for f in render_blocks(built())[1]["fields"]]
+    assert fields[1] == "*Started*\nunknown"
+    assert fields[2] == "*Firing for*\nunknown"
+    assert fields[3] == "*Alerts*\n0 firing, 0 resolved"
+
+
+def test_the_resolved_original_fires_until_its_lead_alert_ended() -> None:
+    lead = view(fingerprint="lead")
+    other = view("Other", fingerprint="other")
+    resolution = built(
+        [],
+        [
+            view(status="resolved", fingerprint="other", ends_at=START + timedelta(hours=2)),
+            view(status="resolved", fingerprint="lead", ends_at=START + timedelta(minutes=5)),
+        ],
+        kind="resolved",
+        status="resolved",
+    )
+    blocks = render_blocks(built([lead, other]), resolution=resolution)
+    fields = [f["text"] for f in blocks[1]["fields"]]
+    assert blocks[0]["text"]["text"] == "✅ RESOLVED: APIDown on binance"
+    assert fields[2] == "*Fired for*\n5m"
+    assert fields[3] == "*Alerts*\n0 firing, 2 resolved"
+
+
+def test_without_its_lead_alert_the_original_fires_until_the_latest_end() -> None:
+    resolution = built(
+        [],
+        [
+            view(status="resolved", fingerprint="a", ends_at=START + timedelta(minutes=7)),
+            view(status="resolved", fingerprint="b", ends_at=START + timedelta(minutes=3)),
+            view(status="resolved", fingerprint="c", ends_at=None),
+        ],
+        kind="resolved",
+        status="resolved",
+        omitted=2,
+    )
+    fields = [f["text"] for f in render_blocks(built([view()]), resolution=resolution)[1]["fields"]]
+    assert fields[2] == "*Fired for*\n7m"
+    assert fields[3] == "*Alerts*\n0 firing, 3 resolved, 2 more"
+
+
+def test_without_any_end_the_original_fires_until_the_resolution_was_made() -> None:
+    resolution = built([], [view(status="resolved", ends_at=None)], status="resolved")
+    fields = [f["text"] for f in render_blocks(built([view()]), resolution=resolution)[1]["fields"]]
+    assert fields[2] == "*Fired for*\n1h"
+
+
+def test_resolved_alerts_in_a_full_message_are_one_escaped_line_each() -> None:
+    gone = view(
+        "<Gone>",
+        status="resolved",
+        labels={"a": "<b>"},
+        ends_at=START + timedelta(seconds=4),
+    )
+    blocks = blocks_of(message(built([view()], [gone])))
+    assert texts(blocks)[1] == (
+        "*✅ Resolved*\n✅ *&lt;Gone&gt;* `a=&lt;b&gt;` resolved, fired for 4s"
+    )
+
+
+def test_a_full_message_has_no_resolved_section_when_nothing_resolved() -> None:
+    assert not any("Resolved" in t for t in texts(blocks_of(message(built([view()])))))
+
+
+def test_hidden_alerts_are_counted_in_a_context_block_after_the_alerts() -> None:
+    n = built([view(f"A{i}") for i in range(12)], omitted=1)
+    blocks = blocks_of(message(n))
+    [hidden] = [b for b in blocks if b["type"] == "context" and "more alerts" in str(b)]
+    assert hidden["elements"] == [{"type": "mrkdwn", "text": "… and 3 more alerts"}]
+    assert sum(t.startswith("*A") for t in texts(blocks)) == 10
+    assert blocks.index(hidden) == 2 + 10
+
+
+def test_no_count_of_hidden_alerts_when_all_are_shown() -> None:
+    blocks = blocks_of(message(built([view(f"A{i}") for i in range(10)])))
+    assert "more alerts" not in str(blocks)
+
+
+DIAGNOSIS = Diagnosis(
+    diagnosis="Cause <x>",
+    impact="No orders & no data",
+    action_items=["first", "second"],
+    rollback_plan="Revert",
+    estimated_recovery_time="15 min",
+)
+
+
+def test_the_diagnosis_follows_a_divider_in_five_titled_escaped_sections() -> None:
+    blocks = blocks_of(message(built([view()], diagnosis=DIAGNOSIS)))
+    divider = blocks.index({"type": "divider"})
+    assert texts(blocks[divider + 1 : divider + 6]) == [
+        "*🩺 Diagnosis*\nCause &lt;x&gt;",
+        "*💥 Impact*\nNo orders &amp; no data",
+        "*🛠 Action items*\n1. first\n2. second",
+        "*↩️ Rollback plan*\nRevert",
+        "*⏱ Recovery estimate*\n15 min",
+    ]
+
+
+def test_a_message_without_a_diagnosis_has_no_divider() -> None:
+    assert {"type": "divider"} not in blocks_of(message(built([view()])))
+
+
+def test_the_footer_names_the_source_and_links_graph_silence_and_runbook() -> None:
+    alert = view(context=CONTEXT, runbook_url="https://runbooks.example/api?x=<1>")
+    n = built([alert], silence_url="http://am.example/#/silences/new?filter=a|b")
+    footer = blocks_of(message(n))[-1]
+    assert footer == {
+        "type": "context",
+        "elements": [
+            {"type": "mrkdwn", "text": "Diagnosis source: model deepseek-chat"},
+            {
+                "type": "mrkdwn",
+                "text": "<http://prom.example/graph?a=1&amp;b=2|📈 Graph>"
+                "  ·  <http://am.example/#/silences/new?filter=a%7Cb|🔕 Silence>"
+                "  ·  <https://runbooks.example/api?x=&lt;1&gt;|📖 Runbook>",
+            },
+        ],
+    }
+
+
+def test_the_footer_graph_comes_from_the_first_firing_alert_that_has_one() -> None:
+    no_graph = view("NoGraph", context=CONTEXT.model_copy(update={"graph_url": None}))
+    graph = view("Graph", context=CONTEXT.model_copy(update={"graph_url": "http://g/2"}))
+    footer = blocks_of(message(built([view("Bare"), no_graph, graph])))[-1]
+    assert footer["elements"][1]["text"] == "<http://g/2|📈 Graph>"
+
+
+def test_a_footer_without_links_is_the_source_alone() -> None:
+    footer = blocks_of(message(built([view()])))[-1]
+    assert footer["elements"] == [
+        {"type": "mrkdwn", "text": "Diagnosis source: model deepseek-chat"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "runbook",
+    ["javascript:alert(1)", "slack://open", "ftp://files.example/r", "<!channel>", "//x.example"],
+)
+def test_a_runbook_url_that_is_not_http_never_becomes_a_link(runbook: str) -> None:
+    payload = message(sample_notification(annotations={"runbook_url": runbook}))
+    assert "Runbook" not in "\n".join(all_text(payload))
+    check_cuts(payload)
+
+
+def test_an_http_runbook_url_becomes_a_link() -> None:
+    payload = message(sample_notification(annotations={"runbook_url": "https://rb.example/a"}))
+    assert "<https://rb.example/a|📖 Runbook>" in "\n".join(all_text(payload))
+
+
+def test_a_huge_diagnosis_keeps_to_50_blocks_and_keeps_the_footer_last() -> None:
+    huge = DIAGNOSIS.model_copy(update={"diagnosis": "word " * 60_000})
+    blocks = blocks_of(message(built([view()], diagnosis=huge)))
+    assert len(blocks) == SLACK_MAX_BLOCKS
+    assert blocks[-1]["type"] == "context"
+    assert blocks[-1]["elements"][0]["text"] == "Diagnosis source: model deepseek-chat"
+    for text in texts(blocks):
+        assert len(text) <= SLACK_SECTION_LIMIT
+
+
+def test_the_diagnosis_follow_up_keeps_to_50_blocks_with_its_source_last() -> None:
+    huge = DIAGNOSIS.model_copy(update={"diagnosis": "word " * 60_000})
+    payload = diagnosis_message(built([view()], diagnosis=huge, title="<!here> down"))
+    blocks = blocks_of(payload)
+    assert len(blocks) == SLACK_MAX_BLOCKS
+    assert blocks[0]["text"] == {
+        "type": "plain_text",
+        "text": "🩺 AI diagnosis: &lt;!here&gt; down",
+    }
+    assert blocks[-1] == {
+        "type": "context",
+        "elements": [{"type": "mrkdwn", "text": "Diagnosis source: model deepseek-chat"}],
+    }
+    assert payload["text"] == "🩺 AI diagnosis: &lt;!here&gt; down"
+    assert payload["attachments"][0]["color"] == "#D32F2F"
+
+
+def test_a_short_diagnosis_follow_up_is_header_diagnosis_and_source() -> None:
+    blocks = blocks_of(diagnosis_message(built([view()], diagnosis=DIAGNOSIS)))
+    assert [b["type"] for b in blocks] == ["header", "divider", *["section"] * 5, "context"]
+
+
+def impact_pieces(impact: str) -> list[str]:
+    """The sections that carry the diagnosis's impact, its title taken off the first."""
+    diagnosis = DIAGNOSIS.model_copy(update={"impact": impact})
+    sections = texts(blocks_of(message(built([view()], diagnosis=diagnosis))))
+    start = next(i for i, t in enumerate(sections) if t.startswith("*💥 Impact*\n"))
+    end = next(i for i, t in enumerate(sections) if t.startswith("*🛠 Action items*"))
+    for piece in sections[start:end]:
+        assert len(piece) <= SLACK_SECTION_LIMIT
+    return [sections[start].removeprefix("*💥 Impact*\n"), *sections[start + 1 : end]]
+
+
+def test_a_diagnosis_section_is_continued_at_a_word_break_without_losing_text() -> None:
+    words = " ".join(f"w{i}" for i in range(2000))
+    pieces = impact_pieces(words)
+    assert len(pieces) > 1
+    assert "".join(pieces) == words
+    for piece in pieces[:-1]:
+        assert piece.endswith(" ") and len(piece) > SLACK_SECTION_LIMIT - 30
+
+
+def test_a_diagnosis_section_is_continued_at_a_line_break_when_there_is_one() -> None:
+    lines = "\n".join("x" * 99 for _ in range(50))
+    pieces = impact_pieces(lines)
+    assert "".join(pieces) == lines
+    for piece in pieces[:-1]:
+        assert piece.endswith("\n")
+
+
+def test_a_text_without_breaks_is_cut_at_the_limit_rather_than_early() -> None:
+    text = "x" * 7000
+    pieces = impact_pieces(text)
+    assert "".join(pieces) == text
+    assert len(pieces) == 3
+    assert all(len(p) >= SLACK_SECTION_LIMIT - 20 for p in pieces[:-1])
+
+
+def test_a_late_break_is_used_but_not_one_in_the_first_half() -> None:
+    early = "y" * 100 + " " + "x" * 6000
+    pieces = impact_pieces(early)
+    assert "".join(pieces) == early
+    assert len(pieces[0]) >= SLACK_SECTION_LIMIT - 20, "a break in the first half is ignored"
+
+
+def test_an_escaped_diagnosis_section_is_filled_close_to_the_limit_and_never_past_it() -> None:
+    text = "<" * 5000  # 20,000 characters once escaped, no word breaks
+    pieces = impact_pieces(text)
+    assert "".join(pieces) == "&lt;" * 5000
+    for piece in pieces[:-1]:
+        assert len(piece) >= SLACK_SECTION_LIMIT - 30
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "severity", "expected"),
+    [
+        ("new", "firing", "critical", "#D32F2F"),
+        ("new", "firing", "error", "#D32F2F"),
+        ("new", "firing", "warning", "#F9A825"),
+        ("new", "firing", "info", "#1976D2"),
+        ("new", "firing", "page-me", "#757575"),
+        ("resolved", "resolved", "critical", "#2E7D32"),
+        ("resolved", "firing", "warning", "#F9A825"),
+        ("repeat", "resolved", "info", "#1976D2"),
+    ],
+)
+def test_the_colour_bar_follows_severity_until_the_whole_group_resolved(
+    kind: str, status: str, severity: str, expected: str
+) -> None:
+    n = built([view()], kind=kind, status=status, severity=severity)
+    assert message(n)["attachments"][0]["color"] == expected
+
+
+def test_repeat_and_resolved_get_the_short_reply_and_new_and_escalation_the_full_message() -> None:
+    for kind in ("new", "escalation"):
+        assert blocks_of(message(built([view()], kind=kind)))[0]["type"] == "header"
+    for kind in ("repeat", "resolved"):
+        assert blocks_of(message(built([view()], kind=kind)))[0]["type"] == "section"
+
+
+def test_the_short_reply_lists_resolved_then_firing_alerts_escaped() -> None:
+    gone = view(
+        "<Gone>", status="resolved", labels={"a": "&"}, ends_at=START + timedelta(seconds=6)
+    )
+    still = view("Still", starts_at=None)
+    n = built([still], [gone], kind="resolved", status="firing", title="<!here>", omitted=2)
+    assert texts(blocks_of(message(n))) == [
+        "*✅ PARTLY RESOLVED: &lt;!here&gt;*\n"
+        "✅ &lt;Gone&gt; `a=&amp;` resolved, fired for 6s\n"
+        "🔥 Still `exchange=binance` still firing, for unknown\n"
+        "… and 2 more alerts"
+    ]
+
+
+def test_a_short_reply_that_fills_a_section_exactly_stays_one_section() -> None:
+    head = "*🔁 STILL FIRING: T*"
+    line_without_name = "🔥  `exchange=binance` still firing, for unknown"
+    name = "n" * (SLACK_SECTION_LIMIT - len(head) - 1 - len(line_without_name))
+    n = built([view(name, starts_at=None)], kind="repeat", title="T")
+    [section] = texts(blocks_of(message(n)))
+    assert len(section) == SLACK_SECTION_LIMIT
+    longer = built([view(name + "n", starts_at=None)], kind="repeat", title="T")
+    assert texts(blocks_of(message(longer))) == [
+        head,
+        f"🔥 {name}n `exchange=binance` still firing, for unknown",
+    ]
+
+
+def test_the_fallback_text_is_escaped_and_at_most_300_characters() -> None:
+    n = built([view()], title="<" * 400)
+    text = message(n)["text"]
+    assert len(text) <= 300 and text.endswith(MARK)
+    assert "<" not in text and "&" not in ENTITY.sub("", text)
+
+
+def test_a_long_header_is_cut_to_slack_s_limit() -> None:
+    n = built([view()], title="t" * 300)
+    header = blocks_of(message(n))[0]["text"]["text"]
+    assert header == ("🔥 FIRING: " + "t" * 300)[: SLACK_HEADER_LIMIT - len(MARK)] + MARK
+
+
+def test_a_header_that_fits_exactly_is_not_shortened() -> None:
+    title = "t" * (SLACK_HEADER_LIMIT - len("🔥 FIRING: "))
+    assert (
+        blocks_of(message(built([view()], title=title)))[0]["text"]["text"] == f"🔥 FIRING: {title}"
+    )
+
+
+def test_an_alert_section_cut_at_the_limit_backs_off_a_half_link() -> None:
+    context = CONTEXT.model_copy(update={"graph_url": "http://g.example/" + "p" * 100})
+    alert = view(
+        summary="s" * 300, description="d" * 800, labels={f"k{i}": "v" * 120 for i in range(8)}
+    )
+    alert = alert.model_copy(update={"context": context, "name": "N" * 1700})
+    section = texts(blocks_of(message(built([alert]))))[0]
+    assert len(section) <= SLACK_SECTION_LIMIT
+    assert section.endswith(MARK)
+    assert "<" not in OUR_LINK.sub("", section), "the graph link is dropped whole, not cut"
