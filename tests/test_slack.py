@@ -973,3 +973,316 @@ def test_an_alert_section_cut_at_the_limit_backs_off_a_half_link() -> None:
     assert len(section) <= SLACK_SECTION_LIMIT
     assert section.endswith(MARK)
     assert "<" not in OUR_LINK.sub("", section), "the graph link is dropped whole, not cut"
+
+
+# The notifiers (app/notifiers/slack.py): what goes to Slack's API, retries and error mapping.
+
+
+def recorded_steps() -> tuple[Progress, list[tuple[str, str | None]]]:
+    steps: list[tuple[str, str | None]] = []
+
+    async def record(name: str, ref: str | None) -> None:
+        steps.append((name, ref))
+
+    return Progress(record=record), steps
+
+
+async def test_a_new_message_goes_to_the_channel_unpinged_and_unfurled_as_step_post() -> None:
+    web = RecordingClient()
+    progress, steps = recorded_steps()
+    n = sample_notification()
+    ref = await SlackBotNotifier(web, "C0FAKE0001").send(n, None, progress)
+    assert ref == "C0FAKE0001:1.0"
+    assert steps == [("post", ref)]
+    [body] = web.bodies
+    assert body == {
+        **message(n),
+        "channel": "C0FAKE0001",
+        "link_names": False,
+        "unfurl_links": False,
+        "unfurl_media": False,
+    }
+
+
+@pytest.mark.parametrize("kind", ["repeat", "resolved"])
+async def test_a_follow_up_that_is_not_an_escalation_replies_in_the_thread_without_broadcast(
+    kind: str,
+) -> None:
+    web = RecordingClient()
+    progress, steps = recorded_steps()
+    n = built([view()], kind=kind, status="firing")
+    ref = await SlackBotNotifier(web, "C0FAKE0001").send(
+        n, Thread(ref="C0OTHER:1700.1", original=built([view()])), progress
+    )
+    [body] = web.bodies
+    assert body["channel"] == "C0OTHER" and body["thread_ts"] == "1700.1"
+    assert body["reply_broadcast"] is False
+    assert body["link_names"] is False
+    assert steps == [("reply", ref)], "a group still firing does not update the original"
+
+
+async def test_a_resolved_reply_without_the_original_does_not_update_anything() -> None:
+    web = RecordingClient()
+    n = built([], [view(status="resolved")], kind="resolved", status="resolved")
+    await SlackBotNotifier(web, "C0FAKE0001").send(n, Thread(ref="C1:2.0"))
+    assert len(web.bodies) == 1
+
+
+async def test_resolving_updates_the_original_in_place_as_a_step_of_its_own() -> None:
+    web = RecordingClient()
+    progress, steps = recorded_steps()
+    original = built([view()], diagnosis=DIAGNOSIS, title="<!channel> down")
+    resolution = built(
+        [], [view(status="resolved", ends_at=START)], kind="resolved", status="resolved"
+    )
+    await SlackBotNotifier(web, "C0FAKE0001").send(
+        resolution, Thread(ref="C1:2.0", original=original), progress
+    )
+    assert [name for name, _ in steps] == ["reply", "update"]
+    update = web.bodies[1]
+    assert update["channel"] == "C1" and update["ts"] == "2.0"
+    assert update["text"] == "✅ RESOLVED: &lt;!channel&gt; down"
+    assert update["attachments"] == [
+        {"color": "#2E7D32", "blocks": render_blocks(original, resolution=resolution)}
+    ]
+
+
+async def test_resolving_before_the_ai_diagnosis_says_so_in_the_original() -> None:
+    web = RecordingClient()
+    preliminary = DiagnosisSource(kind="rules", reason="timeout", preliminary=True)
+    original = built([view()], diagnosis=DIAGNOSIS, source=preliminary)
+    resolution = built([], [view(status="resolved")], kind="resolved", status="resolved")
+    await SlackBotNotifier(web, "C0FAKE0001").send(
+        resolution, Thread(ref="C1:2.0", original=original)
+    )
+    footer = web.bodies[1]["attachments"][0]["blocks"][-1]["elements"][0]["text"]
+    assert footer == "Diagnosis source: rule-based fallback: resolved before the AI diagnosis"
+
+
+async def test_a_final_original_keeps_its_diagnosis_source_when_resolved() -> None:
+    web = RecordingClient()
+    original = built([view()], diagnosis=DIAGNOSIS)
+    resolution = built([], [view(status="resolved")], kind="resolved", status="resolved")
+    await SlackBotNotifier(web, "C0FAKE0001").send(
+        resolution, Thread(ref="C1:2.0", original=original)
+    )
+    footer = web.bodies[1]["attachments"][0]["blocks"][-1]["elements"][0]["text"]
+    assert footer == "Diagnosis source: model deepseek-chat"
+
+
+async def test_a_failed_header_update_does_not_fail_the_resolved_reply(
+    slack: FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    notifier = bot(slack)
+    resolved = sample_notification(
+        "alertmanager-0.25-resolved_apidown_binance.json", notification_id=2
+    )
+    # The original is gone: chat.update answers message_not_found.
+    ref = await notifier.send(
+        resolved, Thread(ref="C0FAKE0001:1699999999.000001", original=sample_notification())
+    )
+    assert ref is not None and ref.startswith("C0FAKE0001:")
+    assert "header update failed: message_not_found" in caplog.text
+
+
+async def test_slack_s_rate_limit_is_retried_three_times_then_fails_retryably(slack) -> None:
+    for _ in range(5):
+        slack.fail_next(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"})
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack).send(sample_notification(), None)
+    assert raised.value.retryable is True
+    assert len(slack.requests) == 4
+
+
+async def test_slack_s_server_errors_are_retried_twice_then_fail_retryably(slack) -> None:
+    for _ in range(4):
+        slack.fail_next(503, {"ok": False, "error": "service_unavailable"})
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack).send(sample_notification(), None)
+    assert raised.value.retryable is True
+    assert raised.value.reason == "Slack API error service_unavailable (HTTP 503)"
+    assert len(slack.requests) == 3
+
+
+def test_the_retry_handlers_cover_connections_rate_limits_and_server_errors() -> None:
+    counts = {type(h).__name__: h.max_retry_count for h in retry_handlers()}
+    assert counts == {
+        "AsyncConnectionErrorRetryHandler": 2,
+        "AsyncRateLimitErrorRetryHandler": 3,
+        "AsyncServerErrorRetryHandler": 2,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"ok": False, "error": "fatal_error"}, "Slack API error fatal_error (HTTP 200)"),
+        ({"ok": False}, "Slack API error unknown_error (HTTP 200)"),
+    ],
+)
+async def test_an_unknown_slack_error_is_retryable_and_named(slack, body, reason) -> None:
+    slack.fail_next(200, body)
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack).send(sample_notification(), None)
+    assert raised.value.retryable is True
+    assert raised.value.reason == reason
+    assert raised.value.channel == "slack"
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("msg_too_long", "Slack rejected the message as too long"),
+        ("not_in_channel", "the Slack bot is not in the channel (invite it)"),
+        ("token_revoked", "Slack token was revoked"),
+    ],
+)
+async def test_a_permanent_slack_error_is_not_retried_and_says_what_to_fix(
+    slack, code: str, reason: str
+) -> None:
+    slack.fail_next(200, {"ok": False, "error": code})
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack).send(sample_notification(), None)
+    assert raised.value.retryable is False
+    assert raised.value.reason == reason
+    assert len(slack.requests) == 1
+
+
+async def test_ping_names_the_bot_team_and_channel(slack) -> None:
+    assert await bot(slack).ping() == "bot enricher in team FakeTeam, channel C0FAKE0001"
+
+
+async def test_ping_with_a_wrong_token_says_so(slack) -> None:
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack, token="xoxb-wrong-fake").ping()
+    assert raised.value.reason == "invalid Slack token (invalid_auth)"
+    assert raised.value.retryable is False
+
+
+async def test_edit_updates_the_message_in_place_as_step_edit() -> None:
+    web = RecordingClient()
+    progress, steps = recorded_steps()
+    n = sample_notification()
+    ref = await SlackBotNotifier(web, "C0FAKE0001").edit(n, Sent(ref="C9:5.5"), progress)
+    assert ref == "C9:5.5"
+    assert steps == [("edit", "C9:5.5")]
+    assert web.bodies == [{"channel": "C9", "ts": "5.5", **message(n), "link_names": False}]
+
+
+@pytest.mark.parametrize("ref", [None, "", "C9", "C9:", ":5.5"])
+async def test_edit_without_a_message_reference_fails_permanently_without_a_call(
+    ref: str | None,
+) -> None:
+    web = RecordingClient()
+    with pytest.raises(NotifyError) as raised:
+        await SlackBotNotifier(web, "C0FAKE0001").edit(sample_notification(), Sent(ref=ref))
+    assert raised.value.retryable is False
+    assert raised.value.reason == f"no message to edit (ref {ref!r})"
+    assert web.bodies == []
+
+
+async def test_editing_a_deleted_message_fails_permanently(slack) -> None:
+    with pytest.raises(NotifyError) as raised:
+        await bot(slack).edit(sample_notification(), Sent(ref="C0FAKE0001:1.000001"))
+    assert raised.value.retryable is False
+    assert raised.value.reason == "the Slack message to edit is gone (deleted?)"
+
+
+async def test_edit_of_a_posted_message_goes_through_slack(slack) -> None:
+    notifier = bot(slack)
+    ref = await notifier.edit(
+        sample_notification(), Sent(ref=await notifier.send(sample_notification(), None))
+    )
+    assert slack.messages[ref.split(":")[1]]["updated"] is True
+
+
+async def test_edit_when_slack_is_unreachable_is_retryable() -> None:
+    client = AsyncWebClient(token=FAKE_SLACK_TOKEN, base_url="http://127.0.0.1:9/api/")
+    with pytest.raises(NotifyError) as raised:
+        await SlackBotNotifier(client, "C1").edit(sample_notification(), Sent(ref="C1:1.0"))
+    assert raised.value.retryable is True
+    assert raised.value.reason.startswith("Slack unreachable (")
+
+
+class Session:
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_closing_the_bot_closes_its_http_session() -> None:
+    web = RecordingClient()
+    web.session = Session()
+    await SlackBotNotifier(web, "C1").close()
+    assert web.session.closed is True
+    await SlackBotNotifier(RecordingClient(), "C1").close()  # no session: nothing to close
+
+
+async def test_closing_the_webhook_closes_its_http_session() -> None:
+    hook = RecordingClient()
+    hook.session = Session()
+    await SlackWebhookNotifier(hook).close()
+    assert hook.session.closed is True
+    hook.session = None
+    await SlackWebhookNotifier(hook).close()
+
+
+async def test_webhook_ping_does_not_post() -> None:
+    hook = RecordingClient()
+    assert await SlackWebhookNotifier(hook).ping() == (
+        "webhook mode: configured, not probed (a probe would post a message)"
+    )
+    assert hook.bodies == []
+
+
+async def test_webhook_send_posts_the_message_as_step_post() -> None:
+    hook = RecordingClient()
+    progress, steps = recorded_steps()
+    n = sample_notification()
+    assert await SlackWebhookNotifier(hook).send(n, Thread(ref="x"), progress) is None
+    assert hook.bodies == [message(n)]
+    assert steps == [("post", None)]
+
+
+async def test_webhook_edit_posts_the_diagnosis_as_a_follow_up_step() -> None:
+    hook = RecordingClient()
+    progress, steps = recorded_steps()
+    n = sample_notification()
+    assert await SlackWebhookNotifier(hook).edit(n, Sent(ref=None), progress) is None
+    assert hook.bodies == [diagnosis_message(n)]
+    assert steps == [("follow-up", None)]
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"),
+    [(400, False), (403, False), (404, False), (429, True), (500, True), (503, True)],
+)
+async def test_webhook_errors_are_retryable_only_for_rate_limits_and_server_errors(
+    slack, status: int, retryable: bool
+) -> None:
+    notifier = SlackWebhookNotifier(AsyncWebhookClient(f"{slack.url}/services/T0/B0/fake"))
+    slack.fail_next(status, "no_service")
+    with pytest.raises(NotifyError) as raised:
+        await notifier.send(sample_notification(), None)
+    assert raised.value.retryable is retryable
+    assert raised.value.reason == f'Slack webhook answered HTTP {status}: "no_service"'
+
+
+async def test_a_webhook_error_body_is_shortened_to_200_characters(slack) -> None:
+    notifier = SlackWebhookNotifier(AsyncWebhookClient(f"{slack.url}/services/T0/B0/fake"))
+    slack.fail_next(400, "e" * 500)
+    with pytest.raises(NotifyError) as raised:
+        await notifier.send(sample_notification(), None)
+    body = raised.value.reason.removeprefix("Slack webhook answered HTTP 400: ")
+    assert body == '"' + "e" * (200 - len(MARK) - 1) + MARK
+
+
+async def test_an_unreachable_webhook_is_retryable() -> None:
+    notifier = SlackWebhookNotifier(AsyncWebhookClient("http://127.0.0.1:9/services/T0/B0/fake"))
+    with pytest.raises(NotifyError) as raised:
+        await notifier.send(sample_notification(), None)
+    assert raised.value.retryable is True
+    assert raised.value.reason.startswith("Slack webhook unreachable (")
+    assert raised.value.channel == "slack"
