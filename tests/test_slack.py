@@ -22,8 +22,11 @@ from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_ha
 from app.notifiers.slack_blocks import (
     MAX_BLOCKS,
     SECTION_CHARS,
+    clip,
     diagnosis_message,
     escape,
+    fit,
+    link,
     message,
     render_blocks,
 )
@@ -865,19 +868,33 @@ def test_a_diagnosis_section_is_continued_at_a_line_break_when_there_is_one() ->
         assert piece.endswith("\n")
 
 
-def test_a_text_without_breaks_is_cut_at_the_limit_rather_than_early() -> None:
+def test_a_text_without_breaks_fills_the_first_section_to_slack_s_limit() -> None:
     text = "x" * 7000
     pieces = impact_pieces(text)
     assert "".join(pieces) == text
     assert len(pieces) == 3
-    assert all(len(p) >= SLACK_SECTION_LIMIT - 20 for p in pieces[:-1])
+    assert SLACK_SECTION_LIMIT - 2 <= len("*💥 Impact*\n" + pieces[0]) <= SLACK_SECTION_LIMIT
+    assert len(pieces[1]) == len(pieces[0])
 
 
-def test_a_late_break_is_used_but_not_one_in_the_first_half() -> None:
-    early = "y" * 100 + " " + "x" * 6000
+def test_a_break_in_the_first_half_of_a_section_is_not_used() -> None:
+    early = "y" * 1200 + " " + "x" * 6000
     pieces = impact_pieces(early)
     assert "".join(pieces) == early
-    assert len(pieces[0]) >= SLACK_SECTION_LIMIT - 20, "a break in the first half is ignored"
+    assert SLACK_SECTION_LIMIT - 2 <= len("*💥 Impact*\n" + pieces[0]) <= SLACK_SECTION_LIMIT
+
+
+def test_a_break_just_past_half_of_a_section_is_used() -> None:
+    late = "y" * 1600 + " " + "x" * 6000
+    pieces = impact_pieces(late)
+    assert pieces[0] == "y" * 1600 + " "
+    assert "".join(pieces) == late
+
+
+def test_an_empty_diagnosis_field_keeps_its_titled_section() -> None:
+    diagnosis = DIAGNOSIS.model_copy(update={"action_items": []})
+    sections = texts(blocks_of(message(built([view()], diagnosis=diagnosis))))
+    assert "*🛠 Action items*\n" in sections
 
 
 def test_an_escaped_diagnosis_section_is_filled_close_to_the_limit_and_never_past_it() -> None:
@@ -1286,3 +1303,147 @@ async def test_an_unreachable_webhook_is_retryable() -> None:
     assert raised.value.retryable is True
     assert raised.value.reason.startswith("Slack webhook unreachable (")
     assert raised.value.channel == "slack"
+
+
+def test_clip_leaves_text_that_fits_exactly_alone() -> None:
+    assert clip("a" * 20, 20) == "a" * 20
+    assert clip("", 0) == ""
+
+
+def test_clip_cuts_visibly_to_the_limit() -> None:
+    assert clip("abcdefghij" * 3, 20) == "abcdefg" + MARK
+    assert clip("abcdef  ghij" * 3, 21) == "abcdef" + MARK, "no space before the mark"
+
+
+def test_clip_never_leaves_half_an_entity() -> None:
+    assert clip("&lt;" * 10, 20) == "&lt;" + MARK
+    assert clip("&amp;" + "x" * 30, 15) == MARK, "an entity at the very start goes whole"
+    assert clip("ab&gt;" + "x" * 30, 19) == "ab&gt;" + MARK
+
+
+def test_clip_never_leaves_half_a_link() -> None:
+    assert clip("see <http://x.example/aaaaaaaaaaa|graph> now", 20) == "see" + MARK
+    assert clip("<http://x.example/a|g> and more text here", 35) == "<http://x.example/a|g>" + MARK
+    assert clip("<http://x.example/aaaaaaaa|graph>", 20) == MARK
+
+
+def test_clip_keeps_a_closed_entity_before_an_open_link() -> None:
+    text = "a &amp; b <http://x.example/" + "p" * 40 + "|g>"
+    assert clip(text, 30) == "a &amp; b" + MARK
+
+
+def test_link_escapes_url_and_label_and_keeps_the_url_whole() -> None:
+    assert link("http://a.example/?x=1&y=<2>|z", "a<b>|&") == (
+        "<http://a.example/?x=1&amp;y=&lt;2&gt;%7Cz|a&lt;b&gt;|&amp;>"
+    )
+
+
+def test_fit_keeps_text_that_fits_once_escaped() -> None:
+    assert fit("a" * 15, 15) == "a" * 15
+    assert fit("a<b", 9) == "a&lt;b"
+
+
+def test_fit_shortens_until_the_escaped_form_fits() -> None:
+    assert fit("a" * 16, 15) == "aa" + MARK
+    for limit in range(13, 60):
+        result = fit("x<&>" * 30, limit)
+        assert len(result) <= limit and result.endswith(MARK)
+        assert "&" not in ENTITY.sub("", result) and "<" not in result
+
+
+def test_an_alert_section_of_exactly_3000_characters_is_not_shortened() -> None:
+    name = "n" * (SLACK_SECTION_LIMIT - len("** `exchange=binance`"))
+    [section] = texts(blocks_of(message(built([view(name)]))))
+    assert section == f"*{name}* `exchange=binance`"
+
+
+def test_a_longer_alert_section_is_cut_to_exactly_3000_characters() -> None:
+    [section] = texts(blocks_of(message(built([view("n" * 4000)]))))
+    assert section == "*" + "n" * (SLACK_SECTION_LIMIT - 1 - len(MARK)) + MARK
+
+
+def test_resolved_lines_shorten_names_and_labels_to_100_characters() -> None:
+    gone = view("N" * 150, status="resolved", labels={"k": "v" * 120}, ends_at=START)
+    [_, resolved] = texts(blocks_of(message(built([view()], [gone]))))
+    assert resolved == (
+        "*✅ Resolved*\n✅ *"
+        + "N" * (100 - len(MARK))
+        + MARK
+        + "* `k="
+        + "v" * (98 - len(MARK))
+        + MARK
+        + "` resolved, fired for 0s"
+    )
+
+
+def test_a_short_reply_with_a_huge_title_starts_with_its_headline_cut_to_3000() -> None:
+    n = built([view(starts_at=None)], kind="repeat", title="t" * 5000)
+    sections = texts(blocks_of(message(n)))
+    assert len(sections[0]) == SLACK_SECTION_LIMIT
+    assert sections[0].startswith("*🔁 STILL FIRING: ttt") and sections[0].endswith(MARK)
+    assert sections[1] == "🔥 APIDown `exchange=binance` still firing, for unknown"
+
+
+def test_the_fallback_text_of_a_long_title_is_cut_to_exactly_300_characters() -> None:
+    text = message(built([view()], title="t" * 400))["text"]
+    assert text == ("🔥 FIRING: " + "t" * 400)[: 300 - len(MARK)] + MARK
+
+
+def test_the_diagnosis_follow_up_of_a_long_title_keeps_to_the_header_and_text_limits() -> None:
+    payload = diagnosis_message(built([view()], diagnosis=DIAGNOSIS, title="t" * 400))
+    head = "🩺 AI diagnosis: " + "t" * 400
+    assert blocks_of(payload)[0]["text"]["text"] == head[: SLACK_HEADER_LIMIT - len(MARK)] + MARK
+    assert payload["text"] == head[: 300 - len(MARK)] + MARK
+
+
+async def test_the_resolved_update_text_is_cut_to_300_characters() -> None:
+    web = RecordingClient()
+    original = built([view()], title="t" * 400)
+    resolution = built([], [view(status="resolved")], kind="resolved", status="resolved")
+    await SlackBotNotifier(web, "C1").send(resolution, Thread(ref="C1:2.0", original=original))
+    assert web.bodies[1]["text"] == ("✅ RESOLVED: " + "t" * 400)[: 300 - len(MARK)] + MARK
+
+
+HOSTILE_CHARS = st.sampled_from([*"<<<>>>&&&**__``~|", "🔥", "\u0301", "e\u0301", " ", "\n", "a"])
+hostile_chars_text = st.lists(HOSTILE_CHARS, max_size=400).map("".join)
+hostile_label = st.lists(HOSTILE_CHARS, min_size=1, max_size=40).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            hostile_chars_text.map(escape),
+            st.builds(link, st.just("http://g.example/?a=1&b=2"), hostile_label),
+        ),
+        max_size=6,
+    ),
+    limit=st.integers(min_value=len(MARK), max_value=600),
+)
+def test_clip_of_escaped_text_and_links_never_exceeds_the_limit_or_cuts_one(
+    pieces: list[str], limit: int
+) -> None:
+    text = " ".join(pieces)
+    clipped = clip(text, limit)
+    assert len(clipped) <= limit
+    if len(text) <= limit:
+        assert clipped == text
+        return
+    assert clipped.endswith(MARK)
+    kept = clipped.removesuffix(MARK)
+    assert text.startswith(kept)
+    assert "&" not in ENTITY.sub("", OUR_LINK.sub("", kept))
+    assert "<" not in OUR_LINK.sub("", kept) and ">" not in OUR_LINK.sub("", kept)
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=hostile_chars_text, limit=st.integers(min_value=len(MARK), max_value=300))
+def test_fit_of_hostile_text_is_escaped_within_the_limit(text: str, limit: int) -> None:
+    fitted = fit(text, limit)
+    assert len(fitted) <= limit
+    assert "<" not in fitted and ">" not in fitted
+    assert "&" not in ENTITY.sub("", fitted)
+    if len(escape(text)) <= limit:
+        assert fitted == escape(text)
+    else:
+        assert fitted.endswith(MARK)
