@@ -326,14 +326,15 @@ async def test_the_whole_call_is_cut_off_at_the_deadline_when_the_server_never_a
             await asyncio.wait_for(client(http, timeout=0.2).diagnose("s", "u"), 30)
 
 
+@pytest.mark.parametrize("budget", [1.0, 7.0])
 async def test_each_request_gets_at_most_the_time_left_in_the_budget(
-    respx_mock: respx.MockRouter,
+    respx_mock: respx.MockRouter, budget: float
 ) -> None:
     route = respx_mock.post(URL).mock(return_value=chat_reply(GOOD_DIAGNOSIS))
-    async with httpx.AsyncClient() as http:
-        await client(http, timeout=5.0).diagnose("s", "u")
+    async with httpx.AsyncClient(timeout=5.0) as http:  # the client's own default is not used
+        await client(http, timeout=budget).diagnose("s", "u")
     read = route.calls[0].request.extensions["timeout"]["read"]
-    assert 0 < read <= 5.0
+    assert budget - 0.5 < read <= budget
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2, 4])
