@@ -873,8 +873,14 @@ def test_a_text_without_breaks_fills_the_first_section_to_slack_s_limit() -> Non
     pieces = impact_pieces(text)
     assert "".join(pieces) == text
     assert len(pieces) == 3
-    assert SLACK_SECTION_LIMIT - 2 <= len("*💥 Impact*\n" + pieces[0]) <= SLACK_SECTION_LIMIT
+    # filled to within a character of Slack's limit, not cut early
+    assert SLACK_SECTION_LIMIT - 1 <= len("*💥 Impact*\n" + pieces[0]) <= SLACK_SECTION_LIMIT
     assert len(pieces[1]) == len(pieces[0])
+
+
+def test_a_text_that_fills_its_section_exactly_stays_one_section() -> None:
+    text = "x" * (SLACK_SECTION_LIMIT - len("*💥 Impact*\n"))
+    assert impact_pieces(text) == [text]
 
 
 def test_a_break_in_the_first_half_of_a_section_is_not_used() -> None:
