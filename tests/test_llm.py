@@ -625,3 +625,16 @@ async def test_ping_without_a_key_sends_nothing(respx_mock: respx.MockRouter) ->
         with pytest.raises(LLMError, match=r"^no LLM API key configured$"):
             await client(http, api_key="").ping()
     assert not respx_mock.calls
+
+
+async def test_the_base_url_is_kept_whole_up_to_its_last_character(
+    respx_mock: respx.MockRouter,
+) -> None:
+    base = "http://llm.test/proxyX"
+    chat = respx_mock.post(f"{base}/chat/completions").mock(return_value=chat_reply(GOOD_DIAGNOSIS))
+    models = respx_mock.get(f"{base}/models").mock(return_value=httpx.Response(200))
+    async with httpx.AsyncClient() as http:
+        llm = client(http, base_url=f"{base}/")
+        await llm.diagnose("s", "u")
+        await llm.ping()
+    assert chat.call_count == 1 and models.call_count == 1
