@@ -1457,3 +1457,14 @@ def test_fit_of_hostile_text_is_escaped_within_the_limit(text: str, limit: int) 
         assert fitted == escape(text)
     else:
         assert fitted.endswith(MARK)
+
+
+def test_a_break_at_exactly_half_of_a_section_is_not_used() -> None:
+    # 7,000 plain characters are first cut one short of the chunk's limit; a break at half that
+    # cut is too early to use
+    first_cut = SLACK_SECTION_LIMIT - len("*💥 Impact*\n") - 1
+    half = first_cut // 2
+    text = "y" * half + " " + "x" * (7000 - half - 1)
+    pieces = impact_pieces(text)
+    assert "".join(pieces) == text
+    assert len(pieces[0]) == first_cut
