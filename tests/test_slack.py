@@ -1468,3 +1468,20 @@ def test_a_break_at_exactly_half_of_a_section_is_not_used() -> None:
     pieces = impact_pieces(text)
     assert "".join(pieces) == text
     assert len(pieces[0]) == first_cut
+
+
+def test_a_full_message_opens_with_a_plain_text_header_and_a_fields_section() -> None:
+    blocks = blocks_of(message(built([view()])))
+    assert blocks[0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "text": "🔥 FIRING: APIDown on binance"},
+    }
+    assert blocks[1]["type"] == "section"
+    firing_for = blocks[1]["fields"][2]["text"]
+    assert firing_for.startswith("*Firing for*\n") and "unknown" not in firing_for
+
+
+def test_resolved_lines_separate_labels_with_single_spaces() -> None:
+    gone = view("Gone", status="resolved", labels={"a": "1", "b": "2"}, ends_at=START)
+    resolved = texts(blocks_of(message(built([view()], [gone]))))[1]
+    assert "✅ *Gone* `a=1` `b=2` resolved" in resolved
