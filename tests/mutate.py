@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report", action="store_true", help="print the last run's figures only")
     parser.add_argument("--max-children", type=int, help="parallel mutants (default: CPUs)")
     parser.add_argument(
+        "--budget-minutes", type=float, help="stop after this long, report what was checked"
+    )
+    parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a module is below target"
     )
     args = parser.parse_args(argv)

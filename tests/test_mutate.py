@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.mutate import _functions, _only_sql_case, equivalents, module_of
+from tests.mutate import _functions, _only_sql_case, equivalents, main, module_of
 
 
 def pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
@@ -68,3 +68,10 @@ def test_every_mutant_named_on_a_readme_list_line_is_equivalent(tmp_path: Path) 
         "app.x.f__mutmut_2",
         "app.y.xǁCǁm__mutmut_3",
     }
+
+
+def test_ci_s_command_line_is_understood_and_nothing_changed_means_nothing_to_run(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["--changed-since", "HEAD", "--budget-minutes", "10"]) == 0
+    assert "no mutation-tested module changed since HEAD" in capsys.readouterr().out
