@@ -68,7 +68,7 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
 
     def __init__(
         self, store_url: str, pool_size: int, wait_seconds: float, skew: Callable[[], float]
-    ) -> None:  # PostgresStore.open() names the defaults
+    ) -> None:  # PostgresStore.open() names the default wait; open_store() the pool size
         self._db = Database(store_url, pool_size, wait_seconds)
         self._skew = skew  # seconds added to the database's clock: 0 but in the contract tests
         self._run = self._db.run
@@ -77,7 +77,7 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
     async def open(
         cls,
         store_url: str,
-        pool_size: int = 10,
+        pool_size: int,
         wait_seconds: float = 2.0,
         skew: Callable[[], float] = lambda: 0.0,
     ) -> PostgresStore:
