@@ -4,28 +4,13 @@ of incidents (what Store promises about them is in base.py; the fencing is Postg
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
-
 from app.store.base import Claim, Delivery, MessageRef, deliveries_from
-from app.store.postgres_db import Conn, Database
+from app.store.postgres_db import Conn
 from app.store.postgres_schema import NOW, text
+from app.store.primitives import PostgresPrimitives
 
-T = TypeVar("T")
 
-
-class PostgresDeliveries:
-    _db: Database
-
-    async def _write_held(self, claim: Claim, sql: str, params: Mapping[str, object]) -> None:
-        raise NotImplementedError
-
-    def _params(self, **values: object) -> dict[str, object]:
-        raise NotImplementedError
-
-    async def _fetch(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
+class PostgresDeliveries(PostgresPrimitives):
     async def deliveries(self, notification_id: int) -> dict[str, Delivery]:
         async def read(conn: Conn) -> dict[str, Delivery]:
             cursor = await conn.execute(

@@ -7,12 +7,9 @@ left it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
-
 from app.priority import AGING_SECONDS, EDIT_BEHIND
 from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, QueuedDiagnosis
-from app.store.postgres_db import Conn, Database
+from app.store.postgres_db import Conn
 from app.store.postgres_schema import (
     ANSWER_DIAGNOSIS,
     CHANNEL,
@@ -20,25 +17,10 @@ from app.store.postgres_schema import (
     QUEUE_DIAGNOSIS,
     QUEUE_EDIT,
 )
+from app.store.primitives import PostgresPrimitives
 
-T = TypeVar("T")
 
-
-class PostgresDiagnoses:
-    _db: Database
-
-    async def _held(self, claim: Claim, fn: Callable[[Conn], Awaitable[T]]) -> T:
-        raise NotImplementedError
-
-    async def _write_held(self, claim: Claim, sql: str, params: Mapping[str, object]) -> None:
-        raise NotImplementedError
-
-    def _params(self, **values: object) -> dict[str, object]:
-        raise NotImplementedError
-
-    async def _fetch(self, sql: str, params: Mapping[str, object]) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
-
+class PostgresDiagnoses(PostgresPrimitives):
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
         # No NOTIFY: this replica's lane is woken directly, and a NOTIFY would wake every
         # replica's page workers for nothing; other lanes find it at their next poll (1 s).

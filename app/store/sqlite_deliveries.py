@@ -4,28 +4,12 @@ incidents (what Store promises about them is in base.py; the fencing is SQLiteSt
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
 
 from app.store.base import Claim, Delivery, MessageRef, deliveries_from
+from app.store.primitives import SQLitePrimitives
 
-T = TypeVar("T")
 
-
-class SQLiteDeliveries:
-    _clock: Callable[[], float]
-
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _held(self, claim: Claim, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _fetch(
-        self, sql: str, params: Sequence[object] | Mapping[str, object] = ()
-    ) -> list[Any]:
-        raise NotImplementedError
-
+class SQLiteDeliveries(SQLitePrimitives):
     async def deliveries(self, notification_id: int) -> dict[str, Delivery]:
         def read(conn: sqlite3.Connection) -> dict[str, Delivery]:
             return deliveries_from(

@@ -10,26 +10,14 @@ the edit it owes. Never both, never neither.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
-from typing import TypeVar
 
 from app.priority import AGING_SECONDS, EDIT_BEHIND
 from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, QueuedDiagnosis
+from app.store.primitives import SQLitePrimitives
 from app.store.sqlite_schema import ANSWER_DIAGNOSIS, CLAIM_DIAGNOSIS, QUEUE_DIAGNOSIS, QUEUE_EDIT
 
-T = TypeVar("T")
 
-
-class SQLiteDiagnoses:
-    _clock: Callable[[], float]
-    _lease_clock: Callable[[], float]
-
-    async def _tx(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
-    async def _held(self, claim: Claim, fn: Callable[[sqlite3.Connection], T]) -> T:
-        raise NotImplementedError
-
+class SQLiteDiagnoses(SQLitePrimitives):
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:
         queued = {"id": claim.notification_id, "rank": rank, "context": context, "owed": 0}
         await self._held(claim, lambda c: c.execute(QUEUE_DIAGNOSIS, queued))
