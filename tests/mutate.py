@@ -38,28 +38,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mutmut.stats import status_by_exit_code
+
 from tests.pgserver import PostgresServer
 
 ROOT = Path(__file__).resolve().parent.parent
 MUTANTS = ROOT / "mutants"
 TARGET = 0.90
 KILLED = {"killed", "timeout", "caught by type check"}
-# mutmut's exit codes (mutmut/stats.py); anything else is "suspicious"
-STATUS = {
-    0: "survived",
-    1: "killed",
-    3: "killed",
-    5: "no tests",
-    33: "no tests",
-    34: "skipped",
-    36: "timeout",
-    24: "timeout",
-    -24: "timeout",
-    152: "timeout",
-    255: "timeout",
-    37: "caught by type check",
-    None: "not checked",
-}
 EQUIVALENT = re.compile(r"`(app\.[^`]+__mutmut_\d+)`")
 # SQL keywords and unquoted identifiers ignore letter case, in SQLite and PostgreSQL alike
 SQL = re.compile(
@@ -185,7 +171,7 @@ def results(modules: Iterable[str] | None = None) -> Iterator[ModuleResult]:
         exit_codes = json.loads(meta.read_text())["exit_code_by_key"]
         result = ModuleResult(module)
         for name, code in sorted(exit_codes.items()):
-            status = STATUS.get(code, "suspicious")
+            status = status_by_exit_code[code]  # mutmut's own reading of its exit codes
             result.statuses[status] += 1
             if status not in KILLED and status != "not checked":
                 result.survivors.append(name)
