@@ -2,6 +2,7 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -157,17 +158,24 @@ class RecordedWait(wait_base):
         return 0.0
 
 
-async def test_retry_after_is_honoured(respx_mock: respx.MockRouter) -> None:
+async def waits_after(
+    respx_mock: respx.MockRouter, status: int, retry_after: str, **options: Any
+) -> list[float]:
+    """The waits the client chose for one `status` reply carrying Retry-After, then a good one."""
     respx_mock.post(URL).mock(
         side_effect=[
-            httpx.Response(429, headers={"Retry-After": "0.3"}),
+            httpx.Response(status, headers={"Retry-After": retry_after}),
             chat_reply(GOOD_DIAGNOSIS),
         ]
     )
     wait = RecordedWait()
     async with httpx.AsyncClient() as http:
-        await client(http, wait=wait).diagnose("s", "u")
-    assert wait.waits == [0.3]
+        await client(http, wait=wait, **options).diagnose("s", "u")
+    return wait.waits
+
+
+async def test_retry_after_is_honoured(respx_mock: respx.MockRouter) -> None:
+    assert await waits_after(respx_mock, 429, "0.3") == [0.3]
 
 
 def sent_bodies(route: respx.Route) -> list[dict[str, object]]:
@@ -241,44 +249,22 @@ async def test_a_400_with_and_without_response_format_is_the_permanent_bad_reque
 
 
 async def test_retry_after_http_date_is_honoured(respx_mock: respx.MockRouter) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait, now=lambda: NOW).diagnose("s", "u")
-    assert wait.waits == [3.0]
+    waits = await waits_after(respx_mock, 429, "Wed, 21 Oct 2026 07:28:00 GMT", now=lambda: NOW)
+    assert waits == [3.0]
 
 
 async def test_retry_after_http_date_in_the_past_means_no_wait(
     respx_mock: respx.MockRouter,
 ) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2026 07:00:00 GMT"}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait, now=lambda: NOW).diagnose("s", "u")
-    assert wait.waits == [0.0]
+    waits = await waits_after(respx_mock, 503, "Wed, 21 Oct 2026 07:00:00 GMT", now=lambda: NOW)
+    assert waits == [0.0]
 
 
 async def test_retry_after_http_date_is_capped(respx_mock: respx.MockRouter) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": "Thu, 22 Oct 2026 07:28:00 GMT"}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
+    waits = await waits_after(
+        respx_mock, 429, "Thu, 22 Oct 2026 07:28:00 GMT", timeout=300.0, now=lambda: NOW
     )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait, timeout=300.0, now=lambda: NOW).diagnose("s", "u")
-    assert wait.waits == [MAX_RETRY_AFTER]
+    assert waits == [MAX_RETRY_AFTER]
 
 
 async def test_retry_after_http_date_beyond_the_budget_gives_up_without_waiting(
@@ -297,16 +283,7 @@ async def test_retry_after_http_date_beyond_the_budget_gives_up_without_waiting(
 async def test_garbage_retry_after_falls_back_to_backoff(
     respx_mock: respx.MockRouter, value: str
 ) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": value}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait, now=lambda: NOW).diagnose("s", "u")
-    [waited] = wait.waits
+    [waited] = await waits_after(respx_mock, 429, value, now=lambda: NOW)
     assert 0.5 <= waited <= 1.0  # the first exponential step with its jitter
 
 
@@ -413,62 +390,27 @@ async def test_permanent_errors_are_never_retried_even_with_retry_after(
 
 
 async def test_retry_after_on_a_server_error_is_honoured(respx_mock: respx.MockRouter) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(503, headers={"Retry-After": "2"}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait).diagnose("s", "u")
-    assert wait.waits == [2.0]
+    assert await waits_after(respx_mock, 503, "2") == [2.0]
 
 
 @pytest.mark.parametrize(("value", "waited"), [("-5", 0.0), ("0", 0.0), ("120", MAX_RETRY_AFTER)])
 async def test_retry_after_seconds_are_clamped_between_zero_and_the_cap(
     respx_mock: respx.MockRouter, value: str, waited: float
 ) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": value}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait, timeout=300.0).diagnose("s", "u")
-    assert wait.waits == [waited]
+    assert await waits_after(respx_mock, 429, value, timeout=300.0) == [waited]
 
 
 async def test_retry_after_http_date_without_a_zone_is_read_as_utc(
     respx_mock: respx.MockRouter,
 ) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2026 07:28:00 -0000"}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait, now=lambda: NOW).diagnose("s", "u")
-    assert wait.waits == [3.0]
+    waits = await waits_after(respx_mock, 429, "Wed, 21 Oct 2026 07:28:00 -0000", now=lambda: NOW)
+    assert waits == [3.0]
 
 
 async def test_retry_after_http_date_is_measured_against_the_real_clock_by_default(
     respx_mock: respx.MockRouter,
 ) -> None:
-    respx_mock.post(URL).mock(
-        side_effect=[
-            httpx.Response(429, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}),
-            chat_reply(GOOD_DIAGNOSIS),
-        ]
-    )
-    wait = RecordedWait()
-    async with httpx.AsyncClient() as http:
-        await client(http, wait=wait).diagnose("s", "u")
-    assert wait.waits == [0.0]
+    assert await waits_after(respx_mock, 429, "Wed, 21 Oct 2015 07:28:00 GMT") == [0.0]
 
 
 async def test_backoff_doubles_from_half_a_second_with_jitter_up_to_eight_seconds(
