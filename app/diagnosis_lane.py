@@ -174,6 +174,11 @@ class DiagnosisLane:
         edit_queued = await self._store.answer_diagnosis(job.claim, result.model_dump_json())
         if edit_queued:
             self.on_edit_queued()
-        event = self._answered.get(job.claim.notification_id)
+        self.answered(job.claim.notification_id)
+
+    def answered(self, notification_id: int) -> None:
+        """A diagnosis is answered, by this lane or (the store's NOTIFY) another replica's: the
+        page waiting for it here, if any, takes it now."""
+        event = self._answered.get(notification_id)
         if event is not None:
             event.set()

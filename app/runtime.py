@@ -25,6 +25,7 @@ from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
 from app.store import Store, open_store
+from app.store.base import ignore_answer
 from app.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -169,6 +170,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         max_attempts=settings.max_processing_attempts,
         retention_seconds=settings.retention_hours * 3600,
         also_wake=lane.wake if lane else lambda: None,
+        answered=lane.answered if lane else ignore_answer,
     )
     if lane is not None:
         lane.on_edit_queued = workers.wake

@@ -25,6 +25,7 @@ from app.lease import Lease
 from app.metrics import Metrics
 from app.pipeline import RetryLaterError
 from app.store import LeaseLostError, Store, StoredNotification, StoreError
+from app.store.base import ignore_answer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class WorkerPool:
         retention_seconds: float,
         grace_seconds: float = 10.0,
         also_wake: Callable[[], None] = lambda: None,
+        answered: Callable[[int], None] = ignore_answer,
     ) -> None:
         self._store = store
         self._process = process
@@ -61,6 +63,7 @@ class WorkerPool:
         self._retention = retention_seconds
         self._grace = grace_seconds
         self._also_wake = also_wake  # the LLM lane: other replicas' NOTIFY may be its work
+        self._answered = answered  # the LLM lane: another replica answered a page's diagnosis
         self._owner = f"worker-{uuid.uuid4().hex[:8]}"
         self._doorbell = Doorbell(count)
         self._stopping = False
@@ -86,7 +89,9 @@ class WorkerPool:
             asyncio.create_task(self._loop(i), name=f"worker-{i}") for i in range(self._count)
         ]
         # Other replicas' commits (PostgreSQL's NOTIFY) wake these workers as the webhook does.
-        self._watcher = asyncio.create_task(self._store.watch(self._notified), name="store-watch")
+        self._watcher = asyncio.create_task(
+            self._store.watch(self._notified, self._answered), name="store-watch"
+        )
 
     def _notified(self) -> None:
         self.wake()

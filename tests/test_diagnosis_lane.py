@@ -1,5 +1,6 @@
 """When a page waits for the LLM lane, and when it goes at once (app/diagnosis_lane.py)."""
 
+import asyncio
 import time
 
 from app.diagnosis_lane import DiagnosisLane
@@ -53,3 +54,18 @@ async def test_a_page_never_waits_when_no_time_is_left() -> None:
     started = time.monotonic()
     assert await subject.wait_for(1, 0) is False
     assert time.monotonic() - started < 0.05
+
+
+async def test_an_answer_from_another_replica_ends_the_wait_of_its_page_only() -> None:
+    """The store's NOTIFY brings another replica's answer: its page takes it at once instead of
+    waiting out PAGE_WITHIN_SECONDS; a page waiting for another diagnosis keeps waiting."""
+    subject = lane(concurrency=2)
+    started = time.monotonic()
+    waiting = asyncio.create_task(subject.wait_for(7, 10))
+    other = asyncio.create_task(subject.wait_for(8, 0.5))
+    await asyncio.sleep(0)
+    subject.answered(7)
+    subject.answered(99)  # nobody here waits for it: nothing happens
+    assert await waiting is True
+    assert time.monotonic() - started < 1.0
+    assert await other is False

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import mutate
 from tests.mutate import _functions, _only_sql_case, equivalents, main, module_of
 
 
@@ -71,7 +72,12 @@ def test_every_mutant_named_on_a_readme_list_line_is_equivalent(tmp_path: Path) 
 
 
 def test_ci_s_command_line_is_understood_and_nothing_changed_means_nothing_to_run(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # What git says changed is the working tree's business (a developer's uncommitted edits
+    # count): here, nothing did.
+    seen: list[str] = []
+    monkeypatch.setattr(mutate, "changed_modules", lambda since: seen.append(since) or [])
     assert main(["--changed-since", "HEAD", "--budget-minutes", "10"]) == 0
+    assert seen == ["HEAD"]
     assert "no mutation-tested module changed since HEAD" in capsys.readouterr().out

@@ -248,6 +248,49 @@ async def test_a_claim_that_ends_wakes_the_other_replicas(postgres_url: str, end
         await close([working, watching])
 
 
+@pytest.mark.parametrize("page", ["waiting", "gone without it"])
+async def test_a_diagnosis_answered_on_one_replica_reaches_a_page_waiting_on_another(
+    postgres_url: str, page: str
+) -> None:
+    """Any replica's lane may answer a page's diagnosis: the page's replica hears of it at once
+    (without it the page waited out PAGE_WITHIN_SECONDS); once the page went without it, the
+    answer is an edit's, and only the work channel speaks."""
+    paging, answering = await replicas(postgres_url, 2)
+    answers: list[int] = []
+    heard = asyncio.Event()
+
+    def answered(notification_id: int) -> None:
+        answers.append(notification_id)
+        heard.set()
+
+    woken = asyncio.Event()
+    watcher = asyncio.create_task(paging.watch(woken.set, answered))
+    await asyncio.wait_for(woken.wait(), 5)  # once when it starts listening
+    await paging.accept("k", "g", "{}", 600)
+    held = await paging.claim("page-worker", 30)
+    assert held is not None
+    await paging.queue_diagnosis(held.claim, "[]", 1)
+    if page == "gone without it":
+        assert await paging.take_diagnosis(held.claim) is None
+    job = await answering.claim_diagnosis("lane", 30)
+    assert job is not None
+    try:
+        started = time.perf_counter()
+        await answering.answer_diagnosis(job.claim, '"answer"')
+        if page == "waiting":
+            await asyncio.wait_for(heard.wait(), 2)
+            assert time.perf_counter() - started < 0.5
+            assert answers == [held.id]
+            assert await paging.take_diagnosis(held.claim) == '"answer"'
+        else:
+            await asyncio.sleep(0.3)  # what a NOTIFY would take, many times over
+            assert answers == []
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await close([paging, answering])
+
+
 async def test_the_webhook_health_and_lease_renewals_never_wait_behind_busy_workers(
     postgres_url: str,
 ) -> None:

@@ -399,8 +399,9 @@ class ScriptedStore:
         self.calls.append(("purge", retention))
         return 0
 
-    async def watch(self, notified: Callable[[], None]) -> None:
+    async def watch(self, notified: Callable[[], None], answered: Callable[[int], None]) -> None:
         self.notify = notified
+        self.answered = answered
         await asyncio.Event().wait()
 
     def outcomes(self) -> list[tuple]:
@@ -601,6 +602,19 @@ async def test_another_replicas_notice_wakes_a_worker_and_the_llm_lane() -> None
     await workers.stop()
     assert lane_woken.is_set()
     assert store.outcomes() == [("finish", Claim(1, "w", 11))]
+
+
+async def test_another_replicas_answer_is_passed_to_the_llm_lane() -> None:
+    store = ScriptedStore()
+    answers: list[int] = []
+    workers = pool(store, succeed, count=1, answered=answers.append)
+    workers.start()
+    async with asyncio.timeout(5):
+        while store.notify is None:
+            await asyncio.sleep(0)
+    store.answered(42)
+    await workers.stop()
+    assert answers == [42]
 
 
 async def test_an_idle_worker_reports_the_backlog_and_purges_past_retention() -> None:

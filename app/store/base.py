@@ -117,6 +117,10 @@ class Delivery:
 # What both backends read back, from rows in the same column order.
 
 
+def ignore_answer(notification_id: int) -> None:
+    """`Store.watch`'s answered hook where nobody waits for diagnoses (no LLM lane)."""
+
+
 def claimed(row: Sequence[Any], owner: str) -> StoredNotification:
     """A claim's RETURNING row: id, group_id, payload, attempts, enrichment, incident_id, fence,
     kind, target_id, age in seconds."""
@@ -219,8 +223,12 @@ class Store(Protocol):
         """Forget what belongs to incidents that ended (or went silent) before the cutoff."""
         ...
 
-    async def watch(self, wake: Callable[[], None]) -> None:
-        """Call `wake` whenever another process makes work claimable; runs until cancelled."""
+    async def watch(
+        self, wake: Callable[[], None], answered: Callable[[int], None] = ignore_answer
+    ) -> None:
+        """Call `wake` whenever another process makes work claimable, and `answered` with the
+        notification id whenever another process answers a diagnosis a page may wait for; runs
+        until cancelled."""
         ...
 
     async def close(self) -> None: ...

@@ -32,6 +32,7 @@ from app.store.base import (
     StoredNotification,
     StoreError,
     claimed,
+    ignore_answer,
     open_incident_from,
 )
 from app.store.postgres_db import Conn, Database
@@ -40,6 +41,7 @@ from app.store.postgres_diagnoses import PostgresDiagnoses
 from app.store.postgres_schema import (
     ACCEPT,
     ACCEPTED_BEFORE,
+    ANSWERED_CHANNEL,
     CHANNEL,
     CLAIM,
     FINISH,
@@ -293,9 +295,17 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
                 break
         return purged
 
-    async def watch(self, wake: Callable[[], None]) -> None:
-        """Every replica LISTENs for commits that make work claimable and wakes its workers."""
-        await self._db.listen(CHANNEL, wake)
+    async def watch(
+        self, wake: Callable[[], None], answered: Callable[[int], None] = ignore_answer
+    ) -> None:
+        """Every replica LISTENs for commits that make work claimable, and wakes its workers; and
+        for the answers of diagnoses pages may wait for, which it passes to `answered`."""
+
+        def answer(payload: str) -> None:
+            if payload.isdigit():
+                answered(int(payload))
+
+        await self._db.listen({CHANNEL: lambda _: wake(), ANSWERED_CHANNEL: answer}, wake)
 
     async def close(self) -> None:
         await self._db.close()

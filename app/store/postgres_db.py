@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 import psycopg
@@ -175,22 +175,26 @@ class Database:
                 self._diagnosis = f"cannot connect: {reason or type(exc).__name__}"
         return f"no connection within {self._timeout:g}s: {self._diagnosis}"
 
-    async def listen(self, channel: str, wake: Callable[[], None]) -> None:
-        """LISTEN on `channel` on a connection of its own and call `wake` for each notification;
-        reconnect after a failure, and wake once then, for what was missed meanwhile."""
+    async def listen(
+        self, handlers: Mapping[str, Callable[[str], None]], connected: Callable[[], None]
+    ) -> None:
+        """LISTEN on each channel of `handlers` on a connection of its own and call the channel's
+        handler with each notification's payload; reconnect after a failure, and call
+        `connected` each time it listens (again), for what was missed meanwhile."""
         delay = LISTEN_RETRY_SECONDS[0]
         failing = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
                 async with conn:
-                    await conn.execute(f"LISTEN {channel}")
+                    for channel in handlers:
+                        await conn.execute(f"LISTEN {channel}")
                     if failing:
                         log.info("listening for new work again")
                     failing, delay = False, LISTEN_RETRY_SECONDS[0]
-                    wake()
-                    async for _ in conn.notifies():
-                        wake()
+                    connected()
+                    async for note in conn.notifies():
+                        handlers[note.channel](note.payload)
             except (psycopg.Error, OSError) as exc:
                 if not failing:
                     log.warning("not listening for new work (polling meanwhile): %s", exc)

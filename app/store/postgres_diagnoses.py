@@ -12,6 +12,7 @@ from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, Queu
 from app.store.postgres_db import Conn
 from app.store.postgres_schema import (
     ANSWER_DIAGNOSIS,
+    ANSWERED_CHANNEL,
     CHANNEL,
     CLAIM_DIAGNOSIS,
     QUEUE_DIAGNOSIS,
@@ -78,7 +79,9 @@ class PostgresDiagnoses(PostgresPrimitives):
         return DiagnosisJob(payload, context, max(0.0, float(age)), claim)
 
     async def answer_diagnosis(self, claim: Claim, result: str) -> bool:
-        params = self._params(id=claim.notification_id, fence=claim.token, result=result)
+        params = self._params(
+            id=claim.notification_id, fence=claim.token, result=result, channel=ANSWERED_CHANNEL
+        )
 
         async def answer(conn: Conn) -> bool:
             row = await (await conn.execute(ANSWER_DIAGNOSIS, params)).fetchone()

@@ -16,6 +16,9 @@ PURGE_LOCK = 0x41450002
 GROUP_LOCK = 0x41450003  # the second int4 is hashtext(group_id)
 
 CHANNEL = "alert_enricher_work"  # NOTIFY channel: work may be claimable now
+# NOTIFY channel, payload a notification id: its page's diagnosis is answered, for the page
+# waiting for it, on whichever replica (the lane that answered may be another one's).
+ANSWERED_CHANNEL = "alert_enricher_answered"
 
 NOW = "(now() + make_interval(secs => %(skew)s))"
 
@@ -152,11 +155,16 @@ WHERE d.notification_id = next.notification_id AND n.id = d.notification_id
 RETURNING d.notification_id, d.fence, d.context, n.payload,
     extract(epoch FROM {NOW} - n.received_at)
 """
+# Not detached: the page may still be waiting for it, here or on another replica; tell it.
 ANSWER_DIAGNOSIS = """
-UPDATE diagnoses SET state = 'answered', result = %(result)s, owner = NULL,
-    lease_until = '-infinity'
-WHERE notification_id = %(id)s AND fence = %(fence)s AND state = 'running'
-RETURNING detached
+WITH answered AS (
+    UPDATE diagnoses SET state = 'answered', result = %(result)s, owner = NULL,
+        lease_until = '-infinity'
+    WHERE notification_id = %(id)s AND fence = %(fence)s AND state = 'running'
+    RETURNING detached
+)
+SELECT detached, CASE WHEN NOT detached THEN pg_notify(%(channel)s, %(id)s::text) END
+FROM answered
 """
 QUEUE_EDIT = f"""
 INSERT INTO notifications

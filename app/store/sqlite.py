@@ -28,6 +28,7 @@ from app.store.base import (
     StoredNotification,
     StoreError,
     claimed,
+    ignore_answer,
     open_incident_from,
 )
 from app.store.group_commit import GroupCommit
@@ -274,7 +275,9 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries):
 
         return await self._tx(purge)
 
-    async def watch(self, wake: Callable[[], None]) -> None:
+    async def watch(
+        self, wake: Callable[[], None], answered: Callable[[int], None] = ignore_answer
+    ) -> None:
         """Nothing to listen to: one process owns the file, and its webhook wakes its workers."""
         await asyncio.Event().wait()
 
