@@ -31,6 +31,7 @@ from app.store import DiagnosisJob, LeaseLostError, Store, StoreError
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
+ANSWER_POLL_SECONDS = 1.0  # a waiting page asks the store when no word of its answer came
 LATENCY_WEIGHT = 0.3  # of the latest call in the running estimate of the model's answer time
 CONTEXTS = TypeAdapter(list[MetricContext])
 
@@ -114,17 +115,31 @@ class DiagnosisLane:
         self._backlog = max(0, self._backlog - 1)
 
     async def wait_for(self, notification_id: int, seconds: float) -> bool:
-        """Wait up to `seconds` for the page's diagnosis (queued just before); True if answered."""
+        """Wait up to `seconds` for the page's diagnosis (queued just before); True if answered.
+        The answer's word comes from this lane or another replica's (`answered`); should that word
+        be lost (another replica answered while this one's LISTEN was reconnecting), the store is
+        asked every ANSWER_POLL_SECONDS, as idle workers poll for work."""
         if seconds <= 0:
             return False
+        deadline = time.monotonic() + seconds
         event = self._answered.setdefault(notification_id, asyncio.Event())
         try:
-            await asyncio.wait_for(event.wait(), seconds)
-            return True
-        except TimeoutError:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    await asyncio.wait_for(event.wait(), min(left, ANSWER_POLL_SECONDS))
+                    return True
+                except TimeoutError:
+                    if await self._answered_in_store(notification_id):
+                        return True
             return False
         finally:
             self._answered.pop(notification_id, None)
+
+    async def _answered_in_store(self, notification_id: int) -> bool:
+        try:
+            return await self._store.diagnosis_answered(notification_id)
+        except StoreError:  # as if no word came; take_diagnosis decides in the end
+            return False
 
     async def _loop(self, index: int) -> None:
         owner = f"{self._owner}-{index}"

@@ -3,14 +3,35 @@
 import asyncio
 import time
 
-from app.diagnosis_lane import DiagnosisLane
+from app.diagnosis_lane import ANSWER_POLL_SECONDS, DiagnosisLane
 from app.metrics import Metrics
+from app.store import StoreError
 
 
-def lane(concurrency: int) -> DiagnosisLane:
-    # admit decides from the lane's own counts; no store or model is reached.
+class Answers:
+    """The one store call a waiting page makes: whether its diagnosis is answered."""
+
+    def __init__(self, *answered: int, failing: bool = False) -> None:
+        self.answered = set(answered)
+        self.failing = failing
+        self.asked: list[int] = []
+
+    async def diagnosis_answered(self, notification_id: int) -> bool:
+        self.asked.append(notification_id)
+        if self.failing:
+            raise StoreError("PostgreSQL: no connection within 2s")
+        return notification_id in self.answered
+
+
+def lane(concurrency: int, store: Answers | None = None) -> DiagnosisLane:
+    # admit decides from the lane's own counts; no model is reached.
     return DiagnosisLane(
-        None, None, Metrics(), concurrency=concurrency, max_queue_seconds=120, lease_seconds=50
+        store or Answers(),
+        None,
+        Metrics(),
+        concurrency=concurrency,
+        max_queue_seconds=120,
+        lease_seconds=50,
     )
 
 
@@ -69,3 +90,23 @@ async def test_an_answer_from_another_replica_ends_the_wait_of_its_page_only() -
     assert await waiting is True
     assert time.monotonic() - started < 1.0
     assert await other is False
+
+
+async def test_a_page_whose_answers_word_was_lost_finds_the_answer_in_the_store() -> None:
+    """Another replica answered while this one's LISTEN was reconnecting: no word comes, and the
+    page asks the store once a second instead of waiting out PAGE_WITHIN_SECONDS."""
+    store = Answers(7)
+    subject = lane(concurrency=2, store=store)
+    started = time.monotonic()
+    assert await subject.wait_for(7, 30) is True
+    assert ANSWER_POLL_SECONDS * 0.9 <= time.monotonic() - started < ANSWER_POLL_SECONDS + 1
+    assert store.asked == [7]
+
+
+async def test_a_store_that_cannot_say_leaves_the_page_waiting_until_its_deadline() -> None:
+    store = Answers(7, failing=True)
+    subject = lane(concurrency=2, store=store)
+    started = time.monotonic()
+    assert await subject.wait_for(7, 2.5) is False
+    assert 2.4 <= time.monotonic() - started < 3.5
+    assert store.asked == [7, 7, 7], "after 1 s, 2 s and at the deadline"

@@ -51,6 +51,17 @@ async def test_the_llm_backlog_counts_diagnoses_until_they_are_answered(store) -
     assert await store.llm_backlog() == 0
 
 
+async def test_a_diagnosis_counts_as_answered_only_once_its_answer_is_stored(store) -> None:
+    page = await page_claimed(store)
+    await store.queue_diagnosis(page.claim, "[]", CRITICAL)
+    assert await store.diagnosis_answered(page.id) is False, "queued"
+    job = await store.claim_diagnosis("lane", 60)
+    assert await store.diagnosis_answered(page.id) is False, "running"
+    await store.answer_diagnosis(job.claim, '"a"')
+    assert await store.diagnosis_answered(page.id) is True
+    assert await store.diagnosis_answered(page.id + 1) is False, "no such diagnosis"
+
+
 async def test_an_answer_ready_before_the_page_decides_is_taken_and_owes_no_edit(store) -> None:
     page = await page_claimed(store)
     await store.queue_diagnosis(page.claim, "[]", CRITICAL)

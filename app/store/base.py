@@ -215,6 +215,11 @@ class Store(Protocol):
         """Diagnoses queued or running in the LLM lane (/health shows it beside the backlog)."""
         ...
 
+    async def diagnosis_answered(self, notification_id: int) -> bool:
+        """Whether the page's diagnosis has its answer (the page still takes it with
+        `take_diagnosis`): what a waiting page checks when no word of it came."""
+        ...
+
     async def revise(self, claim: Claim, target_id: int, enrichment: str) -> None:
         """The edit's holder saves what the page shows now (a later resolve renders it)."""
         ...

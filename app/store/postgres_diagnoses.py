@@ -102,6 +102,13 @@ class PostgresDiagnoses(PostgresPrimitives):
 
         return await self._db.run(count, reserved=True, single=True)
 
+    async def diagnosis_answered(self, notification_id: int) -> bool:
+        rows = await self._fetch(
+            "SELECT 1 FROM diagnoses WHERE notification_id = %(id)s AND state = 'answered'",
+            {"id": notification_id},
+        )
+        return bool(rows)
+
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         rows = await self._fetch(
             "SELECT n.enrichment, n.incident_id IS NULL OR i.ended_at IS NULL"

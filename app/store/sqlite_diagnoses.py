@@ -104,6 +104,18 @@ class SQLiteDiagnoses(SQLitePrimitives):
 
         return await self._tx(count)
 
+    async def diagnosis_answered(self, notification_id: int) -> bool:
+        def read(conn: sqlite3.Connection) -> bool:
+            return (
+                conn.execute(
+                    "SELECT 1 FROM diagnoses WHERE notification_id = ? AND state = 'answered'",
+                    (notification_id,),
+                ).fetchone()
+                is not None
+            )
+
+        return await self._tx(read)
+
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         def read(conn: sqlite3.Connection) -> EditTarget | None:
             row = conn.execute(
