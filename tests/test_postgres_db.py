@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -285,3 +286,45 @@ async def test_a_listener_hears_each_channel_and_listens_again_after_a_restart(
     said = [r.getMessage() for r in caplog.records if r.name == "app.store.postgres_db"]
     assert [m for m in said if m.startswith("not listening")] == [said[0]], "warned once"
     assert said[-1] == "listening for new work again"
+
+
+async def test_a_statement_that_hangs_is_cut_at_twice_the_wait(postgres_url: str) -> None:
+    db = Database(postgres_url, pool_size=2, wait_seconds=0.5)
+    await db.open()
+    try:
+        await run_once(db, "SELECT 1")  # migrated
+        started = time.monotonic()
+        with pytest.raises(StoreError) as caught:
+            await run_once(db, "SELECT pg_sleep(5)")
+        elapsed = time.monotonic() - started
+    finally:
+        await db.close()
+    assert str(caught.value) == "PostgreSQL did not answer within 1s"
+    assert 0.9 <= elapsed < 1.4
+
+
+async def test_a_server_that_never_answers_is_diagnosed_within_the_wait() -> None:
+    """A host that accepts and then says nothing (a hung server, a black-holing proxy): the
+    direct attempt that says why gives up after the wait too, not after libpq's own 5 s."""
+
+    clients: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        clients.append(writer)
+        await reader.read()  # never a word back
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    db = Database(f"postgresql://postgres@127.0.0.1:{port}/x", pool_size=2, wait_seconds=0.5)
+    await db.open()
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreError, match=r"no connection within 0\.5s: cannot connect"):
+            await run_once(db, "SELECT 1")
+        assert time.monotonic() - started < 2.5
+    finally:
+        await db.close()
+        for writer in clients:
+            writer.close()
+        server.close()
+        await server.wait_closed()

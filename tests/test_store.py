@@ -154,6 +154,7 @@ async def test_the_holder_and_the_last_error_are_on_record_and_cleared_when_done
     held = await store.claim("worker-7", 30)
     await store.give_up(held.claim, "telegram: 403 Forbidden")
     assert columns(backend, accepted.id, "last_error") == ("telegram: 403 Forbidden",)
+    assert columns(backend, accepted.id, "finished_at") != (None,), "failed when: for purge"
 
     second = await store.accept("k2", "g2", "{}", 600)
     held = await store.claim("worker-7", 30)

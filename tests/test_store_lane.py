@@ -5,15 +5,27 @@ owe, and which pending work is taken first."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 
+import psycopg
 import pytest
 
 from app.incident import Transition
 from app.priority import AGING_SECONDS, SEVERITY_RANK
 from app.store import LeaseLostError, QueuedDiagnosis
-from tests.test_store import backend, opening, store  # noqa: F401 - the shared fixtures
+from tests.test_store import Backend, backend, opening, store  # noqa: F401 - the shared fixtures
 
 CRITICAL, WARNING = SEVERITY_RANK["critical"], SEVERITY_RANK["warning"]
+
+
+def diagnosis_columns(backend: Backend, notification_id: int, *names: str) -> tuple:
+    query = f"SELECT {', '.join(names)} FROM diagnoses WHERE notification_id = {notification_id}"
+    if backend.name == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as conn:
+            return tuple(conn.execute(query).fetchone())
+    with psycopg.connect(backend.url) as conn:
+        return tuple(conn.execute(query).fetchone() or ())
 
 
 def later(s, seconds: float) -> None:
@@ -38,6 +50,20 @@ async def test_a_diagnosis_is_queued_once_and_claimed_by_the_lane_with_its_page(
     assert job is not None and job.claim.notification_id == page.id
     assert (job.payload, job.context) == ('{"page": true}', '[{"ctx": 1}]')
     assert await store.claim_diagnosis("lane-2", 60) is None, "queued once"
+
+
+async def test_the_lane_holds_a_diagnosis_under_its_own_name_and_it_is_not_old_yet(
+    store, backend
+) -> None:
+    page = await page_claimed(store)
+    await store.queue_diagnosis(page.claim, "[]", CRITICAL)
+    job = await store.claim_diagnosis("lane-3", 60)
+    assert 0 <= job.age < 1, "queued just now"
+    assert diagnosis_columns(backend, page.id, "owner") == ("lane-3",)
+
+
+async def test_a_page_purged_before_its_edit_has_no_edit_target(store) -> None:
+    assert await store.edit_target(424242) is None
 
 
 async def test_the_llm_backlog_counts_diagnoses_until_they_are_answered(store) -> None:

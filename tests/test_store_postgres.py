@@ -17,10 +17,10 @@ import pytest
 
 from app.config import Settings
 from app.logs import configure_logging
-from app.store import PostgresStore, StoreError, shown_url
+from app.store import PostgresStore, StoreError, open_store, shown_url
 from app.store.postgres_db import RESERVED, Conn
 from app.store.postgres_schema import PURGE_LOCK
-from tests.pgserver import PostgresServer
+from tests.pgserver import PostgresServer, free_port
 
 
 async def replicas(url: str, count: int) -> list[PostgresStore]:
@@ -126,6 +126,17 @@ async def test_a_store_opened_while_the_database_is_down_starts_and_heals(
     await store.close()
 
 
+async def test_the_service_waits_two_seconds_for_a_connection_before_answering_503() -> None:
+    """open_store's store, as the service runs it: the webhook's 503 comes within seconds, and
+    Alertmanager retries."""
+    store = await open_store(f"postgresql://postgres@127.0.0.1:{free_port()}/x", pool_size=2)
+    try:
+        with pytest.raises(StoreError, match=r"^PostgreSQL: no connection within 2s: "):
+            await store.ping()
+    finally:
+        await store.close()
+
+
 async def test_one_replica_purges_at_a_time(postgres_url: str) -> None:
     store = await PostgresStore.open(postgres_url, pool_size=2)
     await store.accept("k", "g", "{}", 600)
@@ -147,7 +158,11 @@ async def test_a_group_key_with_a_nul_character_is_stored_not_refused(postgres_u
     held = await store.claim("w", 30)
     await store.retry_later(held.claim, "slack said \x00", 0)
     assert first.id == held.id and await store.open_incident(group) is None
+    assert held.group_id == '{}:{alertname="x\ufffdy"}', "NUL shown as the replacement character"
     await store.close()
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT last_error FROM notifications WHERE id = %s", (first.id,))
+        assert row.fetchone() == ("slack said \ufffd",)
 
 
 def test_store_url_passwords_never_reach_logs_or_the_console(
@@ -310,6 +325,7 @@ async def test_the_webhook_health_and_lease_renewals_never_wait_behind_busy_work
             await asyncio.sleep(0.01)
         assert not (await store.accept("k2", "g2", "{}", 600)).duplicate
         assert await store.backlog() == 2
+        assert await store.llm_backlog() == 0  # /health shows it too
         await store.ping()
         assert await store.renew(held.claim, 30)
         locker.execute("COMMIT")

@@ -521,6 +521,49 @@ async def test_a_store_error_on_claim_does_not_stop_the_worker() -> None:
     assert store.outcomes() == [("finish", Claim(2, "w", 12))]
 
 
+async def test_a_failing_store_is_logged_once_per_interval_saying_what_failed_and_why(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every worker polls every second: a store that is down for a minute must not write a
+    line per worker per poll."""
+    down = StoreError("PostgreSQL: no connection within 2s")
+    store = ScriptedStore(down, down, down, stored(4))
+    workers = pool(store, succeed, count=1)
+    workers.start()
+    async with asyncio.timeout(5):
+        while not store.settled.is_set():
+            workers.wake()
+            await asyncio.sleep(0.01)
+    await workers.stop()
+    errors = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "app.worker"]
+    assert errors[0] == (
+        "ERROR",
+        "cannot claim work from the store: PostgreSQL: no connection within 2s",
+    )
+    assert [e for e in errors if e[0] == "ERROR"] == [errors[0]], "three failures, one line"
+
+
+async def test_a_bug_is_logged_with_its_traceback_and_a_channels_refusal_without(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ScriptedStore(stored(1), stored(2))
+
+    async def bug_then_refusal(stored: StoredNotification, lease: Lease) -> None:
+        if stored.id == 1:
+            raise RuntimeError("bug")
+        raise RetryLaterError("slack: 503")
+
+    await run_pool(store, bug_then_refusal, settled=2, max_attempts=3)
+    tracebacks = [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in tracebacks] == ["processing notification 1 failed"]
+    assert "RuntimeError: bug" in caplog.text
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "notification 1 will be retried in 5s: RuntimeError: bug",
+        "notification 2 will be retried in 5s: slack: 503",
+    ]
+
+
 async def test_the_lease_is_renewed_for_the_lease_length_while_work_runs() -> None:
     store = ScriptedStore(stored(1))
 
