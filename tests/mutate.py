@@ -162,6 +162,27 @@ class ModuleResult:
         return self.killed / counted if counted else 1.0
 
 
+RECHECKED = ("survived", "no tests")
+
+
+def recheck_survivors(modules: Iterable[str] | None = None, mutants: Path = MUTANTS) -> int:
+    """Mark the survivors of these modules unchecked, so mutmut runs them again: it re-runs a
+    mutant only when its function changed, not when a test was added to kill it."""
+    wanted = set(modules) if modules is not None else None
+    reset = 0
+    for meta in sorted(mutants.glob("app/**/*.py.meta")):
+        if wanted is not None and module_of(str(meta.relative_to(mutants))[:-5]) not in wanted:
+            continue
+        data = json.loads(meta.read_text())
+        codes = data["exit_code_by_key"]
+        for name, code in codes.items():
+            if status_by_exit_code[code] in RECHECKED:
+                codes[name] = None
+                reset += 1
+        meta.write_text(json.dumps(data))
+    return reset
+
+
 def results(modules: Iterable[str] | None = None) -> Iterator[ModuleResult]:
     wanted = set(modules) if modules is not None else None
     for meta in sorted(MUTANTS.glob("app/**/*.py.meta")):
@@ -235,6 +256,7 @@ def run(modules: list[str] | None, max_children: int | None, budget: float | Non
     if max_children:
         command += ["--max-children", str(max_children)]
     MUTANTS.mkdir(exist_ok=True)
+    recheck_survivors(modules)
     log = MUTANTS / "mutmut.log"
     with shared_postgres() as postgres, log.open("w") as out:
         env = {

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.delivery import Dispatcher
+from app.delivery import Dispatcher, _settle
 from app.lease import Lease
 from app.metrics import Metrics
 from app.notifiers.base import Sent, Thread
@@ -475,6 +475,8 @@ async def test_time_to_page_is_observed_for_pages_by_severity() -> None:
     await dispatcher.deliver(sample_notification(kind="repeat"), accepted=time.monotonic())
     await dispatcher.deliver(sample_notification())
     assert paged(metrics, "critical") == 1
+    await dispatcher.deliver(sample_notification(kind="escalation"), accepted=time.monotonic())
+    assert paged(metrics, "critical") == 2, "an escalation pages too"
     assert paged(metrics, "other") == 1 and paged(metrics, "sev1") == 0
     count = metrics.registry.get_sample_value(
         "alert_enricher_time_to_page_seconds_sum", {"severity": "critical"}
@@ -569,3 +571,58 @@ async def test_when_every_record_fails_all_channels_still_send_and_the_first_err
     with pytest.raises(StoreError, match="cannot record a"):
         await Dispatcher([a, b], store, Metrics()).deliver(sample_notification(), lease_on(store))
     assert len(a.sent) == len(b.sent) == 1
+
+
+async def test_a_lost_claim_outranks_an_error_that_came_first() -> None:
+    async def broken() -> None:
+        raise RuntimeError("bug")
+
+    async def lost() -> None:
+        raise LeaseLostError("taken over")
+
+    with pytest.raises(LeaseLostError):
+        await _settle([broken(), lost()])
+
+
+async def test_each_failure_is_logged_with_its_channel_and_whether_it_is_retried(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = DeliveryStore()
+    flaky = RecordingNotifier("flaky", fail_times=1)
+    revoked = RecordingNotifier("revoked", fail_times=1, retryable=False)
+    await Dispatcher([flaky, revoked, ExplodingNotifier("buggy")], store, Metrics()).deliver(
+        sample_notification(notification_id=7), lease_on(store, 7)
+    )
+    errors = sorted(r.getMessage() for r in caplog.records if r.name == "app.delivery")
+    assert errors == [
+        "buggy notifier raised unexpectedly",
+        "delivery to buggy failed (will retry) for notification 7: RuntimeError: boom",
+        "delivery to flaky failed (will retry) for notification 7: simulated outage",
+        "delivery to revoked failed (permanent, not retried) for notification 7: simulated outage",
+    ]
+    [bug] = [r for r in caplog.records if r.exc_info]
+    assert bug.getMessage() == "buggy notifier raised unexpectedly"
+
+
+async def test_an_edit_refused_for_good_is_recorded_failed_and_not_tried_again() -> None:
+    page = {"revoked": Delivery("revoked", "sent", "revoked-ref", None)}
+    store = DeliveryStore({1: page})
+    revoked = RecordingNotifier("revoked", fail_times=1, retryable=False)
+    report = await Dispatcher([revoked], store, Metrics()).edit(
+        sample_notification(), 1, lease_on(store, 2)
+    )
+    assert report.permanent == {"revoked": "simulated outage"}
+    assert store.of("delivery") == [("delivery", 2, "revoked", "failed", None, "simulated outage")]
+
+
+async def test_a_retried_edit_continues_after_its_done_steps() -> None:
+    page = {"chat": Delivery("chat", "sent", "chat-ref", None)}
+    edit = {"chat": Delivery("chat", "partial", None, None, {"edit": "chat-ref"})}
+    store = DeliveryStore({1: page, 2: edit})
+    chat = RecordingNotifier("chat")
+    report = await Dispatcher([chat], store, Metrics()).edit(
+        sample_notification(), 1, lease_on(store, 2)
+    )
+    assert report.sent == ["chat"]
+    assert chat.edits == [], "the edit step was done before: not done twice"
+    assert store.of("delivery") == [("delivery", 2, "chat", "sent", "chat-ref", None)]

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
 
 import pytest
 
 from tests import mutate
-from tests.mutate import _functions, _only_sql_case, equivalents, main, module_of
+from tests.mutate import (
+    _functions,
+    _only_sql_case,
+    equivalents,
+    main,
+    module_of,
+    recheck_survivors,
+)
 
 
 def pair(original: str, mutant: str) -> tuple[ast.AST, ast.AST]:
@@ -81,3 +89,30 @@ def test_ci_s_command_line_is_understood_and_nothing_changed_means_nothing_to_ru
     assert main(["--changed-since", "HEAD", "--budget-minutes", "10"]) == 0
     assert seen == ["HEAD"]
     assert "no mutation-tested module changed since HEAD" in capsys.readouterr().out
+
+
+def test_survivors_are_checked_again_on_the_next_run_and_killed_mutants_are_not(
+    tmp_path: Path,
+) -> None:
+    """mutmut re-runs a mutant only when its function changed; a test added to kill a survivor
+    must get its chance."""
+    meta = tmp_path / "app" / "store" / "x.py.meta"
+    meta.parent.mkdir(parents=True)
+    codes = {
+        "app.store.x.f__mutmut_1": 0,
+        "app.store.x.f__mutmut_2": 1,
+        "app.store.x.f__mutmut_3": 33,
+    }
+    meta.write_text(json.dumps({"exit_code_by_key": codes, "durations_by_key": {"k": 0.1}}))
+    other = tmp_path / "app" / "y.py.meta"
+    other.write_text(json.dumps({"exit_code_by_key": {"app.y.g__mutmut_1": 0}}))
+
+    assert recheck_survivors(["app.store.x"], mutants=tmp_path) == 2
+    data = json.loads(meta.read_text())
+    assert data["exit_code_by_key"] == {
+        "app.store.x.f__mutmut_1": None,
+        "app.store.x.f__mutmut_2": 1,
+        "app.store.x.f__mutmut_3": None,
+    }
+    assert data["durations_by_key"] == {"k": 0.1}, "the rest of mutmut's record is kept"
+    assert json.loads(other.read_text())["exit_code_by_key"] == {"app.y.g__mutmut_1": 0}

@@ -273,6 +273,8 @@ def test_without_credentials_configured_every_header_is_authorized(
         (basic(":fake-pass"), False),
         (basic("amfake-pass"), False),
         ("Basic not*base64", False),
+        # strict base64: a lenient decoder drops the "!" and reads "am:fake-pass"
+        (basic("am:fake-pass")[:-1] + "!" + basic("am:fake-pass")[-1], False),
         ("Basic " + base64.b64encode(b"am:\xff\xfe").decode(), False),
         ("Basic ", False),
         ("Bearer fake-pass", False),
@@ -284,6 +286,12 @@ def test_basic_auth_needs_both_the_exact_user_and_password(
 ) -> None:
     settings = make_settings(webhook_username="am", webhook_password="fake-pass")
     assert authorized(header, settings) is ok
+
+
+def test_a_password_may_hold_a_colon(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings(webhook_username="am", webhook_password="fake:pass")
+    assert authorized(basic("am:fake:pass"), settings)
+    assert not authorized(basic("am:fake"), settings)
 
 
 def test_with_a_token_and_basic_auth_either_is_accepted(
@@ -391,6 +399,7 @@ async def test_a_validation_reason_names_five_errors_and_counts_the_rest(
     detail = response.json()["detail"]
     assert detail.startswith("not an Alertmanager payload: alerts.0.labels: ")
     assert detail.count("alerts.") == 5 and detail.endswith(" (and 2 more)")
+    assert detail.count("; alerts.") == 4, "one reason after another"
     assert "alerts.4.labels" in detail and "alerts.5.labels" not in detail
 
 
