@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -44,6 +45,18 @@ def respx_mock() -> respx.MockRouter:
     """Every test: httpx requests go to respx routes or fail; nothing reaches a network."""
     with respx.mock(assert_all_called=False, assert_all_mocked=True) as mock:
         yield mock
+
+
+@pytest.fixture(autouse=True)
+def _root_logger_as_it_was() -> Iterator[None]:
+    """A test that configures logging (the service does at start) leaves the root logger as it
+    found it: a stale handler would write to a closed stream, and its secret scrubber would fold
+    every later test's tracebacks into text before caplog sees them."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
