@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,6 +60,17 @@ def test_a_url_that_is_not_one_is_refused_without_being_quoted() -> None:
     assert str(caught.value) == "STORE_URL is not a valid postgresql:// URL"
 
 
+@asynccontextmanager
+async def opened(url: str, pool_size: int = 2, wait_seconds: float = 2) -> AsyncIterator[Database]:
+    """A Database opened on `url`, closed after."""
+    db = Database(url, pool_size=pool_size, wait_seconds=wait_seconds)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
 async def run_once(db: Database, sql: str) -> Any:
     async def fetch(conn: Conn) -> Any:
         row = await (await conn.execute(sql)).fetchone()
@@ -69,14 +82,10 @@ async def run_once(db: Database, sql: str) -> Any:
 async def test_every_session_carries_the_lock_and_idle_limits_and_the_urls_own_options(
     postgres_url: str,
 ) -> None:
-    db = Database(f"{postgres_url}?options=-c%20lock_timeout%3D9s", pool_size=2, wait_seconds=2)
-    await db.open()
-    try:
+    async with opened(f"{postgres_url}?options=-c%20lock_timeout%3D9s") as db:
         assert await run_once(db, "SHOW lock_timeout") == "9s"
         assert await run_once(db, "SHOW idle_in_transaction_session_timeout") == "10s"
         assert await run_once(db, "SHOW application_name") == "alert-enricher"
-    finally:
-        await db.close()
 
 
 async def test_the_schema_is_checked_once_per_process_whether_created_or_found(
@@ -92,33 +101,23 @@ async def test_the_schema_is_checked_once_per_process_whether_created_or_found(
     monkeypatch.setattr(Database, "_schema_version", staticmethod(counted))
     for first_or_second in ("creates the schema", "finds it current"):
         looked.clear()
-        db = Database(postgres_url, pool_size=2, wait_seconds=2)
-        await db.open()
-        try:
+        async with opened(postgres_url) as db:
             for _ in range(3):
                 assert await run_once(db, "SELECT 1") == 1
-        finally:
-            await db.close()
         assert looked == [1], f"the process that {first_or_second} checked {len(looked)} times"
 
 
 async def test_a_database_of_a_newer_release_is_refused_saying_so(postgres_url: str) -> None:
-    db = Database(postgres_url, pool_size=2, wait_seconds=2)
-    await db.open()
-    await run_once(db, "SELECT 1")  # migrated
-    await db.close()
+    async with opened(postgres_url) as db:
+        await run_once(db, "SELECT 1")  # migrated
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(
             "UPDATE alert_enricher_meta SET value = %s WHERE key = 'schema_version'",
             (str(SCHEMA_VERSION + 1),),
         )
-    newer = Database(postgres_url, pool_size=2, wait_seconds=2)
-    await newer.open()
-    try:
+    async with opened(postgres_url) as newer:
         with pytest.raises(StoreError) as caught:
             await run_once(newer, "SELECT 1")
-    finally:
-        await newer.close()
     assert str(caught.value) == (
         f"the database holds schema version {SCHEMA_VERSION + 1}, newer than this release's"
         f" {SCHEMA_VERSION}: upgrade alert-enricher"
@@ -126,13 +125,9 @@ async def test_a_database_of_a_newer_release_is_refused_saying_so(postgres_url: 
 
 
 async def test_a_failing_statement_is_a_store_error_naming_what_failed(postgres_url: str) -> None:
-    db = Database(postgres_url, pool_size=2, wait_seconds=2)
-    await db.open()
-    try:
+    async with opened(postgres_url) as db:
         with pytest.raises(StoreError) as caught:
             await run_once(db, "SELECT * FROM nowhere")
-    finally:
-        await db.close()
     assert str(caught.value).startswith(
         'PostgreSQL: UndefinedTable: relation "nowhere" does not exist'
     )
@@ -141,9 +136,7 @@ async def test_a_failing_statement_is_a_store_error_naming_what_failed(postgres_
 async def test_no_connection_says_why_and_asks_the_server_at_most_every_few_seconds(
     postgres_url: str,
 ) -> None:
-    db = Database(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 2, wait_seconds=0.5)
-    await db.open()
-    try:
+    async with opened(f"postgresql://postgres@127.0.0.1:{free_port()}/x", 2, 0.5) as db:
         with pytest.raises(StoreError) as refused:
             await run_once(db, "SELECT 1")
         first_line = "PostgreSQL: no connection within 0.5s: cannot connect: connection failed: "
@@ -161,8 +154,6 @@ async def test_no_connection_says_why_and_asks_the_server_at_most_every_few_seco
             "PostgreSQL: no connection within 0.5s:"
             " no connection free in the pool (STORE_POOL_SIZE)"
         )
-    finally:
-        await db.close()
 
 
 async def test_an_error_without_text_is_named_by_its_type(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,46 +161,41 @@ async def test_an_error_without_text_is_named_by_its_type(monkeypatch: pytest.Mo
         raise OSError()
 
     monkeypatch.setattr(psycopg.AsyncConnection, "connect", unreachable)
-    db = Database("postgresql://postgres@127.0.0.1:1/x", pool_size=2, wait_seconds=0.3)
-    await db.open()
-    try:
+    async with opened("postgresql://postgres@127.0.0.1:1/x", wait_seconds=0.3) as db:
         with pytest.raises(StoreError) as caught:
             await run_once(db, "SELECT 1")
-    finally:
-        await db.close()
     assert str(caught.value) == "PostgreSQL: no connection within 0.3s: cannot connect: OSError"
 
 
 async def test_workers_share_all_but_the_reserved_connections_and_wait_for_one(
     postgres_url: str,
 ) -> None:
-    db = Database(postgres_url, pool_size=RESERVED + 1, wait_seconds=5)
-    await db.open()
     inside: list[str] = []
     release = asyncio.Event()
 
-    async def hold(name: str) -> None:
+    async def hold(db: Database, name: str) -> None:
         async def work(conn: Conn) -> None:
             inside.append(name)
             await release.wait()
 
         await db.run(work)
 
-    try:
-        await run_once(db, "SELECT 1")  # migrated
-        workers = [asyncio.create_task(hold(f"worker-{i}")) for i in range(2)]
-        async with asyncio.timeout(5):
-            while not inside:
-                await asyncio.sleep(0.01)
-        await asyncio.sleep(0.2)  # time enough for the second to get in, if it could
-        assert len(inside) == 1, "one connection left to the workers"
-        assert await db.run(lambda conn: asyncio.sleep(0, "reserved"), reserved=True) == "reserved"
-        release.set()
-        await asyncio.gather(*workers)
-        assert sorted(inside) == ["worker-0", "worker-1"]
-    finally:
-        release.set()
-        await db.close()
+    async with opened(postgres_url, pool_size=RESERVED + 1, wait_seconds=5) as db:
+        try:
+            await run_once(db, "SELECT 1")  # migrated
+            workers = [asyncio.create_task(hold(db, f"worker-{i}")) for i in range(2)]
+            async with asyncio.timeout(5):
+                while not inside:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)  # time enough for the second to get in, if it could
+            assert len(inside) == 1, "one connection left to the workers"
+            reserved = await db.run(lambda conn: asyncio.sleep(0, "reserved"), reserved=True)
+            assert reserved == "reserved"
+            release.set()
+            await asyncio.gather(*workers)
+            assert sorted(inside) == ["worker-0", "worker-1"]
+        finally:
+            release.set()
 
 
 class Stop(Exception):
@@ -289,16 +275,12 @@ async def test_a_listener_hears_each_channel_and_listens_again_after_a_restart(
 
 
 async def test_a_statement_that_hangs_is_cut_at_twice_the_wait(postgres_url: str) -> None:
-    db = Database(postgres_url, pool_size=2, wait_seconds=0.5)
-    await db.open()
-    try:
+    async with opened(postgres_url, wait_seconds=0.5) as db:
         await run_once(db, "SELECT 1")  # migrated
         started = time.monotonic()
         with pytest.raises(StoreError) as caught:
             await run_once(db, "SELECT pg_sleep(5)")
         elapsed = time.monotonic() - started
-    finally:
-        await db.close()
     assert str(caught.value) == "PostgreSQL did not answer within 1s"
     assert 0.9 <= elapsed < 1.4
 
@@ -315,15 +297,13 @@ async def test_a_server_that_never_answers_is_diagnosed_within_the_wait() -> Non
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    db = Database(f"postgresql://postgres@127.0.0.1:{port}/x", pool_size=2, wait_seconds=0.5)
-    await db.open()
     try:
-        started = time.monotonic()
-        with pytest.raises(StoreError, match=r"no connection within 0\.5s: cannot connect"):
-            await run_once(db, "SELECT 1")
-        assert time.monotonic() - started < 2.5
+        async with opened(f"postgresql://postgres@127.0.0.1:{port}/x", wait_seconds=0.5) as db:
+            started = time.monotonic()
+            with pytest.raises(StoreError, match=r"no connection within 0\.5s: cannot connect"):
+                await run_once(db, "SELECT 1")
+            assert time.monotonic() - started < 2.5
     finally:
-        await db.close()
         for writer in clients:
             writer.close()
         server.close()

@@ -128,9 +128,13 @@ async def test_retry_later_waits_and_release_hands_back_at_once(store) -> None:
     assert (await store.claim("w", 30)).attempts == 2, "a released claim does not count"
 
 
-def columns(backend: Backend, notification_id: int, *names: str) -> tuple[Any, ...]:
-    """Columns of a notification's row, read the way an operator would: straight from the database."""
-    query = f"SELECT {', '.join(names)} FROM notifications WHERE id = {int(notification_id)}"
+def columns(
+    backend: Backend, notification_id: int, *names: str, table: str = "notifications"
+) -> tuple[Any, ...]:
+    """Columns of a notification's row (or of its row in `table`, keyed by notification_id),
+    read the way an operator would: straight from the database."""
+    key = "id" if table == "notifications" else "notification_id"
+    query = f"SELECT {', '.join(names)} FROM {table} WHERE {key} = {int(notification_id)}"
     if backend.name == "sqlite":
         with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as conn:
             return tuple(conn.execute(query).fetchone())

@@ -5,27 +5,15 @@ owe, and which pending work is taken first."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 
-import psycopg
 import pytest
 
 from app.incident import Transition
 from app.priority import AGING_SECONDS, SEVERITY_RANK
 from app.store import LeaseLostError, QueuedDiagnosis
-from tests.test_store import Backend, backend, opening, store  # noqa: F401 - the shared fixtures
+from tests.test_store import backend, columns, opening, store  # noqa: F401 - the shared fixtures
 
 CRITICAL, WARNING = SEVERITY_RANK["critical"], SEVERITY_RANK["warning"]
-
-
-def diagnosis_columns(backend: Backend, notification_id: int, *names: str) -> tuple:
-    query = f"SELECT {', '.join(names)} FROM diagnoses WHERE notification_id = {notification_id}"
-    if backend.name == "sqlite":
-        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as conn:
-            return tuple(conn.execute(query).fetchone())
-    with psycopg.connect(backend.url) as conn:
-        return tuple(conn.execute(query).fetchone() or ())
 
 
 def later(s, seconds: float) -> None:
@@ -59,7 +47,7 @@ async def test_the_lane_holds_a_diagnosis_under_its_own_name_and_it_is_not_old_y
     await store.queue_diagnosis(page.claim, "[]", CRITICAL)
     job = await store.claim_diagnosis("lane-3", 60)
     assert 0 <= job.age < 1, "queued just now"
-    assert diagnosis_columns(backend, page.id, "owner") == ("lane-3",)
+    assert columns(backend, page.id, "owner", table="diagnoses") == ("lane-3",)
 
 
 async def test_a_page_purged_before_its_edit_has_no_edit_target(store) -> None:

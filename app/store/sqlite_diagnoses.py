@@ -105,16 +105,11 @@ class SQLiteDiagnoses(SQLitePrimitives):
         return await self._tx(count)
 
     async def diagnosis_answered(self, notification_id: int) -> bool:
-        def read(conn: sqlite3.Connection) -> bool:
-            return (
-                conn.execute(
-                    "SELECT 1 FROM diagnoses WHERE notification_id = ? AND state = 'answered'",
-                    (notification_id,),
-                ).fetchone()
-                is not None
-            )
-
-        return await self._tx(read)
+        rows = await self._fetch(
+            "SELECT 1 FROM diagnoses WHERE notification_id = ? AND state = 'answered'",
+            (notification_id,),
+        )
+        return bool(rows)
 
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         def read(conn: sqlite3.Connection) -> EditTarget | None:
