@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from app.config import Settings
 from app.models import AlertmanagerPayload
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 router = APIRouter()
 
 
-def inline_schema(model: type[AlertmanagerPayload]) -> dict[str, Any]:
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema with its `$defs` inlined: local refs do not resolve in OpenAPI."""
     schema = model.model_json_schema(by_alias=True, mode="validation")
     defs = schema.pop("$defs", {})
@@ -80,7 +80,7 @@ def credentials_configured(settings: Settings) -> bool:
 def loopback(host: str | None) -> bool:
     """127.0.0.0/8, ::1 and IPv4-mapped loopback; anything unparsable (a Unix socket) is not."""
     try:
-        address = ipaddress.ip_address((host or "").split("%")[0])
+        address = ipaddress.ip_address(host or "")  # an IPv6 zone (::1%lo) parses too
     except ValueError:
         return False
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

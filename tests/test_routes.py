@@ -4,10 +4,20 @@ from collections.abc import Callable
 
 import httpx
 import pytest
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
 
 from app.config import Settings
 from app.models import AlertmanagerPayload
-from app.routes import authorized, inline_schema, loopback
+from app.routes import (
+    BodyTooLargeError,
+    authorized,
+    credentials_configured,
+    inline_schema,
+    loopback,
+    read_limited,
+    readable,
+)
 from tests.fakes import fixture_text
 
 FIRING = fixture_text("alertmanager-0.25-firing_apidown_binance.json")
@@ -508,3 +518,33 @@ def test_the_inlined_schema_resolves_nested_definitions_in_lists() -> None:
     assert alert["required"] == ["status", "labels"]
     assert set(alert["properties"]) >= {"startsAt", "endsAt", "generatorURL", "fingerprint"}
     assert schema["properties"]["status"]["enum"] == ["firing", "resolved"]
+
+
+def test_a_model_without_nested_models_has_its_schema_as_is() -> None:
+    class Flat(BaseModel):
+        name: str
+
+    assert inline_schema(Flat) == Flat.model_json_schema()
+
+
+def test_a_username_alone_configures_no_credentials(make_settings: Callable[..., Settings]) -> None:
+    assert not credentials_configured(make_settings(webhook_username="am"))
+    assert credentials_configured(make_settings(webhook_username="am", webhook_password="pw"))
+
+
+async def test_a_declared_length_over_the_limit_is_refused_before_the_body_is_read() -> None:
+    async def receive() -> dict[str, object]:
+        raise AssertionError("the body was read")
+
+    headers = [(b"content-length", b"2049")]
+    request = Request({"type": "http", "method": "POST", "headers": headers}, receive)
+    with pytest.raises(BodyTooLargeError):
+        await read_limited(request, 2048)
+
+
+def test_six_validation_errors_name_five_and_count_one_more() -> None:
+    alerts = [{"status": "firing", "labels": {}} for _ in range(6)]
+    with pytest.raises(ValidationError) as caught:
+        AlertmanagerPayload.model_validate({"status": "firing", "alerts": alerts})
+    reason = readable(caught.value)
+    assert reason.count("; alerts.") == 4 and reason.endswith(", not 0 (and 1 more)")
