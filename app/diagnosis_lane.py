@@ -23,6 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from app.doorbell import Doorbell
 from app.enrich import Enricher
+from app.logs import Throttled
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, Diagnosis, DiagnosisSource, MetricContext
 from app.rules import diagnose as rule_diagnosis
@@ -31,6 +32,7 @@ from app.store import DiagnosisJob, LeaseLostError, Store, StoreError
 log = logging.getLogger(__name__)
 
 IDLE_POLL_SECONDS = 1.0
+STORE_ERROR_LOG_SECONDS = 30.0
 ANSWER_POLL_SECONDS = 1.0  # a waiting page asks the store when no word of its answer came
 LATENCY_WEIGHT = 0.3  # of the latest call in the running estimate of the model's answer time
 CONTEXTS = TypeAdapter(list[MetricContext])
@@ -69,6 +71,7 @@ class DiagnosisLane:
         self._tasks: list[asyncio.Task[None]] = []
         self._answered: dict[int, asyncio.Event] = {}
         self._running = 0
+        self._store_trouble = Throttled(log, STORE_ERROR_LOG_SECONDS)
         # Diagnoses queued and not yet answered, as far as this process knows (its own pages'
         # admissions, its lane's answers); set right whenever the lane finds the queue empty, to
         # what runs plus what pages admitted and are still committing.
@@ -147,7 +150,7 @@ class DiagnosisLane:
             try:
                 job = await self._store.claim_diagnosis(owner, self._lease)
             except StoreError as exc:
-                log.error("cannot claim a diagnosis from the store: %s", exc)
+                self._store_trouble.error("cannot claim a diagnosis from the store: %s", exc)
                 job = None
             if job is None:  # nothing queued: what is ahead of a new page is what runs
                 self._backlog = self._running + self._committing

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import UTC, datetime
 
 NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiohttp.access", "hpack")
+
+
+class Throttled:
+    """Logs a trouble that every poll of every worker meets (a store that is down) once per
+    `every` seconds, not once per worker per poll."""
+
+    def __init__(self, logger: logging.Logger, every: float) -> None:
+        self._logger = logger
+        self._every = every
+        self._last = -every
+
+    def error(self, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self._last >= self._every:
+            self._last = now
+            self._logger.error(message, *args)
 
 
 class SecretScrubber(logging.Filter):

@@ -1,7 +1,10 @@
 """When a page waits for the LLM lane, and when it goes at once (app/diagnosis_lane.py)."""
 
 import asyncio
+import logging
 import time
+
+import pytest
 
 from app.diagnosis_lane import ANSWER_POLL_SECONDS, DiagnosisLane
 from app.metrics import Metrics
@@ -9,12 +12,17 @@ from app.store import StoreError
 
 
 class Answers:
-    """The one store call a waiting page makes: whether its diagnosis is answered."""
+    """The store as the lane sees it: whether a page's diagnosis is answered; claims fail."""
 
     def __init__(self, *answered: int, failing: bool = False) -> None:
         self.answered = set(answered)
         self.failing = failing
         self.asked: list[int] = []
+        self.claims = 0
+
+    async def claim_diagnosis(self, owner: str, lease_seconds: float) -> None:
+        self.claims += 1
+        raise StoreError("PostgreSQL: no connection within 2s")
 
     async def diagnosis_answered(self, notification_id: int) -> bool:
         self.asked.append(notification_id)
@@ -110,3 +118,22 @@ async def test_a_store_that_cannot_say_leaves_the_page_waiting_until_its_deadlin
     assert await subject.wait_for(7, 2.5) is False
     assert 2.4 <= time.monotonic() - started < 3.5
     assert store.asked == [7, 7, 7], "after 1 s, 2 s and at the deadline"
+
+
+async def test_a_store_down_during_a_poll_of_every_lane_worker_is_one_log_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = Answers()
+    subject = lane(concurrency=3, store=store)
+    subject.start()
+    try:
+        async with asyncio.timeout(5):
+            while store.claims < 9:
+                subject.wake()
+                await asyncio.sleep(0.01)
+    finally:
+        await subject.stop()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == [
+        "cannot claim a diagnosis from the store: PostgreSQL: no connection within 2s"
+    ]
