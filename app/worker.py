@@ -22,6 +22,7 @@ from typing import Any
 
 from app.doorbell import Doorbell
 from app.lease import Lease
+from app.logs import Throttled
 from app.metrics import Metrics
 from app.pipeline import RetryLaterError
 from app.store import LeaseLostError, Store, StoredNotification, StoreError
@@ -70,7 +71,7 @@ class WorkerPool:
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None
         self._last_purge = 0.0
-        self._last_store_error = -STORE_ERROR_LOG_SECONDS
+        self._store_trouble = Throttled(log, STORE_ERROR_LOG_SECONDS)
 
     @property
     def alive(self) -> int:
@@ -116,7 +117,7 @@ class WorkerPool:
             try:
                 stored = await self._store.claim(owner, self._lease)
             except StoreError as exc:
-                self._store_trouble("cannot claim work from the store", exc)
+                self._store_trouble.error("cannot claim work from the store: %s", exc)
                 stored = None
             if stored is None:
                 await self._idle(index)
@@ -130,13 +131,6 @@ class WorkerPool:
                 log.warning(
                     "stopped work on notification %s, sending nothing more: %s", stored.id, exc
                 )
-
-    def _store_trouble(self, what: str, exc: StoreError) -> None:
-        """Log a failing store once per STORE_ERROR_LOG_SECONDS, not once per worker per poll."""
-        now = time.monotonic()
-        if now - self._last_store_error >= STORE_ERROR_LOG_SECONDS:
-            self._last_store_error = now
-            log.error("%s: %s", what, exc)
 
     async def _idle(self, index: int) -> None:
         if index == 0:
@@ -153,7 +147,7 @@ class WorkerPool:
                 if purged:
                     log.info("purged %d finished notifications past retention", purged)
         except StoreError as exc:
-            self._store_trouble("store housekeeping failed", exc)
+            self._store_trouble.error("store housekeeping failed: %s", exc)
 
     async def _handle(self, stored: StoredNotification) -> None:
         lease = Lease(self._store, stored.claim, self._lease)
