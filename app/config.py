@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.cost import Price, parse_prices
 from app.routing import parse_matchers
 from app.store.urls import check_store_url, url_secrets
 
@@ -125,6 +126,11 @@ class Settings(BaseSettings):
     llm_max_queue_seconds: float = Field(120, gt=0)
     llm_prompt_budget_chars: int = Field(24_000, ge=2_000)
     llm_max_tokens: int = Field(2048, ge=64)
+    # USD per UTC day over every replica; past it, diagnoses are the rules' until the day ends.
+    llm_daily_budget_usd: float | None = Field(None, ge=0)
+    # Prices per model, USD per million tokens: `model=input/output` or `model=both`, comma-separated
+    # (app/cost.py has the defaults).
+    llm_prices: str = ""
     analysis_language: str = "en"
 
     slack_bot_token: SecretStr | None = None
@@ -198,6 +204,22 @@ class Settings(BaseSettings):
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError(f"cannot load a CA bundle from {value}: {exc}") from exc
         return value
+
+    @field_validator("llm_prices")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        parse_prices(value)
+        return value
+
+    @field_validator("llm_daily_budget_usd", mode="before")
+    @classmethod
+    def _no_budget(cls, value: object) -> object:
+        """`LLM_DAILY_BUDGET_USD=` (empty) means no budget."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def price_overrides(self) -> dict[str, Price]:
+        return parse_prices(self.llm_prices)
 
     @field_validator("log_level")
     @classmethod

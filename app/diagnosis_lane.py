@@ -175,6 +175,7 @@ class DiagnosisLane:
                 f" past LLM_MAX_QUEUE_SECONDS ({self._max_queue:g}s)"
             )
             self._metrics.llm_dropped.labels(reason="queue_expired").inc()
+            self._metrics.fallbacks.labels(reason="queue_expired").inc()
             self._metrics.diagnoses.labels(source="rules").inc()
             log.warning("notification %s: %s", job.claim.notification_id, reason)
             result = DiagnosisResult(

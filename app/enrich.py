@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from app.cost import BUDGET_REACHED, Ledger
 from app.formatting import clean, join_names, shorten
 from app.incident import classify
 from app.llm import LLMClient, LLMError
@@ -220,10 +221,12 @@ class Enricher:
         language: str,
         window_minutes: int,
         prompt_budget: int,
+        ledger: Ledger,
         alertmanager_url: str | None = None,
     ) -> None:
         self._contexts = contexts
         self._llm = llm
+        self._ledger = ledger
         self._prompts = prompts
         self._metrics = metrics
         self._language = language
@@ -292,18 +295,33 @@ class Enricher:
             window_minutes=self._window,
             language=self._language,
         )
+        if self._llm.enabled and await self._ledger.budget_reached():
+            return self._fallback(payload, "budget", BUDGET_REACHED)
         # No model, no call: timing its immediate LLMError would fill the histogram with zeros.
         timer: AbstractContextManager[object] = (
             self._metrics.llm_seconds.time() if self._llm.enabled else nullcontext()
         )
         try:
             with timer:
-                diagnosis = await self._llm.diagnose(system, user)
+                answer = await self._llm.diagnose(system, user)
         except LLMError as exc:
-            reason = str(exc)
+            await self._ledger.record(self._llm.model, exc.usage)
             if self._llm.enabled:
-                log.warning("LLM diagnosis failed, using rules: %s", reason)
-            self._metrics.diagnoses.labels(source="rules").inc()
-            return rule_diagnosis(payload.firing), DiagnosisSource(kind="rules", reason=reason)
+                log.warning("LLM diagnosis failed, using rules: %s", exc)
+            return self._fallback(payload, exc.reason, str(exc))
+        cost = await self._ledger.record(self._llm.model, answer.usage)
         self._metrics.diagnoses.labels(source="llm").inc()
-        return diagnosis, DiagnosisSource(kind="llm", model=self._llm.model)
+        return answer.diagnosis, DiagnosisSource(
+            kind="llm",
+            model=self._llm.model,
+            tokens=answer.usage.total,
+            tokens_estimated=answer.usage.estimated,
+            cost_usd=cost,
+        )
+
+    def _fallback(
+        self, payload: AlertmanagerPayload, code: str, reason: str
+    ) -> tuple[Diagnosis, DiagnosisSource]:
+        self._metrics.diagnoses.labels(source="rules").inc()
+        self._metrics.fallbacks.labels(reason=code).inc()
+        return rule_diagnosis(payload.firing), DiagnosisSource(kind="rules", reason=reason)

@@ -10,7 +10,11 @@ with `response_format` is answered by sending the same request once more without
 attempt and deadline; if the server takes that one, the client stops sending `response_format` for its
 lifetime (the reply is still checked as JSON). 400/401/402/403/404 are otherwise permanent and fail at
 once in plain words. Every failure, including a reply that is not the JSON we asked for, is one
-`LLMError`, which the pipeline answers with the rule-based diagnosis.
+`LLMError`, which the pipeline answers with the rule-based diagnosis; its `reason` is a short code
+for the fallback metric, and its `usage` the tokens the call spent before it failed.
+
+Every reply with a body counts its tokens (the reply's `usage`, else an estimate from the text): a
+reply that is not the JSON asked for was still paid for.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -36,6 +41,8 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from app.cost import Usage, reply_usage
+from app.metrics import Metrics
 from app.models import Diagnosis
 
 log = logging.getLogger(__name__)
@@ -52,13 +59,26 @@ JSON_MODE = {"type": "json_object"}
 
 
 class LLMError(Exception):
-    """The diagnosis could not come from the model; `str(err)` is the plain-words reason."""
+    """The diagnosis could not come from the model; `str(err)` is the plain-words reason, `reason`
+    one of a few codes (no_key, timeout, unreachable, rate_limited, server_error, refused,
+    http_error, bad_json, incomplete), `usage` what the call spent all the same."""
+
+    def __init__(self, message: str, reason: str = "http_error", usage: Usage | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.usage = usage or Usage()
 
 
 class _RetryableError(LLMError):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
+    def __init__(self, message: str, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(message, reason)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Answer:
+    diagnosis: Diagnosis
+    usage: Usage
 
 
 class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming for wait strategies
@@ -131,6 +151,7 @@ class LLMClient:
         max_tokens: int = 2048,
         wait: wait_base | None = None,
         now: Callable[[], datetime] = utc_now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._http = http
         self._url = base_url.rstrip("/") + "/chat/completions"
@@ -144,25 +165,29 @@ class LLMClient:
         self._wait = wait if wait is not None else default_wait()
         self._now = now
         self._json_mode = True  # until the server rejects response_format
+        self._metrics = metrics
 
     @property
     def enabled(self) -> bool:
         return bool(self._api_key)
 
-    async def diagnose(self, system: str, user: str) -> Diagnosis:
+    async def diagnose(self, system: str, user: str) -> Answer:
         """Ask the model; the reply must validate as a Diagnosis, else LLMError."""
-        content = await self.complete_json(system, user)
+        content, usage = await self.complete_json(system, user)
         try:
-            return Diagnosis.model_validate(content)
+            return Answer(Diagnosis.model_validate(content), usage)
         except ValidationError as exc:
             fields = sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})
             raise LLMError(
-                f"LLM reply is missing or has invalid fields: {', '.join(fields)}"
+                f"LLM reply is missing or has invalid fields: {', '.join(fields)}",
+                "incomplete",
+                usage,
             ) from exc
 
-    async def complete_json(self, system: str, user: str) -> dict[str, Any]:
+    async def complete_json(self, system: str, user: str) -> tuple[dict[str, Any], Usage]:
+        """The reply's JSON object and the tokens the call spent, every attempt's included."""
         if not self._api_key:
-            raise LLMError("no LLM API key configured")
+            raise LLMError("no LLM API key configured", "no_key")
         body = {
             "model": self.model,
             "messages": [
@@ -172,6 +197,7 @@ class LLMClient:
             "temperature": 0.3,
             "max_tokens": self._max_tokens,
         }
+        spent: list[Usage] = []
         async with self._limit:  # the budget starts once this call may go out
             deadline = time.monotonic() + self._timeout
             retrying = AsyncRetrying(
@@ -184,24 +210,50 @@ class LLMClient:
                 async with asyncio.timeout(self._timeout):
                     async for attempt in retrying:
                         with attempt:
-                            return await self._send(body, deadline)
+                            content = await self._send(body, deadline, spent)
+                            return content, sum(spent, Usage())
             except TimeoutError as exc:
-                raise LLMError(f"LLM timed out after {self._timeout:g}s") from exc
+                self._count("timeout")
+                raise LLMError(
+                    f"LLM timed out after {self._timeout:g}s", "timeout", sum(spent, Usage())
+                ) from exc
+            except LLMError as exc:
+                exc.usage = sum(spent, Usage())
+                raise
         raise LLMError("LLM gave no answer")  # pragma: no cover - AsyncRetrying always re-raises
 
-    async def _send(self, body: dict[str, Any], deadline: float) -> dict[str, Any]:
+    async def _send(
+        self, body: dict[str, Any], deadline: float, spent: list[Usage]
+    ) -> dict[str, Any]:
         """One attempt: JSON mode if the server takes it, else (or after its 400) plain."""
         if not self._json_mode:
-            return self._read(await self._post(body, deadline))
+            return self._counted(await self._post(body, deadline), body, spent)
         response = await self._post({**body, "response_format": JSON_MODE}, deadline)
         if response.status_code != 400:
-            return self._read(response)
+            return self._counted(response, body, spent)
+        self._count("rejected_json_mode")
         response = await self._post(body, deadline)
         # Only a server that takes the request without it has shown that response_format was the
         # problem; a 400 again means the request itself is wrong, and JSON mode stays on.
         if response.status_code == 200:
             self._stop_json_mode()
-        return self._read(response)
+        return self._counted(response, body, spent)
+
+    def _counted(
+        self, response: httpx.Response, body: dict[str, Any], spent: list[Usage]
+    ) -> dict[str, Any]:
+        """The reply read, its tokens added to `spent`, its outcome to the request counter."""
+        try:
+            content = self._read(response, body, spent)
+        except LLMError as exc:
+            self._count(exc.reason)
+            raise
+        self._count("ok")
+        return content
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.llm_requests.labels(model=self.model, outcome=outcome).inc()
 
     def _stop_json_mode(self) -> None:
         if self._json_mode:
@@ -221,29 +273,46 @@ class LLMClient:
                 timeout=remaining,
             )
         except httpx.TimeoutException as exc:
-            raise _RetryableError("LLM request timed out") from exc
+            self._count("timeout")
+            raise _RetryableError("LLM request timed out", "timeout") from exc
         except httpx.HTTPError as exc:
-            raise _RetryableError(f"LLM unreachable ({type(exc).__name__})") from exc
+            self._count("unreachable")
+            raise _RetryableError(f"LLM unreachable ({type(exc).__name__})", "unreachable") from exc
 
-    def _read(self, response: httpx.Response) -> dict[str, Any]:
+    def _read(
+        self, response: httpx.Response, body: dict[str, Any], spent: list[Usage]
+    ) -> dict[str, Any]:
         status = response.status_code
         if status in PERMANENT:
             log.error("%s", PERMANENT[status])
-            raise LLMError(PERMANENT[status])
+            raise LLMError(PERMANENT[status], "refused")
         if status == 429:
-            raise _RetryableError("LLM rate limited (429)", _retry_after(response, self._now()))
+            raise _RetryableError(
+                "LLM rate limited (429)", "rate_limited", _retry_after(response, self._now())
+            )
         if status >= 500:
             raise _RetryableError(
-                f"LLM server error ({status})", _retry_after(response, self._now())
+                f"LLM server error ({status})", "server_error", _retry_after(response, self._now())
             )
         if status != 200:
-            raise LLMError(f"LLM API answered HTTP {status}")
-        return _content_json(response)
+            raise LLMError(f"LLM API answered HTTP {status}", "http_error")
+        prompt = "".join(str(m["content"]) for m in body["messages"])
+        try:
+            reply = response.json()
+        except ValueError:
+            spent.append(reply_usage(None, prompt, response.text))
+            raise LLMError("LLM reply is not a chat completion", "bad_json") from None
+        text: str | None = None
+        try:
+            text = _reply_text(reply)
+        finally:
+            spent.append(reply_usage(reply, prompt, text or ""))
+        return _content_json(text)
 
     async def ping(self) -> str:
         """GET /models, for `check`: proves the URL and the key without spending tokens."""
         if not self._api_key:
-            raise LLMError("no LLM API key configured")
+            raise LLMError("no LLM API key configured", "no_key")
         try:
             response = await self._http.get(
                 self._models_url, headers={"Authorization": f"Bearer {self._api_key}"}
@@ -259,13 +328,18 @@ class LLMClient:
         return "reachable, key accepted"
 
 
-def _content_json(response: httpx.Response) -> dict[str, Any]:
+def _reply_text(reply: Any) -> str:
+    """choices[0].message.content of a chat completion."""
     try:
-        content = response.json()["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        raise LLMError("LLM reply is not a chat completion") from exc
+        content = reply["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise LLMError("LLM reply is not a chat completion", "bad_json") from exc
     if not isinstance(content, str):
-        raise LLMError("LLM reply has no text content")
+        raise LLMError("LLM reply has no text content", "bad_json")
+    return content
+
+
+def _content_json(content: str) -> dict[str, Any]:
     text = content.strip()
     if text.startswith("```"):
         # Some OpenAI-compatible servers ignore json_object mode and fence the JSON.
@@ -273,7 +347,7 @@ def _content_json(response: httpx.Response) -> dict[str, Any]:
     try:
         parsed = json.loads(text)
     except ValueError as exc:
-        raise LLMError("LLM reply is not valid JSON") from exc
+        raise LLMError("LLM reply is not valid JSON", "bad_json") from exc
     if not isinstance(parsed, dict):
-        raise LLMError("LLM reply is JSON but not an object")
+        raise LLMError("LLM reply is JSON but not an object", "bad_json")
     return parsed

@@ -84,3 +84,42 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.llm_requests = Counter(
+            "alert_enricher_llm_requests_total",
+            "HTTP requests to the LLM API, by model and outcome (ok, rate_limited, server_error,"
+            " timeout, unreachable, refused, http_error, bad_json, rejected_json_mode).",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.llm_tokens = Counter(
+            "alert_enricher_llm_tokens_total",
+            "Tokens the LLM's replies counted, by model and kind (prompt, completion); estimated"
+            " from the text when a server leaves `usage` out.",
+            ["model", "kind"],
+            registry=r,
+        )
+        self.llm_cost = Counter(
+            "alert_enricher_llm_cost_usd_total",
+            "What those tokens cost at the price table's prices (0 for a model it does not know).",
+            ["model"],
+            registry=r,
+        )
+        self.fallbacks = Counter(
+            "alert_enricher_fallbacks_total",
+            "Diagnoses by the rules instead of the LLM, by reason (no_key, timeout, unreachable,"
+            " rate_limited, server_error, refused, http_error, bad_json, incomplete, budget,"
+            " queue_expired).",
+            ["reason"],
+            registry=r,
+        )
+        self.queue_oldest_age = Gauge(
+            "alert_enricher_queue_oldest_age_seconds",
+            "Age of the oldest notification accepted and not yet finished (0 with none).",
+            registry=r,
+        )
+        self.prometheus_queries = Counter(
+            "alert_enricher_prometheus_queries_total",
+            "Prometheus API queries for metric context, by outcome (ok, empty, error).",
+            ["outcome"],
+            registry=r,
+        )

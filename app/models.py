@@ -172,11 +172,23 @@ class DiagnosisSource(BaseModel):
     reason: str | None = None
     # Sent before the LLM answered (PAGE_WITHIN_SECONDS); the message is edited when it does.
     preliminary: bool = False
+    # What the model's answer took: its tokens (estimated from text when the server did not say)
+    # and their price (None for a model the price table does not know).
+    tokens: int | None = None
+    tokens_estimated: bool = False
+    cost_usd: float | None = None
 
     @property
     def label(self) -> str:
         if self.kind == "llm":
-            return f"model {self.model}"
+            spent = [f"model {self.model}"]
+            if self.tokens is not None:
+                spent.append(f"{'~' if self.tokens_estimated else ''}{self.tokens:,} tokens")
+            if self.cost_usd is not None:
+                spent.append(
+                    f"${self.cost_usd:.4f}" if self.cost_usd < 1 else f"${self.cost_usd:.2f}"
+                )
+            return ", ".join(spent)
         if self.preliminary:
             return "rule-based, preliminary: AI diagnosis in progress"
         if self.kind == "rules":  # the diagnosis source's kind, not the notification's

@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 
 import httpx
 
+from app.metrics import Metrics
 from app.models import Alert, MetricContext
 from app.promql import PromQLError, context_expr, expr_from_generator_url
 
@@ -157,8 +158,10 @@ class ContextBuilder:
         timeout: float,
         *,
         parse_timeout: float = PARSE_TIMEOUT_SECONDS,
+        metrics: Metrics | None = None,
     ) -> None:
         self._client = client
+        self._metrics = metrics
         self._window = window_minutes
         self._graph_base = graph_base
         self._max_alerts = max_alerts
@@ -217,15 +220,24 @@ class ContextBuilder:
         start = now - timedelta(minutes=self._window)
         try:
             async with asyncio.timeout(self._timeout):
-                return await self._client.query_range(expr, start, now, step)
+                series = await self._client.query_range(expr, start, now, step)
         except TimeoutError:
+            self._count("timeout")
             return "Prometheus timed out"
         except PrometheusError as exc:
+            self._count("error")
             log.warning("prometheus query failed: %s", exc)
             return str(exc)
         except Exception:  # context is optional: a bug here must not cost the notification
+            self._count("error")
             log.exception("unexpected error querying prometheus")
             return "internal error while querying Prometheus"
+        self._count("ok" if series else "empty")
+        return series
+
+    def _count(self, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.prometheus_queries.labels(outcome=outcome).inc()
 
     def _context(
         self,

@@ -263,4 +263,5 @@ async def metrics(request: Request) -> Response:
     services = runtime_of(request.app)
     with contextlib.suppress(StoreError):
         services.metrics.backlog.set(await services.store.backlog())
+        services.metrics.queue_oldest_age.set(await services.store.oldest_backlog_age())
     return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)

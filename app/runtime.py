@@ -14,6 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.cost import Ledger, PriceTable
 from app.delivery import Dispatcher
 from app.diagnosis_lane import DiagnosisLane
 from app.enrich import Enricher
@@ -115,6 +116,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         graph_base=settings.graph_base_url,
         max_alerts=settings.max_context_alerts,
         timeout=settings.prometheus_timeout_seconds,
+        metrics=metrics,
     )
     key = settings.llm_api_key
     llm = LLMClient(
@@ -126,6 +128,13 @@ async def build_runtime(settings: Settings) -> Runtime:
         max_attempts=settings.llm_max_attempts,
         concurrency=settings.llm_concurrency,
         max_tokens=settings.llm_max_tokens,
+        metrics=metrics,
+    )
+    ledger = Ledger(
+        store,
+        PriceTable(settings.price_overrides),
+        metrics,
+        daily_budget_usd=settings.llm_daily_budget_usd,
     )
     enricher = Enricher(
         contexts,
@@ -135,6 +144,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         language=settings.analysis_language,
         window_minutes=settings.context_window_minutes,
         prompt_budget=settings.llm_prompt_budget_chars,
+        ledger=ledger,
         alertmanager_url=settings.alertmanager_url,
     )
     routes = {

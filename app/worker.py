@@ -141,6 +141,7 @@ class WorkerPool:
     async def _housekeeping(self) -> None:
         try:
             self._metrics.backlog.set(await self._store.backlog())
+            self._metrics.queue_oldest_age.set(await self._store.oldest_backlog_age())
             if time.monotonic() - self._last_purge > PURGE_EVERY_SECONDS:
                 self._last_purge = time.monotonic()
                 purged = await self._store.purge(self._retention)

@@ -10,6 +10,7 @@ import httpx
 
 from app.models import AlertmanagerPayload, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
+from app.store import DailySpend, StoreError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 LLM_URL = "http://llm.test/v1"
@@ -33,16 +34,51 @@ def fixture_payload(name: str) -> AlertmanagerPayload:
     return AlertmanagerPayload.model_validate_json(fixture_text(name))
 
 
-def chat_reply(content: dict[str, Any] | str, status: int = 200) -> httpx.Response:
+def chat_reply(
+    content: dict[str, Any] | str, status: int = 200, usage: tuple[int, int] | None = None
+) -> httpx.Response:
+    """A chat completion; with `usage` (prompt, completion tokens) as OpenAI's API reports it."""
     text = content if isinstance(content, str) else json.dumps(content)
-    return httpx.Response(
-        status,
-        json={
-            "id": "chatcmpl-test",
-            "object": "chat.completion",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
-        },
-    )
+    body: dict[str, Any] = {
+        "id": "chatcmpl-test",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+    }
+    if usage is not None:
+        prompt, completion = usage
+        body["usage"] = {
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "total_tokens": prompt + completion,
+        }
+    return httpx.Response(status, json=body)
+
+
+class SpendBook:
+    """The store's LLM spend per UTC day, in memory (the backends' own is in test_store.py);
+    `failing` makes every call a StoreError."""
+
+    def __init__(self, failing: bool = False) -> None:
+        self.days: dict[str, DailySpend] = {}
+        self.failing = failing
+
+    async def add_llm_spend(
+        self, day: str, usd: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        if self.failing:
+            raise StoreError("PostgreSQL: no connection within 2s")
+        was = self.days.get(day, DailySpend())
+        self.days[day] = DailySpend(
+            was.usd + usd,
+            was.prompt_tokens + prompt_tokens,
+            was.completion_tokens + completion_tokens,
+            was.calls + 1,
+        )
+
+    async def llm_spend(self, day: str) -> DailySpend:
+        if self.failing:
+            raise StoreError("PostgreSQL: no connection within 2s")
+        return self.days.get(day, DailySpend())
 
 
 def matrix(

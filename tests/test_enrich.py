@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -6,17 +7,20 @@ import respx
 from tenacity import wait_none
 
 from app.config import SHIPPED_PROMPTS_DIR
+from app.cost import Ledger, PriceTable
 from app.enrich import Enricher, PromptBudget, assemble, prompt_data, silence_url, title
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, DiagnosisSource, EnrichedNotification, MetricContext
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
+from app.store import DailySpend
 from tests.fakes import (
     FAKE_LLM_KEY,
     GOOD_DIAGNOSIS,
     LLM_URL,
     PROMETHEUS_URL,
+    SpendBook,
     chat_reply,
     fixture_payload,
     fixture_text,
@@ -30,6 +34,7 @@ def enricher(
     api_key: str | None = FAKE_LLM_KEY,
     language="en",
     metrics: Metrics | None = None,
+    ledger: Ledger | None = None,
 ) -> Enricher:
     llm = LLMClient(
         http,
@@ -42,14 +47,17 @@ def enricher(
         wait=wait_none(),
     )
     contexts = ContextBuilder(PrometheusClient(http, PROMETHEUS_URL), 30, "http://prom", 10, 2)
+    metrics = metrics or Metrics()
+    ledger = ledger or Ledger(SpendBook(), PriceTable(), metrics, daily_budget_usd=None)
     return Enricher(
         contexts,
         llm,
         Prompts.load(SHIPPED_PROMPTS_DIR),
-        metrics or Metrics(),
+        metrics,
         language=language,
         window_minutes=30,
         prompt_budget=24_000,
+        ledger=ledger,
     )
 
 
@@ -76,13 +84,14 @@ async def test_firing_alert_gets_the_models_diagnosis_with_metrics_in_the_prompt
     respx_mock: respx.MockRouter, prometheus: respx.Route
 ) -> None:
     llm = respx_mock.post(f"{LLM_URL}/chat/completions").mock(
-        return_value=chat_reply(GOOD_DIAGNOSIS)
+        return_value=chat_reply(GOOD_DIAGNOSIS, usage=(1200, 300))
     )
     async with httpx.AsyncClient() as http:
         result = await enricher(http).enrich(
             fixture_payload("alertmanager-0.25-firing_apidown_binance.json"), notification_id=7
         )
-    assert result.source.label == "model deepseek-chat"
+    # DeepSeek V3.2's list prices: 1200 x $0.28 + 300 x $0.42 per million = $0.000462
+    assert result.source.label == "model deepseek-chat, 1,500 tokens, $0.0005"
     assert result.diagnosis.diagnosis == GOOD_DIAGNOSIS["diagnosis"]
     assert result.firing[0].context.sparkline == "███▁▁"
     assert result.title == "APIDown on binance"
@@ -295,3 +304,102 @@ def test_alertmanager_url_is_the_silence_links_base_when_configured() -> None:
     assert url is not None
     assert url.startswith("https://alertmanager.example.com/#/silences/new?filter=")
     assert silence_url(payload, None) == silence_url(payload)
+
+
+def fallbacks(metrics: Metrics, reason: str) -> float:
+    sample = metrics.registry.get_sample_value("alert_enricher_fallbacks_total", {"reason": reason})
+    return sample or 0.0
+
+
+BINANCE_DOWN = "alertmanager-0.25-firing_apidown_binance.json"
+TODAY = datetime(2026, 11, 22, 23, 59, tzinfo=UTC)
+
+
+async def test_a_diagnosis_adds_its_cost_to_the_days_spend_and_the_metrics(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    respx_mock.post(f"{LLM_URL}/chat/completions").mock(
+        return_value=chat_reply(GOOD_DIAGNOSIS, usage=(1200, 300))
+    )
+    book, metrics = SpendBook(), Metrics()
+    ledger = Ledger(book, PriceTable(), metrics, daily_budget_usd=5, now=lambda: TODAY)
+    async with httpx.AsyncClient() as http:
+        await enricher(http, metrics=metrics, ledger=ledger).enrich(fixture_payload(BINANCE_DOWN))
+    assert book.days == {"2026-11-22": DailySpend(pytest.approx(0.000462), 1200, 300, 1)}
+    value = metrics.registry.get_sample_value
+    tokens = {"model": "deepseek-chat", "kind": "prompt"}
+    assert value("alert_enricher_llm_tokens_total", tokens) == 1200
+    cost = value("alert_enricher_llm_cost_usd_total", {"model": "deepseek-chat"})
+    assert cost == pytest.approx(0.000462)
+
+
+async def test_past_the_daily_budget_the_rules_answer_without_calling_the_model(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    llm = respx_mock.post(f"{LLM_URL}/chat/completions").mock(
+        return_value=chat_reply(GOOD_DIAGNOSIS, usage=(1200, 300))
+    )
+    book, metrics = SpendBook(), Metrics()
+    book.days["2026-11-22"] = DailySpend(usd=0.5)
+    ledger = Ledger(book, PriceTable(), metrics, daily_budget_usd=0.5, now=lambda: TODAY)
+    async with httpx.AsyncClient() as http:
+        result = await enricher(http, metrics=metrics, ledger=ledger).enrich(
+            fixture_payload(BINANCE_DOWN)
+        )
+    assert not llm.called
+    assert result.source.label == "rule-based fallback: LLM budget reached"
+    assert fallbacks(metrics, "budget") == 1
+
+
+async def test_the_budget_is_the_utc_days_so_the_next_day_calls_the_model_again(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    llm = respx_mock.post(f"{LLM_URL}/chat/completions").mock(
+        return_value=chat_reply(GOOD_DIAGNOSIS, usage=(1200, 300))
+    )
+    book = SpendBook()
+    book.days["2026-11-22"] = DailySpend(usd=0.5)
+    tomorrow = datetime(2026, 11, 23, 0, 1, tzinfo=UTC)
+    ledger = Ledger(book, PriceTable(), Metrics(), daily_budget_usd=0.5, now=lambda: tomorrow)
+    async with httpx.AsyncClient() as http:
+        result = await enricher(http, ledger=ledger).enrich(fixture_payload(BINANCE_DOWN))
+    assert llm.called and result.source.kind == "llm"
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (httpx.Response(500), "server_error"),
+        (chat_reply("not json at all"), "bad_json"),
+        (chat_reply({"diagnosis": "only this"}), "incomplete"),
+    ],
+)
+async def test_each_fallback_is_counted_by_its_reason(
+    respx_mock: respx.MockRouter, prometheus: respx.Route, reply: httpx.Response, reason: str
+) -> None:
+    respx_mock.post(f"{LLM_URL}/chat/completions").mock(return_value=reply)
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        await enricher(http, metrics=metrics).enrich(fixture_payload(BINANCE_DOWN))
+    assert fallbacks(metrics, reason) == 1
+
+
+async def test_without_a_key_the_fallback_is_counted_as_no_key(prometheus: respx.Route) -> None:
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        await enricher(http, api_key=None, metrics=metrics).enrich(fixture_payload(BINANCE_DOWN))
+    assert fallbacks(metrics, "no_key") == 1
+
+
+async def test_a_failed_call_still_adds_what_its_reply_cost(
+    respx_mock: respx.MockRouter, prometheus: respx.Route
+) -> None:
+    respx_mock.post(f"{LLM_URL}/chat/completions").mock(
+        return_value=chat_reply("not json", usage=(1000, 1000))
+    )
+    book = SpendBook()
+    ledger = Ledger(book, PriceTable(), Metrics(), daily_budget_usd=None, now=lambda: TODAY)
+    async with httpx.AsyncClient() as http:
+        result = await enricher(http, ledger=ledger).enrich(fixture_payload(BINANCE_DOWN))
+    assert result.source.kind == "rules"
+    assert book.days["2026-11-22"] == DailySpend(pytest.approx(0.0007), 1000, 1000, 1)

@@ -10,7 +10,9 @@ import respx
 from tenacity import RetryCallState, wait_none
 from tenacity.wait import wait_base
 
+from app.cost import Usage
 from app.llm import MAX_RETRY_AFTER, LLMClient, LLMError, default_wait
+from app.metrics import Metrics
 from tests.fakes import FAKE_LLM_KEY, GOOD_DIAGNOSIS, LLM_URL, chat_reply
 
 URL = f"{LLM_URL}/chat/completions"
@@ -34,7 +36,7 @@ def client(http: httpx.AsyncClient, **overrides) -> LLMClient:
 async def test_request_follows_the_contract(respx_mock: respx.MockRouter) -> None:
     route = respx_mock.post(URL).mock(return_value=chat_reply(GOOD_DIAGNOSIS))
     async with httpx.AsyncClient() as http:
-        diagnosis = await client(http).diagnose("system text", "user text")
+        diagnosis = (await client(http).diagnose("system text", "user text")).diagnosis
     assert diagnosis.action_items == GOOD_DIAGNOSIS["action_items"]
     request = route.calls[0].request
     assert request.headers["authorization"] == f"Bearer {FAKE_LLM_KEY}"
@@ -136,7 +138,8 @@ async def test_fenced_json_from_lenient_servers_is_accepted(respx_mock: respx.Mo
         return_value=chat_reply(f"```json\n{json.dumps(GOOD_DIAGNOSIS)}\n```")
     )
     async with httpx.AsyncClient() as http:
-        assert (await client(http).diagnose("s", "u")).impact == GOOD_DIAGNOSIS["impact"]
+        answer = await client(http).diagnose("s", "u")
+    assert answer.diagnosis.impact == GOOD_DIAGNOSIS["impact"]
 
 
 async def test_no_key_fails_without_any_request(respx_mock: respx.MockRouter) -> None:
@@ -195,8 +198,8 @@ async def test_server_rejecting_response_format_gets_one_retry_without_it(
     route = respx_mock.post(URL).mock(side_effect=[httpx.Response(400), chat_reply(GOOD_DIAGNOSIS)])
     async with httpx.AsyncClient() as http:
         with caplog.at_level(logging.WARNING, logger="app.llm"):
-            diagnosis = await client(http, max_attempts=1).diagnose("s", "u")
-    assert diagnosis.impact == GOOD_DIAGNOSIS["impact"]
+            answer = await client(http, max_attempts=1).diagnose("s", "u")
+    assert answer.diagnosis.impact == GOOD_DIAGNOSIS["impact"]
     with_format, without_format = sent_bodies(route)
     assert with_format["response_format"] == {"type": "json_object"}
     assert "response_format" not in without_format
@@ -510,7 +513,8 @@ async def test_fenced_json_with_or_without_a_language_tag_is_accepted(
     content = fenced.replace("{body}", json.dumps(GOOD_DIAGNOSIS))
     respx_mock.post(URL).mock(return_value=chat_reply(content))
     async with httpx.AsyncClient() as http:
-        assert await client(http).complete_json("s", "u") == GOOD_DIAGNOSIS
+        content, _ = await client(http).complete_json("s", "u")
+    assert content == GOOD_DIAGNOSIS
 
 
 async def test_a_400_then_a_server_error_keeps_json_mode(respx_mock: respx.MockRouter) -> None:
@@ -580,3 +584,99 @@ async def test_the_base_url_is_kept_whole_up_to_its_last_character(
         await llm.diagnose("s", "u")
         await llm.ping()
     assert chat.call_count == 1 and models.call_count == 1
+
+
+def requests(metrics: Metrics, outcome: str) -> float:
+    labels = {"model": "deepseek-chat", "outcome": outcome}
+    return metrics.registry.get_sample_value("alert_enricher_llm_requests_total", labels) or 0.0
+
+
+async def test_an_answer_carries_the_tokens_the_server_counted(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(URL).mock(return_value=chat_reply(GOOD_DIAGNOSIS, usage=(1200, 300)))
+    async with httpx.AsyncClient() as http:
+        answer = await client(http).diagnose("s", "u")
+    assert answer.usage == Usage(1200, 300, estimated=False)
+
+
+async def test_a_reply_without_usage_is_estimated_from_its_text(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(URL).mock(return_value=chat_reply(GOOD_DIAGNOSIS))
+    async with httpx.AsyncClient() as http:
+        answer = await client(http).diagnose("s" * 400, "u" * 400)
+    reply_bytes = len(json.dumps(GOOD_DIAGNOSIS).encode())
+    assert answer.usage == Usage(200, -(-reply_bytes // 4), estimated=True)
+
+
+async def test_a_reply_that_is_not_the_json_asked_for_still_counts_its_tokens(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(URL).mock(return_value=chat_reply("I think the API is down.", usage=(900, 40)))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(LLMError) as raised:
+            await client(http).diagnose("s", "u")
+    assert (raised.value.reason, raised.value.usage) == ("bad_json", Usage(900, 40))
+
+
+async def test_an_incomplete_diagnosis_counts_its_tokens_and_says_incomplete(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(URL).mock(return_value=chat_reply({"diagnosis": "x"}, usage=(900, 10)))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(LLMError) as raised:
+            await client(http).diagnose("s", "u")
+    assert (raised.value.reason, raised.value.usage) == ("incomplete", Usage(900, 10))
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (httpx.Response(401), "refused"),
+        (httpx.Response(418), "http_error"),
+        (httpx.Response(503), "server_error"),
+        (httpx.Response(429), "rate_limited"),
+        (httpx.ConnectError("refused"), "unreachable"),
+        (httpx.ReadTimeout("slow"), "timeout"),
+        (httpx.Response(200, text="<html>"), "bad_json"),
+        (httpx.Response(200, json={"choices": []}), "bad_json"),
+    ],
+)
+async def test_every_failure_has_a_reason_code_for_the_fallback_metric(
+    respx_mock: respx.MockRouter, reply: httpx.Response | Exception, reason: str
+) -> None:
+    respx_mock.post(URL).mock(side_effect=[reply])
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(LLMError) as raised:
+            await client(http, max_attempts=1).diagnose("s", "u")
+    assert raised.value.reason == reason
+
+
+async def test_no_key_and_the_total_deadline_have_reason_codes_too(
+    respx_mock: respx.MockRouter,
+) -> None:
+    async def slow(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(5)
+        return chat_reply(GOOD_DIAGNOSIS)
+
+    respx_mock.post(URL).mock(side_effect=slow)
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(LLMError) as no_key:
+            await client(http, api_key=None).diagnose("s", "u")
+        with pytest.raises(LLMError) as late:
+            await client(http, timeout=0.2).diagnose("s", "u")
+    assert (no_key.value.reason, late.value.reason) == ("no_key", "timeout")
+
+
+async def test_every_request_is_counted_by_model_and_outcome(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(URL).mock(
+        side_effect=[httpx.Response(429), httpx.Response(503), chat_reply(GOOD_DIAGNOSIS)]
+    )
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        await client(http, metrics=metrics).diagnose("s", "u")
+    counted = {o: requests(metrics, o) for o in ("rate_limited", "server_error", "ok")}
+    assert counted == {"rate_limited": 1, "server_error": 1, "ok": 1}

@@ -19,7 +19,7 @@ import psycopg
 import pytest
 
 from app.incident import Transition
-from app.store import LeaseLostError, PostgresStore, SQLiteStore, Store
+from app.store import DailySpend, LeaseLostError, PostgresStore, SQLiteStore, Store
 
 
 class Clock:
@@ -300,3 +300,34 @@ async def test_purge_forgets_ended_and_silent_incidents(store) -> None:
     assert await store.purge(older_than_seconds=2 * 3600) == 3
     assert await store.message_ref(ended, "slack") is None
     assert await store.open_incident("silent") is None, "nothing heard for longer than retention"
+
+
+async def test_the_oldest_unfinished_notification_is_the_backlogs_age(store) -> None:
+    assert await store.oldest_backlog_age() == 0, "nothing waits"
+    await store.accept("a", "g1", "{}", 600)
+    store.clock.now += 30
+    await store.accept("b", "g2", "{}", 600)
+    store.clock.now += 10
+    assert 40 <= await store.oldest_backlog_age() < 41
+    first = await store.claim("w", 30)
+    assert 40 <= await store.oldest_backlog_age() < 41, "being processed is not finished"
+    await store.finish(first.claim)
+    assert 10 <= await store.oldest_backlog_age() < 11
+
+
+async def test_llm_spend_adds_up_per_utc_day_across_replicas_and_restarts(
+    backend: Backend,
+) -> None:
+    first, second = await backend.open(), await backend.open()
+    await first.add_llm_spend("2026-11-22", 0.25, 1000, 200)
+    await second.add_llm_spend("2026-11-22", 0.5, 3000, 400)
+    await second.add_llm_spend("2026-11-23", 1.0, 10, 5)
+    await first.close()
+    await second.close()
+    again = await backend.open()
+    try:
+        assert await again.llm_spend("2026-11-22") == DailySpend(0.75, 4000, 600, 2)
+        assert await again.llm_spend("2026-11-23") == DailySpend(1.0, 10, 5, 1)
+        assert await again.llm_spend("2026-11-21") == DailySpend(), "a day without calls"
+    finally:
+        await again.close()

@@ -45,7 +45,7 @@ async def test_replicas_starting_at_once_on_an_empty_database_create_the_schema_
         version = conn.execute(
             "SELECT value FROM alert_enricher_meta WHERE key = 'schema_version'"
         ).fetchone()
-    assert version == ("2",)
+    assert version == ("3",)
 
 
 async def test_replicas_claiming_side_by_side_take_each_notification_once_in_group_order(

@@ -1,4 +1,5 @@
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,10 @@ class ScriptedStore:
         self.claims: list[tuple[str, float]] = []
         self.notify: Callable[[], None] | None = None
         self.fail_finish = False
+        self.fail_release: Exception | None = None
+        self.fail_backlog = False
+        self.backlogs = 0
+        self.purged = 0
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         self.claims.append((owner, lease))
@@ -391,13 +396,21 @@ class ScriptedStore:
 
     async def release(self, claim: Claim) -> None:
         self._record("release", claim)
+        if self.fail_release is not None:
+            raise self.fail_release
 
     async def backlog(self) -> int:
+        self.backlogs += 1
+        if self.fail_backlog:
+            raise StoreError("database is locked")
         return 7
+
+    async def oldest_backlog_age(self) -> float:
+        return 42.0
 
     async def purge(self, retention: float) -> int:
         self.calls.append(("purge", retention))
-        return 0
+        return self.purged
 
     async def watch(self, notified: Callable[[], None], answered: Callable[[int], None]) -> None:
         self.notify = notified
@@ -669,6 +682,7 @@ async def test_an_idle_worker_reports_the_backlog_and_purges_past_retention() ->
             await asyncio.sleep(0)
     await workers.stop()
     assert metrics.registry.get_sample_value("alert_enricher_backlog") == 7
+    assert metrics.registry.get_sample_value("alert_enricher_queue_oldest_age_seconds") == 42
     assert store.calls.count(("purge", 1234)) == 1
 
 
@@ -686,3 +700,136 @@ async def test_a_pool_never_started_has_no_live_workers_and_stops_cleanly() -> N
     assert workers.alive == 0 and workers.size == 2
     await workers.stop()
     assert store.calls == [] and store.claims == []
+
+
+def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "app.worker" and r.levelno == level]
+
+
+async def test_each_outcome_is_logged_naming_its_notification(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ScriptedStore(stored(1), stored(2), stored(3))
+    store.fail_finish = True  # the first finish: notification 2's
+
+    async def lost_first(stored: StoredNotification, lease: Lease) -> None:
+        if stored.id == 1:
+            raise LeaseLostError("taken over")
+
+    with caplog.at_level(logging.INFO, logger="app.worker"):
+        await run_pool(store, lost_first, settled=2)
+    assert messages(caplog, logging.WARNING) == [
+        "stopped work on notification 1, sending nothing more: taken over"
+    ]
+    assert messages(caplog, logging.ERROR) == [
+        "store failed while finishing notification 2: disk I/O error"
+    ]
+    assert "notification 3 processed" in messages(caplog, logging.INFO)
+
+
+async def test_processing_time_is_observed_per_notification() -> None:
+    store, metrics = ScriptedStore(stored(1)), Metrics()
+    await run_pool(store, succeed, metrics)
+    count = metrics.registry.get_sample_value("alert_enricher_processing_seconds_count")
+    total = metrics.registry.get_sample_value("alert_enricher_processing_seconds_sum")
+    assert count == 1 and total is not None and 0 <= total < 1
+
+
+async def test_a_lost_lease_waits_for_the_work_to_unwind_before_moving_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever the work does as it stops (a send in flight) ends before the worker takes the
+    next notification, and the log says which lease was lost."""
+    store = ScriptedStore(stored(1), renew=False)
+    events: list[str] = []
+
+    class Recorder(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            events.append(record.getMessage())
+
+    async def unwinds_slowly(stored: StoredNotification, lease: Lease) -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+            events.append("work unwound")
+            raise
+
+    recorder = Recorder()
+    logging.getLogger("app.worker").addHandler(recorder)
+    try:
+        workers = pool(store, unwinds_slowly, count=1, lease_seconds=0.03)
+        workers.start()
+        async with asyncio.timeout(5):
+            while len(events) < 2:
+                await asyncio.sleep(0.01)
+        await workers.stop()
+    finally:
+        logging.getLogger("app.worker").removeHandler(recorder)
+    assert events[:2] == [
+        "work unwound",
+        "stopped work on notification 1, sending nothing more:"
+        " the lease on notification 1 was lost",
+    ]
+
+
+@pytest.mark.parametrize(
+    "failure", [StoreError("database is locked"), LeaseLostError("taken over")]
+)
+async def test_stopping_hands_work_back_after_it_unwinds_and_a_failed_hand_back_is_quiet(
+    caplog: pytest.LogCaptureFixture, failure: Exception
+) -> None:
+    store = ScriptedStore(stored(1))
+    store.fail_release = failure
+    events: list[str] = []
+    started = asyncio.Event()
+
+    async def unwinds_slowly(stored: StoredNotification, lease: Lease) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)
+            events.append("work unwound")
+            raise
+
+    workers = pool(store, unwinds_slowly, count=1, grace_seconds=0.01)
+    workers.start()
+    async with asyncio.timeout(5):
+        await started.wait()
+    await workers.stop()
+    events.extend(c[0] for c in store.outcomes())
+    assert events == ["work unwound", "release"], "handed back once the work has stopped"
+    assert messages(caplog, logging.WARNING) + messages(caplog, logging.ERROR) == []
+
+
+async def test_retention_purges_once_an_hour_however_often_the_workers_idle(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ScriptedStore()
+    store.purged = 3
+    workers = pool(store, succeed, count=1, retention_seconds=1234)
+    with caplog.at_level(logging.INFO, logger="app.worker"):
+        workers.start()
+        async with asyncio.timeout(5):
+            while store.backlogs < 4:
+                workers.wake()
+                await asyncio.sleep(0.01)
+        await workers.stop()
+    assert store.calls.count(("purge", 1234)) == 1
+    assert messages(caplog, logging.INFO) == ["purged 3 finished notifications past retention"]
+
+
+async def test_failing_housekeeping_is_logged_saying_what_failed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ScriptedStore()
+    store.fail_backlog = True
+    workers = pool(store, succeed, count=1)
+    workers.start()
+    async with asyncio.timeout(5):
+        while store.backlogs < 2:
+            workers.wake()
+            await asyncio.sleep(0.01)
+    await workers.stop()
+    assert messages(caplog, logging.ERROR) == ["store housekeeping failed: database is locked"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from app.store.base import (
     Accepted,
     Claim,
+    DailySpend,
     Delivery,
     DiagnosisJob,
     EditTarget,
@@ -22,6 +23,7 @@ from app.store.urls import POSTGRES_SCHEMES, backend_name, shown_url
 __all__ = [
     "Accepted",
     "Claim",
+    "DailySpend",
     "Delivery",
     "DiagnosisJob",
     "EditTarget",

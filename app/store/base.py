@@ -104,6 +104,16 @@ class MessageRef:
 
 
 @dataclass(frozen=True)
+class DailySpend:
+    """What the LLM cost on one UTC day, over every replica (LLM_DAILY_BUDGET_USD)."""
+
+    usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+
+@dataclass(frozen=True)
 class Delivery:
     """One channel's delivery of a notification: its outcome, and the steps already done."""
 
@@ -194,6 +204,17 @@ class Store(Protocol):
         self, claim: Claim, incident_id: int, channel: str, ref: str
     ) -> None: ...
     async def backlog(self) -> int: ...
+    async def oldest_backlog_age(self) -> float:
+        """Seconds since the oldest notification not yet finished was accepted; 0 with none."""
+        ...
+
+    async def add_llm_spend(
+        self, day: str, usd: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        """Add one diagnosis's cost to its UTC day (`YYYY-MM-DD`)."""
+        ...
+
+    async def llm_spend(self, day: str) -> DailySpend: ...
 
     # The LLM lane (app/diagnosis_lane.py): a page's diagnosis, queued durably beside the page.
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:

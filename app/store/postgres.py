@@ -273,6 +273,18 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
 
         return await self._run(count, reserved=True)
 
+    async def oldest_backlog_age(self) -> float:
+        async def age(conn: Conn) -> float:
+            cursor = await conn.execute(
+                f"SELECT extract(epoch FROM {NOW} - min(received_at)) FROM notifications"
+                " WHERE state IN ('pending', 'processing')",
+                self._params(),
+            )
+            row = await cursor.fetchone()
+            return max(0.0, float(row[0])) if row and row[0] is not None else 0.0
+
+        return await self._run(age, reserved=True, single=True)
+
     async def purge(self, older_than_seconds: float) -> int:
         """As SQLiteStore.purge, in batches of PURGE_BATCH rows, each its own short transaction
         (a long backlog never outlasts the time bound); with several replicas, one purges at a

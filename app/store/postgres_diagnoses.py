@@ -8,9 +8,17 @@ left it.
 from __future__ import annotations
 
 from app.priority import AGING_SECONDS, EDIT_BEHIND
-from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, QueuedDiagnosis
+from app.store.base import (
+    Claim,
+    DailySpend,
+    DiagnosisJob,
+    EditTarget,
+    LeaseLostError,
+    QueuedDiagnosis,
+)
 from app.store.postgres_db import Conn
 from app.store.postgres_schema import (
+    ADD_LLM_SPEND,
     ANSWER_DIAGNOSIS,
     ANSWERED_CHANNEL,
     CHANNEL,
@@ -108,6 +116,20 @@ class PostgresDiagnoses(PostgresPrimitives):
             {"id": notification_id},
         )
         return bool(rows)
+
+    async def add_llm_spend(
+        self, day: str, usd: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        spend = {"day": day, "usd": usd, "prompt": prompt_tokens, "completion": completion_tokens}
+        await self._db.run(lambda conn: conn.execute(ADD_LLM_SPEND, spend), single=True)
+
+    async def llm_spend(self, day: str) -> DailySpend:
+        rows = await self._fetch(
+            "SELECT usd, prompt_tokens, completion_tokens, calls FROM llm_spend"
+            " WHERE day = %(day)s",
+            {"day": day},
+        )
+        return DailySpend(float(rows[0][0]), *map(int, rows[0][1:])) if rows else DailySpend()
 
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         rows = await self._fetch(

@@ -8,7 +8,7 @@ by a number of seconds: always 0 in the service, moved forwards by the contract 
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
 MIGRATE_LOCK = 0x41450001
@@ -111,7 +111,25 @@ CREATE TABLE IF NOT EXISTS diagnoses (
     result TEXT
 );
 CREATE INDEX IF NOT EXISTS diagnoses_open ON diagnoses (priority)
-    WHERE state IN ('queued', 'running')
+    WHERE state IN ('queued', 'running');
+-- Version 3, operate: the LLM's spend per UTC day (LLM_DAILY_BUDGET_USD), shared by replicas.
+CREATE TABLE IF NOT EXISTS llm_spend (
+    day TEXT PRIMARY KEY,
+    usd DOUBLE PRECISION NOT NULL DEFAULT 0,
+    prompt_tokens BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    calls BIGINT NOT NULL DEFAULT 0
+)
+"""
+
+ADD_LLM_SPEND = """
+INSERT INTO llm_spend AS s (day, usd, prompt_tokens, completion_tokens, calls)
+VALUES (%(day)s, %(usd)s, %(prompt)s, %(completion)s, 1)
+ON CONFLICT (day) DO UPDATE SET
+    usd = s.usd + excluded.usd,
+    prompt_tokens = s.prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = s.completion_tokens + excluded.completion_tokens,
+    calls = s.calls + 1
 """
 
 # The oldest claimable notification whose group has nothing earlier still open. SKIP LOCKED lets

@@ -255,6 +255,13 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries):
         )
         return int(rows[0][0])
 
+    async def oldest_backlog_age(self) -> float:
+        rows = await self._fetch(
+            "SELECT MIN(received_at) FROM notifications WHERE state IN ('pending', 'processing')"
+        )
+        oldest = rows[0][0]
+        return 0.0 if oldest is None else max(0.0, self._clock() - oldest)
+
     async def purge(self, older_than_seconds: float) -> int:
         """Forget incidents that ended, or heard nothing for longer than retention (Alertmanager
         repeats a firing group every repeat_interval), with their thread references; and finished

@@ -12,9 +12,22 @@ from __future__ import annotations
 import sqlite3
 
 from app.priority import AGING_SECONDS, EDIT_BEHIND
-from app.store.base import Claim, DiagnosisJob, EditTarget, LeaseLostError, QueuedDiagnosis
+from app.store.base import (
+    Claim,
+    DailySpend,
+    DiagnosisJob,
+    EditTarget,
+    LeaseLostError,
+    QueuedDiagnosis,
+)
 from app.store.primitives import SQLitePrimitives
-from app.store.sqlite_schema import ANSWER_DIAGNOSIS, CLAIM_DIAGNOSIS, QUEUE_DIAGNOSIS, QUEUE_EDIT
+from app.store.sqlite_schema import (
+    ADD_LLM_SPEND,
+    ANSWER_DIAGNOSIS,
+    CLAIM_DIAGNOSIS,
+    QUEUE_DIAGNOSIS,
+    QUEUE_EDIT,
+)
 
 
 class SQLiteDiagnoses(SQLitePrimitives):
@@ -110,6 +123,19 @@ class SQLiteDiagnoses(SQLitePrimitives):
             (notification_id,),
         )
         return bool(rows)
+
+    async def add_llm_spend(
+        self, day: str, usd: float, prompt_tokens: int, completion_tokens: int
+    ) -> None:
+        spend = {"day": day, "usd": usd, "prompt": prompt_tokens, "completion": completion_tokens}
+        await self._tx(lambda c: c.execute(ADD_LLM_SPEND, spend))
+
+    async def llm_spend(self, day: str) -> DailySpend:
+        rows = await self._fetch(
+            "SELECT usd, prompt_tokens, completion_tokens, calls FROM llm_spend WHERE day = ?",
+            (day,),
+        )
+        return DailySpend(float(rows[0][0]), *map(int, rows[0][1:])) if rows else DailySpend()
 
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         def read(conn: sqlite3.Connection) -> EditTarget | None:

@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -89,6 +89,13 @@ CREATE TABLE IF NOT EXISTS heartbeat (
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS llm_spend (
+    day TEXT PRIMARY KEY,
+    usd REAL NOT NULL DEFAULT 0,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    calls INTEGER NOT NULL DEFAULT 0
 );
 """
 
@@ -216,3 +223,15 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:  # not Linux: boot time by the wall clock, to the minute
         return f"boot-{round((time.time() - time.monotonic()) / 60)}"
+
+
+# LLM_DAILY_BUDGET_USD: what one diagnosis cost, added to its UTC day's total.
+ADD_LLM_SPEND = """
+INSERT INTO llm_spend (day, usd, prompt_tokens, completion_tokens, calls)
+VALUES (:day, :usd, :prompt, :completion, 1)
+ON CONFLICT (day) DO UPDATE SET
+    usd = usd + excluded.usd,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens,
+    calls = calls + 1
+"""
