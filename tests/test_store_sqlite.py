@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from app.store import SQLiteStore, StoreError
+from app.store import SQLiteStore, StoreError, sqlite_schema
+from app.store.sqlite_schema import boot_id
 from app.store.urls import sqlite_path
 from tests.fakes import FIXTURES
 from tests.test_store import Clock
@@ -49,6 +50,51 @@ async def test_a_reboot_voids_every_lease(tmp_path: Path) -> None:
     again = await after.claim("w", 30)
     await after.close()
     assert again is not None, "the lease from the last boot (until 90030) does not hold"
+
+
+async def test_a_restart_within_the_same_boot_keeps_every_lease(tmp_path: Path) -> None:
+    """Two processes on one machine (a restart, or `replay` beside `serve`): the second must not
+    void the live lease of the first."""
+    url = f"sqlite:///{tmp_path}/s.db"
+    first = await SQLiteStore.open(url, lease_clock=Clock(100.0), boot="boot-1")
+    await first.accept("k", "g", "{}", 600)
+    assert await first.claim("w", 30) is not None
+    second = await SQLiteStore.open(url, lease_clock=Clock(110.0), boot="boot-1")
+    try:
+        assert await second.claim("other", 30) is None, "the lease until 130 holds at 110"
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_reopening_keeps_the_claim_order_by_rank(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    before = await SQLiteStore.open(url, Clock(), Clock(100.0), boot="boot-1")
+    await before.accept("warning", "g1", "{}", 600, rank=3)
+    await before.accept("critical", "g2", "{}", 600, rank=0)
+    await before.close()
+    after = await SQLiteStore.open(url, Clock(), Clock(100.0), boot="boot-1")
+    try:
+        first = await after.claim("w", 30)
+    finally:
+        await after.close()
+    assert first is not None and first.group_id == "g2", "the critical, accepted last, first"
+
+
+def test_the_boot_is_the_kernels_boot_id() -> None:
+    assert boot_id() == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+
+
+def test_without_proc_the_boot_is_the_wall_clock_minute_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_proc(self: Path) -> str:
+        raise FileNotFoundError(self)
+
+    monkeypatch.setattr(Path, "read_text", no_proc)
+    monkeypatch.setattr(sqlite_schema.time, "time", lambda: 1_700_000_000.0)
+    monkeypatch.setattr(sqlite_schema.time, "monotonic", lambda: 3_000.0)
+    assert boot_id() == "boot-28333283"  # (1_700_000_000 - 3_000) / 60, rounded
 
 
 async def test_a_store_of_the_first_release_is_migrated_with_its_live_threads(

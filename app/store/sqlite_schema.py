@@ -199,8 +199,6 @@ SELECT 'edit:' || id, group_id, :result, :now, 'edit', id, rank + :behind,
     (rank + :behind) * :aging + :now
 FROM notifications WHERE id = :id
 """
-# A page's diagnosis, queued once (a retry of the page queues nothing more). `owed`: the page
-# goes without it, so its answer becomes an edit; RETURNING shows an answer already there.
 # A page's diagnosis, queued once (a retry of the page queues nothing more); `owed`: detached
 # from the start, the page goes without it.
 QUEUE_DIAGNOSIS = """
