@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from app.doorbell import Doorbell
 from app.enrich import Enricher
-from app.logs import Throttled
+from app.logs import Throttled, log_context
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, Diagnosis, DiagnosisSource, MetricContext
 from app.rules import diagnose as rule_diagnosis
@@ -158,7 +158,8 @@ class DiagnosisLane:
                 continue
             self._running += 1
             try:
-                await self._answer(job)
+                with log_context(notification_id=job.claim.notification_id, stage="diagnose"):
+                    await self._answer(job)
             except (StoreError, LeaseLostError) as exc:  # the lease runs out; taken again
                 log.error("diagnosis of notification %s not recorded: %s", job.claim, exc)
             except Exception:  # a bug must not stop the lane; the lease brings the job back

@@ -5,9 +5,37 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 NOISY = ("httpx", "httpcore", "telegram", "slack_sdk", "aiohttp.access", "hpack")
+# What a JSON line carries beside its message, when known: from log_context, or a call's `extra`.
+FIELDS = ("notification_id", "group_key", "stage", "outcome", "channel")
+
+_context: ContextVar[Mapping[str, object] | None] = ContextVar("log_context", default=None)
+
+
+@contextmanager
+def log_context(**fields: object) -> Iterator[None]:
+    """Fields (FIELDS) that every log line written inside, by this task and the tasks it starts,
+    carries in the JSON format: which notification, which group, which stage."""
+    token = _context.set({**(_context.get() or {}), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Puts log_context's fields on the record (a call's own `extra` wins)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in (_context.get() or {}).items():
+            if not hasattr(record, name):
+                setattr(record, name, value)
+        return True
 
 
 class Throttled:
@@ -45,6 +73,10 @@ class SecretScrubber(logging.Filter):
                 record.exc_text = self.scrub(logging.Formatter().formatException(record.exc_info))
                 record.exc_info = None
             record.msg, record.args = message, None
+            for name in FIELDS:
+                value = getattr(record, name, None)
+                if isinstance(value, str):
+                    setattr(record, name, self.scrub(value))
         return True
 
 
@@ -56,6 +88,10 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        for name in FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         elif record.exc_text:
@@ -65,6 +101,7 @@ class JSONFormatter(logging.Formatter):
 
 def configure_logging(level: str, fmt: str, secrets: list[str]) -> None:
     handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter())
     handler.addFilter(SecretScrubber(secrets))
     if fmt == "json":
         handler.setFormatter(JSONFormatter())

@@ -22,6 +22,7 @@ from app.diagnosis_lane import CONTEXTS, DiagnosisLane, DiagnosisResult
 from app.enrich import Enricher
 from app.incident import transition
 from app.lease import Lease
+from app.logs import log_context
 from app.metrics import Metrics
 from app.models import (
     AlertmanagerPayload,
@@ -69,7 +70,8 @@ class Pipeline:
 
     async def run(self, stored: StoredNotification, lease: Lease) -> None:
         if stored.kind == "edit":
-            await self._edit(stored, lease)
+            with log_context(stage="edit"):
+                await self._edit(stored, lease)
         else:
             await self._page(stored, lease)
 
@@ -79,9 +81,11 @@ class Pipeline:
             notification = EnrichedNotification.model_validate_json(stored.enrichment)
             incident_id = stored.incident_id
         else:
-            notification, incident_id = await self._enrich(stored, lease, accepted)
+            with log_context(stage="enrich"):
+                notification, incident_id = await self._enrich(stored, lease, accepted)
         notification = notification.model_copy(update={"incident_id": incident_id})
-        report = await self._dispatcher.deliver(notification, lease, accepted=accepted)
+        with log_context(stage="deliver"):
+            report = await self._dispatcher.deliver(notification, lease, accepted=accepted)
         if report.retryable:
             raise RetryLaterError(_reasons(report.retryable))
 

@@ -216,6 +216,7 @@ async def receive_alerts(request: Request) -> Response:
         accepted.id,
         payload.status,
         len(payload.alerts),
+        extra={"notification_id": accepted.id, "group_key": payload.group_id, "stage": "accept"},
     )
     return JSONResponse({"status": "accepted", "id": accepted.id}, 202)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from app.doorbell import Doorbell
 from app.lease import Lease
-from app.logs import Throttled
+from app.logs import Throttled, log_context
 from app.metrics import Metrics
 from app.pipeline import RetryLaterError
 from app.store import LeaseLostError, Store, StoredNotification, StoreError
@@ -122,15 +122,22 @@ class WorkerPool:
             if stored is None:
                 await self._idle(index)
                 continue
-            try:
-                await self._handle(stored)
-            except StoreError as exc:  # the lease runs out and the work is claimed again
-                log.error("store failed while finishing notification %s: %s", stored.id, exc)
-            except LeaseLostError as exc:
-                self._metrics.processed.labels(outcome="lost").inc()
-                log.warning(
-                    "stopped work on notification %s, sending nothing more: %s", stored.id, exc
-                )
+            with log_context(notification_id=stored.id, group_key=stored.group_id):
+                await self._handle_logged(stored)
+
+    async def _handle_logged(self, stored: StoredNotification) -> None:
+        try:
+            await self._handle(stored)
+        except StoreError as exc:  # the lease runs out and the work is claimed again
+            log.error("store failed while finishing notification %s: %s", stored.id, exc)
+        except LeaseLostError as exc:
+            self._metrics.processed.labels(outcome="lost").inc()
+            log.warning(
+                "stopped work on notification %s, sending nothing more: %s",
+                stored.id,
+                exc,
+                extra={"outcome": "lost"},
+            )
 
     async def _idle(self, index: int) -> None:
         if index == 0:
@@ -175,7 +182,7 @@ class WorkerPool:
         else:
             await self._store.finish(stored.claim)
             self._metrics.processed.labels(outcome="done").inc()
-            log.info("notification %s processed", stored.id)
+            log.info("notification %s processed", stored.id, extra={"outcome": "done"})
         finally:
             keeper.cancel()
             self._metrics.processing_seconds.observe(time.monotonic() - started)
@@ -190,11 +197,18 @@ class WorkerPool:
                 stored.id,
                 stored.attempts,
                 reason,
+                extra={"outcome": "failed"},
             )
             await self._store.give_up(stored.claim, reason)
             self._metrics.processed.labels(outcome="failed").inc()
             return
         delay = backoff(stored.attempts)
-        log.warning("notification %s will be retried in %.0fs: %s", stored.id, delay, reason)
+        log.warning(
+            "notification %s will be retried in %.0fs: %s",
+            stored.id,
+            delay,
+            reason,
+            extra={"outcome": "retry"},
+        )
         await self._store.retry_later(stored.claim, reason, delay)
         self._metrics.processed.labels(outcome="retry").inc()
