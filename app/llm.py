@@ -312,7 +312,7 @@ class LLMClient:
     async def ping(self) -> str:
         """GET /models, for `check`: proves the URL and the key without spending tokens."""
         if not self._api_key:
-            raise LLMError("no LLM API key configured", "no_key")
+            raise LLMError("no LLM API key configured")
         try:
             response = await self._http.get(
                 self._models_url, headers={"Authorization": f"Bearer {self._api_key}"}

@@ -183,6 +183,16 @@ def recheck_survivors(modules: Iterable[str] | None = None, mutants: Path = MUTA
     return reset
 
 
+def forget_test_map(mutants: Path = MUTANTS) -> bool:
+    """Drop mutmut's record of which tests reach which function, so this run traces the whole
+    suite again: mutmut adds only new tests to it, so an old test that now reaches a new or
+    changed function is never run against its mutants, which then survive for no reason."""
+    stats = mutants / "mutmut-stats.json"
+    existed = stats.exists()
+    stats.unlink(missing_ok=True)
+    return existed
+
+
 def results(modules: Iterable[str] | None = None) -> Iterator[ModuleResult]:
     wanted = set(modules) if modules is not None else None
     for meta in sorted(MUTANTS.glob("app/**/*.py.meta")):
@@ -257,6 +267,7 @@ def run(modules: list[str] | None, max_children: int | None, budget: float | Non
         command += ["--max-children", str(max_children)]
     MUTANTS.mkdir(exist_ok=True)
     recheck_survivors(modules)
+    forget_test_map()
     log = MUTANTS / "mutmut.log"
     with shared_postgres() as postgres, log.open("w") as out:
         env = {

@@ -15,6 +15,7 @@ from tests.mutate import (
     equivalents,
     main,
     module_of,
+    forget_test_map,
     recheck_survivors,
 )
 
@@ -116,3 +117,12 @@ def test_survivors_are_checked_again_on_the_next_run_and_killed_mutants_are_not(
     }
     assert data["durations_by_key"] == {"k": 0.1}, "the rest of mutmut's record is kept"
     assert json.loads(other.read_text())["exit_code_by_key"] == {"app.y.g__mutmut_1": 0}
+
+
+def test_every_run_traces_the_suite_afresh(tmp_path: Path) -> None:
+    """mutmut only adds new tests to its map of tests by function: an old test that reaches a
+    new function would never run against that function's mutants."""
+    stats = tmp_path / "mutmut-stats.json"
+    stats.write_text('{"tests_by_mangled_function_name": {}}')
+    assert forget_test_map(tmp_path) and not stats.exists()
+    assert not forget_test_map(tmp_path), "nothing to forget"

@@ -305,6 +305,7 @@ async def test_purge_forgets_ended_and_silent_incidents(store) -> None:
 async def test_the_oldest_unfinished_notification_is_the_backlogs_age(store) -> None:
     assert await store.oldest_backlog_age() == 0, "nothing waits"
     await store.accept("a", "g1", "{}", 600)
+    assert 0 <= await store.oldest_backlog_age() < 1, "just accepted"
     store.clock.now += 30
     await store.accept("b", "g2", "{}", 600)
     store.clock.now += 10

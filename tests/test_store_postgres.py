@@ -326,6 +326,7 @@ async def test_the_webhook_health_and_lease_renewals_never_wait_behind_busy_work
         assert not (await store.accept("k2", "g2", "{}", 600)).duplicate
         assert await store.backlog() == 2
         assert await store.llm_backlog() == 0  # /health shows it too
+        assert await store.oldest_backlog_age() < 60  # and /metrics
         await store.ping()
         assert await store.renew(held.claim, 30)
         locker.execute("COMMIT")

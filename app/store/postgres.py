@@ -50,6 +50,7 @@ from app.store.postgres_schema import (
     HEARTBEAT,
     HELD,
     NOW,
+    OLDEST_OPEN_AGE,
     PURGE_INCIDENTS,
     PURGE_LOCK,
     PURGE_NOTIFICATIONS,
@@ -275,11 +276,7 @@ class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
 
     async def oldest_backlog_age(self) -> float:
         async def age(conn: Conn) -> float:
-            cursor = await conn.execute(
-                f"SELECT extract(epoch FROM {NOW} - min(received_at)) FROM notifications"
-                " WHERE state IN ('pending', 'processing')",
-                self._params(),
-            )
+            cursor = await conn.execute(OLDEST_OPEN_AGE, self._params())
             row = await cursor.fetchone()
             return max(0.0, float(row[0])) if row and row[0] is not None else 0.0
 

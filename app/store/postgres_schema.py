@@ -122,6 +122,12 @@ CREATE TABLE IF NOT EXISTS llm_spend (
 )
 """
 
+# Seconds since the oldest notification not finished was accepted (NULL with none).
+OLDEST_OPEN_AGE = f"""
+SELECT extract(epoch FROM {NOW} - min(received_at)) FROM notifications
+WHERE state IN ('pending', 'processing')
+"""
+
 ADD_LLM_SPEND = """
 INSERT INTO llm_spend AS s (day, usd, prompt_tokens, completion_tokens, calls)
 VALUES (%(day)s, %(usd)s, %(prompt)s, %(completion)s, 1)

@@ -34,7 +34,17 @@ from app.store.base import (
 from app.store.group_commit import GroupCommit
 from app.store.sqlite_deliveries import SQLiteDeliveries
 from app.store.sqlite_diagnoses import SQLiteDiagnoses
-from app.store.sqlite_schema import CLAIM, FINISH, GIVE_UP, HELD, RELEASE, RETRY, boot_id, migrate
+from app.store.sqlite_schema import (
+    CLAIM,
+    FINISH,
+    GIVE_UP,
+    HELD,
+    OLDEST_OPEN,
+    RELEASE,
+    RETRY,
+    boot_id,
+    migrate,
+)
 from app.store.urls import sqlite_path
 
 T = TypeVar("T")
@@ -256,10 +266,7 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries):
         return int(rows[0][0])
 
     async def oldest_backlog_age(self) -> float:
-        rows = await self._fetch(
-            "SELECT MIN(received_at) FROM notifications WHERE state IN ('pending', 'processing')"
-        )
-        oldest = rows[0][0]
+        oldest = (await self._fetch(OLDEST_OPEN))[0][0]
         return 0.0 if oldest is None else max(0.0, self._clock() - oldest)
 
     async def purge(self, older_than_seconds: float) -> int:

@@ -223,6 +223,9 @@ def boot_id() -> str:
         return f"boot-{round((time.time() - time.monotonic()) / 60)}"
 
 
+# When the oldest notification not finished was accepted (NULL with none).
+OLDEST_OPEN = "SELECT MIN(received_at) FROM notifications WHERE state IN ('pending', 'processing')"
+
 # LLM_DAILY_BUDGET_USD: what one diagnosis cost, added to its UTC day's total.
 ADD_LLM_SPEND = """
 INSERT INTO llm_spend (day, usd, prompt_tokens, completion_tokens, calls)
