@@ -1,4 +1,4 @@
-"""`alert-enricher serve | replay FILE.json [--send] | check`."""
+"""`alert-enricher serve | replay FILE.json [--send] | check | list | show ID | retry ID`."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from app import admin
 from app.config import Settings
 from app.logs import configure_logging
 from app.models import AlertmanagerPayload, EnrichedNotification
@@ -213,7 +214,26 @@ def parser() -> argparse.ArgumentParser:
         help="print what this channel would be sent (without --send)",
     )
     commands.add_parser("check", help="validate configuration and try every dependency")
+    list_cmd = commands.add_parser("list", help="the store's latest notifications, newest first")
+    list_cmd.add_argument("--failed", action="store_true", help="only those given up on")
+    list_cmd.add_argument("--since", type=duration, metavar="AGE", help="e.g. 30m, 1h, 7d")
+    list_cmd.add_argument("--limit", type=int, default=50, help="at most this many (50)")
+    show_cmd = commands.add_parser(
+        "show", help="one notification: payload, context, prompt, diagnosis, deliveries"
+    )
+    show_cmd.add_argument("id", type=int)
+    retry_cmd = commands.add_parser(
+        "retry", help="requeue a failed notification, for the channels that did not get it"
+    )
+    retry_cmd.add_argument("id", type=int)
     return root
+
+
+def duration(text: str) -> float:
+    try:
+        return admin.parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def configuration_errors(exc: ValidationError) -> list[str]:
@@ -254,4 +274,23 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             settings = settings.model_copy(update={"store_url": args.store})
         return asyncio.run(replay(settings, payload, args.send, args.channel))
+    if args.command == "list":
+        return asyncio.run(
+            admin.with_store(
+                settings,
+                lambda store: admin.list_notifications(
+                    store, args.since, args.failed, args.limit, sys.stdout
+                ),
+            )
+        )
+    if args.command == "show":
+        return asyncio.run(
+            admin.with_store(
+                settings, lambda store: admin.show(store, settings, args.id, sys.stdout)
+            )
+        )
+    if args.command == "retry":
+        return asyncio.run(
+            admin.with_store(settings, lambda store: admin.retry(store, args.id, sys.stdout))
+        )
     return asyncio.run(check(settings))

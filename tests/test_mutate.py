@@ -13,9 +13,9 @@ from tests.mutate import (
     _functions,
     _only_sql_case,
     equivalents,
+    forget_test_map,
     main,
     module_of,
-    forget_test_map,
     recheck_survivors,
 )
 

@@ -332,3 +332,61 @@ async def test_llm_spend_adds_up_per_utc_day_across_replicas_and_restarts(
         assert await again.llm_spend("2026-11-21") == DailySpend(), "a day without calls"
     finally:
         await again.close()
+
+
+async def test_the_admin_list_is_newest_first_and_filters_by_time_and_failure(store) -> None:
+    for key in ("a", "b", "c"):
+        await store.accept(key, f"g-{key}", "{}", 600)
+        store.clock.now += 10
+    failing = await store.claim("w", 30)
+    await store.give_up(failing.claim, "slack: channel_not_found")
+    listed = await store.notifications(since=None, failed_only=False, limit=10)
+    assert [r.group_id for r in listed] == ["g-c", "g-b", "g-a"]
+    assert [r.state for r in listed] == ["pending", "pending", "failed"]
+    a, b = listed[2], listed[1]
+    assert 9 <= b.received_at - a.received_at <= 11, "Unix seconds on the store's clock"
+    assert (a.last_error, a.attempts, a.finished_at is not None) == (
+        "slack: channel_not_found",
+        1,
+        True,
+    )
+    since_b = await store.notifications(since=b.received_at, failed_only=False, limit=10)
+    assert [r.group_id for r in since_b] == ["g-c", "g-b"]
+    assert [r.id for r in await store.notifications(None, True, 10)] == [a.id]
+    assert len(await store.notifications(None, False, 2)) == 2
+
+
+async def test_show_finds_a_notification_with_its_payload_and_enrichment(store) -> None:
+    accepted = await store.accept("k", "g", '{"x": 1}', 600)
+    claimed = await store.claim("w", 30)
+    await store.save_enrichment(claimed.claim, '{"title": "APIDown"}', opening("g", {"f1"}))
+    shown = await store.notification(accepted.id)
+    assert (shown.id, shown.kind, shown.state, shown.payload, shown.enrichment) == (
+        accepted.id,
+        "alert",
+        "processing",
+        '{"x": 1}',
+        '{"title": "APIDown"}',
+    )
+    assert await store.notification(accepted.id + 1000) is None
+
+
+async def test_retry_requeues_a_failed_notification_for_the_channels_that_did_not_get_it(
+    store,
+) -> None:
+    accepted = await store.accept("k", "g", "{}", 600)
+    for _ in range(3):
+        held = await store.claim("w", 30)
+        if held.attempts < 3:
+            await store.retry_later(held.claim, "telegram: 502", 0)
+    await store.record_delivery(held.claim, "slack", "sent", "C1:1.2", None)
+    await store.record_delivery(held.claim, "telegram", "failed", None, "chat not found")
+    await store.give_up(held.claim, "telegram: chat not found")
+    assert await store.requeue(accepted.id)
+    again = await store.claim("w", 30)
+    assert (again.id, again.attempts) == (accepted.id, 1), "fresh attempts, claimable at once"
+    assert set(await store.deliveries(accepted.id)) == {"slack"}, "the failure is forgotten"
+    assert not await store.requeue(accepted.id), "only a failed notification is requeued"
+    await store.finish(again.claim)
+    assert not await store.requeue(accepted.id)
+    assert not await store.requeue(accepted.id + 1000)

@@ -263,6 +263,28 @@ async def test_a_claim_that_ends_wakes_the_other_replicas(postgres_url: str, end
         await close([working, watching])
 
 
+async def test_a_retry_from_the_admin_command_wakes_every_replica(postgres_url: str) -> None:
+    """`alert-enricher retry` runs in a process of its own; the service's workers hear of it."""
+    admin, watching = await replicas(postgres_url, 2)
+    accepted = await admin.accept("k", "g", "{}", 600)
+    await admin.give_up((await admin.claim("w", 30)).claim, "slack: 500")
+    woken = asyncio.Event()
+    watcher = asyncio.create_task(watching.watch(woken.set))
+    await asyncio.wait_for(woken.wait(), 5)  # once when it starts listening
+    woken.clear()
+    try:
+        assert await admin.requeue(accepted.id)
+        await asyncio.wait_for(woken.wait(), 2)
+        woken.clear()
+        assert not await admin.requeue(accepted.id)
+        await asyncio.sleep(0.3)
+        assert not woken.is_set(), "nothing requeued, nobody woken"
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await close([admin, watching])
+
+
 @pytest.mark.parametrize("page", ["waiting", "gone without it"])
 async def test_a_diagnosis_answered_on_one_replica_reaches_a_page_waiting_on_another(
     postgres_url: str, page: str

@@ -104,6 +104,23 @@ class MessageRef:
 
 
 @dataclass(frozen=True)
+class NotificationRecord:
+    """One notification as the admin commands (`list`, `show`, `retry`) see it; times are Unix
+    seconds on the store's clock."""
+
+    id: int
+    kind: str
+    group_id: str
+    state: str  # pending, processing, done, failed
+    attempts: int
+    received_at: float
+    finished_at: float | None
+    last_error: str | None
+    payload: str
+    enrichment: str | None
+
+
+@dataclass(frozen=True)
 class DailySpend:
     """What the LLM cost on one UTC day, over every replica (LLM_DAILY_BUDGET_USD)."""
 
@@ -215,6 +232,20 @@ class Store(Protocol):
         ...
 
     async def llm_spend(self, day: str) -> DailySpend: ...
+
+    # The admin commands (app/admin.py).
+    async def notifications(
+        self, since: float | None, failed_only: bool, limit: int
+    ) -> list[NotificationRecord]:
+        """Newest first: those received at or after `since` (Unix seconds), only the failed."""
+        ...
+
+    async def notification(self, notification_id: int) -> NotificationRecord | None: ...
+    async def requeue(self, notification_id: int) -> bool:
+        """A failed notification pending again, at once and with fresh attempts; its channels'
+        permanent failures forgotten, so those get it and the ones that did get it do not.
+        False when it is not failed (or not there)."""
+        ...
 
     # The LLM lane (app/diagnosis_lane.py): a page's diagnosis, queued durably beside the page.
     async def queue_diagnosis(self, claim: Claim, context: str, rank: int) -> None:

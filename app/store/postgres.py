@@ -35,6 +35,7 @@ from app.store.base import (
     ignore_answer,
     open_incident_from,
 )
+from app.store.postgres_admin import PostgresAdmin
 from app.store.postgres_db import Conn, Database
 from app.store.postgres_deliveries import PostgresDeliveries
 from app.store.postgres_diagnoses import PostgresDiagnoses
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 5000
 
 
-class PostgresStore(PostgresDeliveries, PostgresDiagnoses):
+class PostgresStore(PostgresDeliveries, PostgresDiagnoses, PostgresAdmin):
     """The Store on PostgreSQL through a psycopg connection pool."""
 
     def __init__(

@@ -32,6 +32,7 @@ from app.store.base import (
     open_incident_from,
 )
 from app.store.group_commit import GroupCommit
+from app.store.sqlite_admin import SQLiteAdmin
 from app.store.sqlite_deliveries import SQLiteDeliveries
 from app.store.sqlite_diagnoses import SQLiteDiagnoses
 from app.store.sqlite_schema import (
@@ -52,7 +53,7 @@ Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries):
+class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin):
     """SQLite behind one connection owned by one thread; every call runs on that thread."""
 
     def __init__(
