@@ -1,4 +1,4 @@
-"""`alert-enricher serve | replay FILE.json [--send] | check | list | show ID | retry ID`."""
+"""`alert-enricher serve | replay FILE.json [--send] | check | probe | list | show ID | retry ID`."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from app import admin
+from app import admin, probe
 from app.config import Settings
 from app.logs import configure_logging
 from app.models import AlertmanagerPayload, EnrichedNotification
@@ -214,6 +214,15 @@ def parser() -> argparse.ArgumentParser:
         help="print what this channel would be sent (without --send)",
     )
     commands.add_parser("check", help="validate configuration and try every dependency")
+    probe_cmd = commands.add_parser(
+        "probe", help="probe the exchanges' REST APIs and serve their metrics for Prometheus"
+    )
+    probe_cmd.add_argument(
+        "--config", type=Path, required=True, help="e.g. deploy/probe.example.yml"
+    )
+    probe_cmd.add_argument(
+        "--listen", default="127.0.0.1:9101", metavar="HOST:PORT", help="(127.0.0.1:9101)"
+    )
     list_cmd = commands.add_parser("list", help="the store's latest notifications, newest first")
     list_cmd.add_argument("--failed", action="store_true", help="only those given up on")
     list_cmd.add_argument("--since", type=duration, metavar="AGE", help="e.g. 30m, 1h, 7d")
@@ -274,6 +283,15 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             settings = settings.model_copy(update={"store_url": args.store})
         return asyncio.run(replay(settings, payload, args.send, args.channel))
+    if args.command == "probe":
+        host, _, port = args.listen.rpartition(":")
+        if not host or not port.isdigit():
+            print(f"invalid --listen {args.listen!r}: HOST:PORT expected", file=sys.stderr)
+            return 2
+        try:
+            return asyncio.run(probe.serve(args.config, host.strip("[]"), int(port)))
+        except KeyboardInterrupt:
+            return 0
     if args.command == "list":
         return asyncio.run(
             admin.with_store(
