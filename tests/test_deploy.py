@@ -6,11 +6,15 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from app.metrics import Metrics
+from app.probe.exporter import ProbeMetrics
 from tests.capabilities import missing
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "prometheus"
@@ -71,13 +75,27 @@ def test_every_alert_has_a_severity_summary_description_and_runbook() -> None:
         assert {"summary", "description", "runbook_url"} <= set(annotations), rule["alert"]
 
 
-def test_the_services_rules_use_only_metrics_it_exports() -> None:
-    exported = {
+def exported(registry: CollectorRegistry) -> set[str]:
+    return {
         sample
-        for family in Metrics().registry.collect()
+        for family in registry.collect()
         for sample in {family.name, f"{family.name}_total", f"{family.name}_bucket"}
     }
-    used = {
-        name for rule in rules() for name in re.findall(r"\balert_enricher_\w+", str(rule["expr"]))
-    }
-    assert used and used <= exported, used - exported
+
+
+def probe_registry() -> CollectorRegistry:
+    registry = CollectorRegistry()
+    ProbeMetrics(registry)
+    return registry
+
+
+@pytest.mark.parametrize(
+    ("prefix", "registry"),
+    [("alert_enricher_", lambda: Metrics().registry), ("api_", probe_registry)],
+    ids=["the service", "the probe exporter"],
+)
+def test_the_rules_use_only_metrics_that_are_exported(
+    prefix: str, registry: Callable[[], CollectorRegistry]
+) -> None:
+    used = {name for rule in rules() for name in re.findall(rf"\b{prefix}\w+", str(rule["expr"]))}
+    assert used and used <= exported(registry()), used - exported(registry())
