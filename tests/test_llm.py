@@ -641,6 +641,8 @@ async def test_an_incomplete_diagnosis_counts_its_tokens_and_says_incomplete(
         (httpx.ReadTimeout("slow"), "timeout"),
         (httpx.Response(200, text="<html>"), "bad_json"),
         (httpx.Response(200, json={"choices": []}), "bad_json"),
+        (chat_reply("[1, 2]"), "bad_json"),
+        (httpx.Response(200, json={"choices": [{"message": {"content": None}}]}), "bad_json"),
     ],
 )
 async def test_every_failure_has_a_reason_code_for_the_fallback_metric(

@@ -176,7 +176,7 @@ async def test_a_diagnosis_whose_lane_worker_died_is_taken_again_and_the_dead_on
     later(store, 51)
     again = await store.claim_diagnosis("lane", 50)
     assert again is not None and again.claim.token > dead.claim.token
-    with pytest.raises(LeaseLostError):
+    with pytest.raises(LeaseLostError, match=f"^diagnosis of {page.id}: claim taken over$"):
         await store.answer_diagnosis(dead.claim, '"late"')
     assert await store.answer_diagnosis(again.claim, '"fresh"') is False
 
@@ -234,6 +234,16 @@ async def test_an_edit_sees_whether_its_pages_incident_is_still_open(store) -> N
     ends = Transition(kind="resolved", group_id="g", incident_id=incident, firing=frozenset())
     await store.save_enrichment(resolve.claim, "{}", ends)
     assert (await store.edit_target(page.id)).incident_open is False
+
+
+async def test_an_edit_saves_what_its_page_shows_now_for_a_later_resolve(store) -> None:
+    page = await page_claimed(store)
+    await store.save_enrichment(page.claim, '{"preliminary": true}', opening("g", {"a"}))
+    await store.finish(page.claim)
+    await store.accept("edit", "g", "{}", 600)
+    edit = await store.claim("lane-edit", 30)
+    await store.revise(edit.claim, page.id, '{"final": true}')
+    assert (await store.edit_target(page.id)).enrichment == '{"final": true}'
 
 
 async def test_an_edit_takes_its_pages_rank_so_a_critical_group_is_not_held_behind_warnings(

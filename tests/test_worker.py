@@ -833,3 +833,23 @@ async def test_failing_housekeeping_is_logged_saying_what_failed(
             await asyncio.sleep(0.01)
     await workers.stop()
     assert messages(caplog, logging.ERROR) == ["store housekeeping failed: database is locked"]
+
+
+async def test_a_retry_and_a_give_up_carry_their_outcome_for_json_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ScriptedStore(stored(1, attempts=1), stored(2, attempts=3))
+
+    async def refused(stored: StoredNotification, lease: Lease) -> None:
+        raise RetryLaterError("slack: 503")
+
+    await run_pool(store, refused, settled=2, max_attempts=3)
+    outcomes = {
+        r.getMessage(): getattr(r, "outcome", None)
+        for r in caplog.records
+        if r.name == "app.worker"
+    }
+    assert outcomes == {
+        "notification 1 will be retried in 5s: slack: 503": "retry",
+        "giving up on notification 2 after 3 attempts: slack: 503": "failed",
+    }
