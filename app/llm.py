@@ -295,7 +295,7 @@ class LLMClient:
                 f"LLM server error ({status})", "server_error", _retry_after(response, self._now())
             )
         if status != 200:
-            raise LLMError(f"LLM API answered HTTP {status}", "http_error")
+            raise LLMError(f"LLM API answered HTTP {status}")  # reason: http_error
         prompt = "".join(str(m["content"]) for m in body["messages"])
         try:
             reply = response.json()

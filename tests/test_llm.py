@@ -682,3 +682,34 @@ async def test_every_request_is_counted_by_model_and_outcome(
         await client(http, metrics=metrics).diagnose("s", "u")
     counted = {o: requests(metrics, o) for o in ("rate_limited", "server_error", "ok")}
     assert counted == {"rate_limited": 1, "server_error": 1, "ok": 1}
+
+
+async def test_timeouts_unreachable_servers_and_json_mode_refusals_are_counted_apart(
+    respx_mock: respx.MockRouter,
+) -> None:
+    respx_mock.post(URL).mock(
+        side_effect=[
+            httpx.ReadTimeout("slow"),
+            httpx.ConnectError("refused"),
+            httpx.Response(400),
+            chat_reply(GOOD_DIAGNOSIS),
+        ]
+    )
+    metrics = Metrics()
+    async with httpx.AsyncClient() as http:
+        await client(http, metrics=metrics, max_attempts=3).diagnose("s", "u")
+    counted = {
+        o: requests(metrics, o) for o in ("timeout", "unreachable", "rejected_json_mode", "ok")
+    }
+    assert counted == {"timeout": 1, "unreachable": 1, "rejected_json_mode": 1, "ok": 1}
+
+
+async def test_a_reply_without_usage_or_text_is_estimated_as_no_completion(
+    respx_mock: respx.MockRouter,
+) -> None:
+    body = {"choices": [{"message": {"role": "assistant", "content": None}}]}
+    respx_mock.post(URL).mock(return_value=httpx.Response(200, json=body))
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(LLMError) as raised:
+            await client(http).diagnose("s" * 40, "u" * 40)
+    assert raised.value.usage == Usage(20, 0, estimated=True)

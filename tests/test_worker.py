@@ -721,6 +721,8 @@ async def test_each_outcome_is_logged_naming_its_notification(
     assert messages(caplog, logging.WARNING) == [
         "stopped work on notification 1, sending nothing more: taken over"
     ]
+    lost = next(r for r in caplog.records if r.getMessage().startswith("stopped work"))
+    assert lost.outcome == "lost"
     assert messages(caplog, logging.ERROR) == [
         "store failed while finishing notification 2: disk I/O error"
     ]
