@@ -225,6 +225,13 @@ async def test_deliveries_steps_and_thread_refs_are_recorded(store) -> None:
     ref = await store.message_ref(incident, "slack")
     assert ref.ref == "C1:123.4" and ref.original == '{"shown": true}'
     assert await store.message_ref(incident, "telegram") is None
+    await store.record_delivery(held, "teams", "failed", None, "403: bot removed from channel")
+    failed = (await store.deliveries(accepted.id))["teams"]
+    assert (failed.status, failed.ref, failed.error) == (
+        "failed",
+        None,
+        "403: bot removed from channel",
+    )
 
 
 async def test_an_incident_opens_escalates_ends_and_a_new_one_gets_its_own_thread(store) -> None:
