@@ -263,7 +263,9 @@ async def test_replicas_share_200_groups_and_deliver_each_exactly_once(
     done = await settle(urls, before, groups, timeout=120)
     print(f"\n200 groups: posted and drained in {time.monotonic() - started:.1f}s, done {done}")
 
-    assert sum(done) == groups
+    # A page that went out preliminary under the load is followed by its diagnosis as an edit,
+    # which is a notification of its own: at least the 200 pages, and every message once (below).
+    assert sum(done) >= groups
     assert all(count > 0 for count in done), f"one replica did all the work: {done}"
     expected = {exchange("grp", n): 1 for n in range(groups)}
     assert slack_per_group(ha_fakes) == expected
@@ -477,7 +479,7 @@ async def test_replicas_started_together_on_an_empty_database_create_the_schema_
 
     with psycopg.connect(url) as conn:
         meta = conn.execute("SELECT key, value FROM alert_enricher_meta").fetchall()
-    assert meta == [("schema_version", "2")]
+    assert meta == [("schema_version", "3")]
     server_log = postgres_server.log.read_bytes()[log_start:].decode(errors="replace")
     assert [line for line in error_lines(server_log) if database in line] == []
     for replica in range(stack.replicas):
