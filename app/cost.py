@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeGuard
 
+from app.llm_retry import utc_now
 from app.metrics import Metrics
 from app.store import DailySpend, StoreError
 
@@ -135,10 +136,6 @@ class SpendStore(Protocol):
         self, day: str, usd: float, prompt_tokens: int, completion_tokens: int
     ) -> None: ...
     async def llm_spend(self, day: str) -> DailySpend: ...
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Ledger:

@@ -3,15 +3,16 @@
 Every request carries `max_tokens` and, until the server shows it does not take it,
 `response_format: json_object`.
 
-Retry policy: 429, 5xx, timeouts and transport errors are retried with exponential backoff and jitter,
-honouring `Retry-After` (delta-seconds or an HTTP date), at most `max_attempts` times and never past
-`timeout` seconds in total (the whole call, waits included, runs under one deadline). A 400 to a request
-with `response_format` is answered by sending the same request once more without it, within the same
-attempt and deadline; if the server takes that one, the client stops sending `response_format` for its
-lifetime (the reply is still checked as JSON). 400/401/402/403/404 are otherwise permanent and fail at
-once in plain words. Every failure, including a reply that is not the JSON we asked for, is one
-`LLMError`, which the pipeline answers with the rule-based diagnosis; its `reason` is a short code
-for the fallback metric, and its `usage` the tokens the call spent before it failed.
+Retry policy (llm_retry.py): 429, 5xx, timeouts and transport errors are retried with exponential
+backoff and jitter, honouring `Retry-After` (delta-seconds or an HTTP date), at most `max_attempts`
+times and never past `timeout` seconds in total (the whole call, waits included, runs under one
+deadline). A 400 to a request with `response_format` is answered by sending the same request once
+more without it, within the same attempt and deadline; if the server takes that one, the client
+stops sending `response_format` for its lifetime (the reply is still checked as JSON).
+400/401/402/403/404 are otherwise permanent and fail at once in plain words. Every failure,
+including a reply that is not the JSON we asked for, is one `LLMError`, which the pipeline answers
+with the rule-based diagnosis; its `reason` is a short code for the fallback metric, and its `usage`
+the tokens the call spent before it failed.
 
 Every reply with a body counts its tokens (the reply's `usage`, else an estimate from the text): a
 reply that is not the JSON asked for was still paid for.
@@ -25,23 +26,20 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
-    RetryCallState,
     retry_if_exception_type,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
-from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from app.cost import Usage, reply_usage
+from app.llm_retry import default_wait, retry_after_seconds, stop_past_deadline, utc_now
 from app.metrics import Metrics
 from app.models import Diagnosis
 
@@ -54,7 +52,6 @@ PERMANENT = {
     403: "LLM API key lacks permission for this model (403)",
     404: "LLM endpoint or model not found (404): check LLM_BASE_URL and LLM_MODEL",
 }
-MAX_RETRY_AFTER = 60.0
 JSON_MODE = {"type": "json_object"}
 
 
@@ -72,63 +69,13 @@ class LLMError(Exception):
 class _RetryableError(LLMError):
     def __init__(self, message: str, reason: str, retry_after: float | None = None) -> None:
         super().__init__(message, reason)
-        self.retry_after = retry_after
+        self.retry_after = retry_after  # what wait_retry_after (llm_retry.py) waits
 
 
 @dataclass(frozen=True)
 class Answer:
     diagnosis: Diagnosis
     usage: Usage
-
-
-class wait_retry_after(wait_base):  # noqa: N801 - tenacity's naming for wait strategies
-    """Wait what the server asked for in Retry-After, else fall back to another strategy."""
-
-    def __init__(self, fallback: wait_base) -> None:
-        self._fallback = fallback
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        outcome = retry_state.outcome
-        exc = outcome.exception() if outcome else None
-        if isinstance(exc, _RetryableError) and exc.retry_after is not None:
-            return min(exc.retry_after, MAX_RETRY_AFTER)
-        return float(self._fallback(retry_state))
-
-
-class stop_past_deadline(stop_base):  # noqa: N801 - tenacity's naming for stop strategies
-    """Stop when the next wait would end past the deadline: fail now rather than sleep in vain."""
-
-    def __init__(self, deadline: float) -> None:
-        self._deadline = deadline
-
-    def __call__(self, retry_state: RetryCallState) -> bool:
-        return time.monotonic() + retry_state.upcoming_sleep >= self._deadline
-
-
-def default_wait() -> wait_base:
-    return wait_retry_after(wait_exponential_jitter(multiplier=0.5, max=8, jitter=0.5))
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _retry_after(response: httpx.Response, now: datetime) -> float | None:
-    """Seconds to wait from a Retry-After of delta-seconds or an HTTP date (RFC 9110), else None."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, OverflowError):
-        return None  # garbage: fall back to our own backoff
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # HTTP dates are always GMT
-    return max(0.0, (when - now).total_seconds())
 
 
 class LLMClient:
@@ -288,11 +235,13 @@ class LLMClient:
             raise LLMError(PERMANENT[status], "refused")
         if status == 429:
             raise _RetryableError(
-                "LLM rate limited (429)", "rate_limited", _retry_after(response, self._now())
+                "LLM rate limited (429)", "rate_limited", retry_after_seconds(response, self._now())
             )
         if status >= 500:
             raise _RetryableError(
-                f"LLM server error ({status})", "server_error", _retry_after(response, self._now())
+                f"LLM server error ({status})",
+                "server_error",
+                retry_after_seconds(response, self._now()),
             )
         if status != 200:
             raise LLMError(f"LLM API answered HTTP {status}")  # reason: http_error

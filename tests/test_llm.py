@@ -11,7 +11,8 @@ from tenacity import RetryCallState, wait_none
 from tenacity.wait import wait_base
 
 from app.cost import Usage
-from app.llm import MAX_RETRY_AFTER, LLMClient, LLMError, default_wait
+from app.llm import LLMClient, LLMError
+from app.llm_retry import MAX_RETRY_AFTER, default_wait
 from app.metrics import Metrics
 from tests.fakes import FAKE_LLM_KEY, GOOD_DIAGNOSIS, LLM_URL, chat_reply
 

@@ -129,6 +129,14 @@ class DailySpend:
     completion_tokens: int = 0
     calls: int = 0
 
+    @classmethod
+    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> DailySpend:
+        """From `SELECT usd, prompt_tokens, completion_tokens, calls` (no row: nothing spent)."""
+        if not rows:
+            return cls()
+        usd, prompt, completion, calls = rows[0]
+        return cls(float(usd), int(prompt), int(completion), int(calls))
+
 
 @dataclass(frozen=True)
 class Delivery:

@@ -129,7 +129,7 @@ class PostgresDiagnoses(PostgresPrimitives):
             " WHERE day = %(day)s",
             {"day": day},
         )
-        return DailySpend(float(rows[0][0]), *map(int, rows[0][1:])) if rows else DailySpend()
+        return DailySpend.from_rows(rows)
 
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         rows = await self._fetch(

@@ -135,7 +135,7 @@ class SQLiteDiagnoses(SQLitePrimitives):
             "SELECT usd, prompt_tokens, completion_tokens, calls FROM llm_spend WHERE day = ?",
             (day,),
         )
-        return DailySpend(float(rows[0][0]), *map(int, rows[0][1:])) if rows else DailySpend()
+        return DailySpend.from_rows(rows)
 
     async def edit_target(self, notification_id: int) -> EditTarget | None:
         def read(conn: sqlite3.Connection) -> EditTarget | None:
