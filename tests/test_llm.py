@@ -714,3 +714,17 @@ async def test_a_reply_without_usage_or_text_is_estimated_as_no_completion(
         with pytest.raises(LLMError) as raised:
             await client(http).diagnose("s" * 40, "u" * 40)
     assert raised.value.usage == Usage(20, 0, estimated=True)
+
+
+def test_the_wait_falls_back_to_backoff_for_an_error_that_names_no_retry_after() -> None:
+    from concurrent.futures import Future  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from tenacity import wait_fixed  # noqa: PLC0415
+
+    from app.llm_retry import wait_retry_after  # noqa: PLC0415
+
+    failed: Future[None] = Future()
+    failed.set_exception(ValueError("no Retry-After here"))
+    state = SimpleNamespace(outcome=failed)
+    assert wait_retry_after(wait_fixed(3))(state) == 3  # type: ignore[arg-type]
