@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format e2e e2e-deps bench mutate clean
+.PHONY: run test lint format e2e e2e-deps demo demo-deps bench mutate clean
 
 $(BIN)/alert-enricher: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -36,28 +36,42 @@ PG_SERVER_FOUND = ( { command -v initdb && command -v pg_ctl && command -v postg
 
 # End-to-end: real Prometheus and Alertmanager (Debian packages, installed when missing).
 # iproute2: the protected-mode test posts from a network namespace of its own.
-# postgresql: throwaway servers for the PostgreSQL store's tests, unit and end-to-end (.ci/run
-# installs these before `make test`).
+# postgresql: throwaway servers for the PostgreSQL store's tests, unit and end-to-end.
+# docker-compose: `docker-compose config` validates deploy/docker-compose.yml in `make test` (no
+# engine needed). .ci/run installs these before `make test`.
 e2e-deps:
 	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
-	    || ! command -v ip >/dev/null || ! $(PG_SERVER_FOUND); then \
-	  echo "installing prometheus, prometheus-alertmanager, iproute2 and postgresql (Debian packages)"; \
+	    || ! command -v ip >/dev/null || ! command -v docker-compose >/dev/null \
+	    || ! $(PG_SERVER_FOUND); then \
+	  echo "installing prometheus, prometheus-alertmanager, iproute2, postgresql and docker-compose (Debian packages)"; \
 	  $(SUDO) apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
-	    prometheus prometheus-alertmanager iproute2 postgresql >/dev/null; \
+	    prometheus prometheus-alertmanager iproute2 postgresql docker-compose >/dev/null; \
 	fi
+
+# `make demo`: the deploy kit's stack on loopback without Docker (README, "make demo").
+demo-deps:
+	@if ! command -v prometheus >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then \
+	  echo "installing prometheus and prometheus-alertmanager (Debian packages)"; \
+	  $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends \
+	    prometheus prometheus-alertmanager >/dev/null; \
+	fi
+
+demo: $(BIN)/alert-enricher demo-deps
+	$(BIN)/python -m demo $(DEMO_ARGS)
 
 e2e: $(VENV)/.dev e2e-deps
 	$(BIN)/pytest -q -m e2e tests/e2e
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app tests bench
-	$(BIN)/ruff format --check app tests bench
+	$(BIN)/ruff check app tests bench demo
+	$(BIN)/ruff format --check app tests bench demo
 	$(BIN)/mypy
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix app tests bench
-	$(BIN)/ruff format app tests bench
+	$(BIN)/ruff check --fix app tests bench demo
+	$(BIN)/ruff format app tests bench demo
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -1,5 +1,5 @@
 """`alert-enricher probe` (app/probe/) against loopback fakes of Binance, OKX and Bybit that answer
-with the real exchanges' headers and error bodies (tests/fake_exchanges.py)."""
+with the real exchanges' headers and error bodies (demo/exchanges.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import respx
 from prometheus_client import CollectorRegistry
 
 from app.probe.exporter import ProbeConfig, ProbeMetrics, Prober, load_config
-from tests.fake_exchanges import (
+from demo.exchanges import (
     BINANCE_BANNED,
     BINANCE_TOO_MANY,
     BYBIT_RATE_LIMITED,
