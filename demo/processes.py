@@ -3,12 +3,15 @@ group (so a Ctrl-C reaches only the demo, which stops them in order), its output
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,6 +53,14 @@ def wait_http(
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _terminate_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the process that started it dies, even by SIGKILL."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 @dataclass
 class Process:
     name: str
@@ -59,6 +70,8 @@ class Process:
     cwd: Path | None = None
     proc: subprocess.Popen[bytes] | None = None
     pipe_stdout: bool = False  # stdout to `proc.stdout` for the caller; the log has stderr
+    # Linux: ends when its starter does, however that dies (`make demo` killed leaves no orphans).
+    die_with_parent: bool = False
 
     def start(self) -> Process:
         handle = self.log.open("ab")
@@ -69,9 +82,13 @@ class Process:
             env=self.env,
             cwd=self.cwd,
             start_new_session=True,  # its own process group: `make` and what it starts
+            preexec_fn=self._preexec(),  # noqa: PLW1509 (no threads touch it before exec)
         )
         handle.close()
         return self
+
+    def _preexec(self) -> Callable[[], None] | None:
+        return _terminate_with_parent if self.die_with_parent and sys.platform == "linux" else None
 
     def signal(self, sig: int) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -172,6 +172,7 @@ class DemoStack:
         return path
 
     def _start(self, process: Process, ready_url: str) -> None:
+        process.die_with_parent = True
         self.processes[process.name] = process.start()
         wait_http(ready_url, timeout=120, process=process.proc)
 

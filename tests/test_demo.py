@@ -3,6 +3,10 @@ and the schedule its failing exchange follows."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +18,7 @@ from demo.exchanges import OUTAGE_ANSWER, Outage, healthy
 from demo.stack import (
     DEPLOY,
     LONGEST_FOR,
+    ROOT,
     alertmanager_config,
     demo_rules,
     prometheus_config,
@@ -116,3 +121,37 @@ def test_a_demo_exchange_answers_503_only_while_its_outage_lasts(respx_mock: res
         time_answer = httpx.get(f"{up.url}/api/v3/time")
         assert time_answer.status_code == 200 and time_answer.json()["serverTime"] > 0
         assert httpx.get(f"{up.url}/api/v3/depth?symbol=BTCUSDT&limit=5").status_code == 200
+
+
+def test_a_demo_process_ends_when_the_demo_is_killed_outright(tmp_path: Path) -> None:
+    """`kill -9` of the demo (no Ctrl-C handler runs) must not leave Prometheus and the rest behind."""
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from demo.processes import Process;"
+            f" p = Process('sleeper', ['sleep', '60'], Path({str(tmp_path / 'log')!r}),"
+            " die_with_parent=True).start(); print(p.proc.pid, flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert starter.stdout is not None
+    with starter.stdout:
+        child = int(starter.stdout.readline())
+    assert alive(child)
+    starter.kill()
+    starter.wait(10)
+    deadline = time.monotonic() + 10
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie (exited, not yet reaped by init) counts as ended.
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"

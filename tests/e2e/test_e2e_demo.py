@@ -70,6 +70,16 @@ async def read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str]
             return match
 
 
+async def stop(demo: asyncio.subprocess.Process) -> None:
+    """Ctrl-C, and SIGKILL if that does not end it within 30 s (its children die with it)."""
+    os.killpg(demo.pid, signal.SIGINT)
+    try:
+        await asyncio.wait_for(demo.wait(), timeout=30)
+    except TimeoutError:
+        os.killpg(demo.pid, signal.SIGKILL)
+        await demo.wait()
+
+
 @pytest.mark.timeout(PAGE_TIMEOUT + 90)
 async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_ctrl_c(
     llm: FakeLLM, tmp_path: Path
@@ -108,8 +118,7 @@ async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_c
             await read_until(demo.stdout, r"Source: .*model deepseek-chat, ~?\d+ tokens, \$", seen)
             await read_until(demo.stdout, r"RESOLVED: APIDown on bybit", seen)
     except BaseException as error:
-        os.killpg(demo.pid, signal.SIGKILL)
-        await demo.wait()
+        await stop(demo)
         printed = "".join(seen)
         raise AssertionError(
             f"no page and resolution in time; the demo printed:\n{printed}"
