@@ -21,6 +21,7 @@ from app.notifiers import slack_blocks, telegram
 from app.notifiers.console import render
 from app.prometheus import PrometheusError
 from app.prompts import PromptError, Prompts
+from app.runbooks import Runbooks
 from app.runtime import build_runtime
 from app.store import StoreError, shown_url
 from app.store.urls import check_store_url
@@ -163,6 +164,8 @@ async def check(settings: Settings) -> int:
         ("prometheus", prometheus),
         ("llm", llm if runtime.llm.enabled else ("SKIPPED", skipped_llm)),
     ]
+    if settings.runbooks_dir is not None:
+        probes.append(("runbooks", ("OK", runbook_summary(settings.runbooks_dir))))
     for notifier in runtime.dispatcher.notifiers:
         ping = getattr(notifier, "ping", None)
         probes.append((notifier.name, ping if ping else ("OK", "prints to standard output")))
@@ -182,6 +185,15 @@ async def check(settings: Settings) -> int:
     finally:
         await runtime.close()
     return 1 if failed else 0
+
+
+def runbook_summary(directory: Path) -> str:
+    books = Runbooks.load(directory)
+    alerts = sorted({name for book in books.books for name in book.alertnames})
+    covered = (
+        f"; alerts {', '.join(alerts[:10])}{' ...' if len(alerts) > 10 else ''}" if alerts else ""
+    )
+    return f"{len(books)} in {directory}{covered}"
 
 
 class AdvisoryError(Exception):

@@ -148,6 +148,8 @@ class Settings(BaseSettings):
     alertmanager_url: str | None = None
 
     prompts_dir: Path = SHIPPED_PROMPTS_DIR
+    # The team's Markdown runbooks, matched to alerts by name (app/runbooks.py); none when unset.
+    runbooks_dir: Path | None = None
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -170,6 +172,7 @@ class Settings(BaseSettings):
         "prometheus_headers",
         "prometheus_ca_file",
         "alertmanager_url",
+        "runbooks_dir",
         mode="before",
     )
     @classmethod
@@ -181,6 +184,13 @@ class Settings(BaseSettings):
     @classmethod
     def _default_prompts(cls, value: object) -> object:
         return SHIPPED_PROMPTS_DIR if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("runbooks_dir")
+    @classmethod
+    def _runbooks_directory(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_dir():
+            raise ValueError(f"{value} is not a directory")
+        return value
 
     @field_validator("slack_matchers", "telegram_matchers")
     @classmethod

@@ -26,7 +26,6 @@ from app.enrich import Enricher
 from app.logs import Throttled, log_context
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, Diagnosis, DiagnosisSource, MetricContext
-from app.rules import diagnose as rule_diagnosis
 from app.store import DiagnosisJob, LeaseLostError, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -179,10 +178,10 @@ class DiagnosisLane:
             self._metrics.fallbacks.labels(reason="queue_expired").inc()
             self._metrics.diagnoses.labels(source="rules").inc()
             log.warning("notification %s: %s", job.claim.notification_id, reason)
-            result = DiagnosisResult(
-                diagnosis=rule_diagnosis(payload.firing),
-                source=DiagnosisSource(kind="rules", reason=reason),
+            diagnosis, source = self._enricher.rules(
+                payload, DiagnosisSource(kind="rules", reason=reason)
             )
+            result = DiagnosisResult(diagnosis=diagnosis, source=source)
         else:
             started = time.monotonic()
             contexts = CONTEXTS.validate_json(job.context)

@@ -32,10 +32,12 @@ from app.priority import SEVERITY_RANK
 from app.prometheus import ContextBuilder
 from app.prompts import Prompts
 from app.rules import diagnose as rule_diagnosis
+from app.runbooks import Runbook, Runbooks
 
 log = logging.getLogger(__name__)
 
 MAX_ALERTS_SHOWN = 20
+RUNBOOK_PROMPT_CHARS = 3000  # of the team's runbook in a prompt, its first steps first
 LEADING_LABELS = ("exchange", "service", "endpoint", "instance", "job")
 
 
@@ -108,13 +110,22 @@ class PromptBudget:
     chars: int
     annotation_chars: int = 1000
 
+    @property
+    def runbook_chars(self) -> int:
+        """A quarter of the budget, at most RUNBOOK_PROMPT_CHARS: the alerts keep the rest."""
+        return min(RUNBOOK_PROMPT_CHARS, self.chars // 4)
+
 
 def prompt_data(
-    payload: AlertmanagerPayload, contexts: list[MetricContext], budget: PromptBudget
+    payload: AlertmanagerPayload,
+    contexts: list[MetricContext],
+    budget: PromptBudget,
+    runbook: Runbook | None = None,
 ) -> str:
-    """The untrusted data block: JSON, `<`/`>` escaped so no text can fake the block's markers.
+    """The data block: JSON, `<`/`>` escaped so no text can fake the block's markers.
 
-    Shrinks to fit the budget: first drop raw samples, then shorten annotations, then alerts.
+    Shrinks to fit the budget: first drop raw samples, then shorten annotations, then alerts. The
+    team's runbook for the lead alert, cut to `budget.runbook_chars`, goes in as `runbook`.
     """
     alerts = [*payload.firing, *payload.resolved]
     by_id = dict(zip((a.identity for a in payload.firing), contexts, strict=False))
@@ -142,6 +153,12 @@ def prompt_data(
             "alerts": entries,
             "omitted_alerts": len(alerts) - count + payload.truncated_alerts,
         }
+        if runbook is not None:
+            data["runbook"] = {
+                "file": runbook.name,
+                "title": runbook.title,
+                "text": runbook.excerpt(budget.runbook_chars),
+            }
         text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         return text.replace("<", "\\u003c").replace(">", "\\u003e")
 
@@ -223,6 +240,7 @@ class Enricher:
         prompt_budget: int,
         ledger: Ledger,
         alertmanager_url: str | None = None,
+        runbooks: Runbooks | None = None,
     ) -> None:
         self._contexts = contexts
         self._llm = llm
@@ -233,6 +251,7 @@ class Enricher:
         self._window = window_minutes
         self._budget = PromptBudget(prompt_budget)
         self._alertmanager_url = alertmanager_url
+        self._runbooks = runbooks or Runbooks()
 
     async def enrich(
         self,
@@ -287,8 +306,9 @@ class Enricher:
         self, payload: AlertmanagerPayload, contexts: list[MetricContext]
     ) -> tuple[Diagnosis, DiagnosisSource]:
         """The model's diagnosis, or the rules' with the reason the model was not used."""
+        runbook = self.runbook(payload)
         system, user = self._prompts.render(
-            data=prompt_data(payload, contexts, self._budget),
+            data=prompt_data(payload, contexts, self._budget, runbook),
             status=payload.status,
             firing_count=len(payload.firing),
             resolved_count=len(payload.resolved),
@@ -317,6 +337,7 @@ class Enricher:
             tokens=answer.usage.total,
             tokens_estimated=answer.usage.estimated,
             cost_usd=cost,
+            runbook=runbook.name if runbook else None,
         )
 
     def _fallback(
@@ -324,4 +345,18 @@ class Enricher:
     ) -> tuple[Diagnosis, DiagnosisSource]:
         self._metrics.diagnoses.labels(source="rules").inc()
         self._metrics.fallbacks.labels(reason=code).inc()
-        return rule_diagnosis(payload.firing), DiagnosisSource(kind="rules", reason=reason)
+        return self.rules(payload, DiagnosisSource(kind="rules", reason=reason))
+
+    def runbook(self, payload: AlertmanagerPayload) -> Runbook | None:
+        """The team's runbook for the group's lead firing alert, if RUNBOOKS_DIR has one."""
+        lead = next(iter(payload.firing), None)
+        return self._runbooks.find(lead.name, lead.labels) if lead else None
+
+    def rules(
+        self, payload: AlertmanagerPayload, source: DiagnosisSource
+    ) -> tuple[Diagnosis, DiagnosisSource]:
+        """The rule-based diagnosis, led by the team's runbook, which `source` then names."""
+        runbook = self.runbook(payload)
+        if runbook is not None:
+            source = source.model_copy(update={"runbook": runbook.name})
+        return rule_diagnosis(payload.firing, runbook), source

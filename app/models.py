@@ -177,9 +177,15 @@ class DiagnosisSource(BaseModel):
     tokens: int | None = None
     tokens_estimated: bool = False
     cost_usd: float | None = None
+    # The team's runbook (RUNBOOKS_DIR) the diagnosis drew on, by file name.
+    runbook: str | None = None
 
     @property
     def label(self) -> str:
+        text = self._label()
+        return f"{text}; runbook {self.runbook}" if self.runbook else text
+
+    def _label(self) -> str:
         if self.kind == "llm":
             spent = [f"model {self.model}"]
             if self.tokens is not None:

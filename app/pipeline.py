@@ -33,7 +33,6 @@ from app.models import (
     MetricContext,
 )
 from app.priority import rank
-from app.rules import diagnose as rule_diagnosis
 from app.store import QueuedDiagnosis, Store, StoredNotification
 
 log = logging.getLogger(__name__)
@@ -162,7 +161,7 @@ class Pipeline:
             owed = queued
         log.info("notification %s: paging now, AI diagnosis to follow as an edit", stored.id)
         preliminary = DiagnosisSource(kind="rules", preliminary=True)
-        return (rule_diagnosis(payload.firing), preliminary), owed
+        return self._enricher.rules(payload, preliminary), owed
 
     async def _edit(self, stored: StoredNotification, lease: Lease) -> None:
         """Show the page's final diagnosis in its messages, unless its incident has resolved."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from app.formatting import join_names
 from app.models import Alert, Diagnosis
+from app.runbooks import Runbook
 
 
 @dataclass(frozen=True)
@@ -262,8 +263,11 @@ def _generic_diagnosis(alert: Alert) -> str:
     return " ".join(parts)
 
 
-def diagnose(alerts: list[Alert]) -> Diagnosis:
-    """The rule-based diagnosis for the firing alerts of one group (the first alert leads)."""
+def diagnose(alerts: list[Alert], runbook: Runbook | None = None) -> Diagnosis:
+    """The rule-based diagnosis for the firing alerts of one group (the first alert leads).
+
+    The team's `runbook` for the lead alert, when there is one, gives the first action items: its
+    own first steps, as written (they are never filled in), before the rules' generic ones."""
     if not alerts:
         raise ValueError("diagnose needs at least one alert")
     lead = alerts[0]
@@ -278,10 +282,10 @@ def diagnose(alerts: list[Alert]) -> Diagnosis:
     # Only our playbook text is filled in: alert text is never read as a placeholder or form.
     generic = first is GENERIC
     diagnosis = _generic_diagnosis(lead) if generic else _fill(first.diagnosis, exchanges, severity)
-    actions: list[str] = []
-    runbook = lead.annotations.get("runbook_url")
-    if runbook:
-        actions.append(f"Follow the runbook: {runbook}")
+    actions: list[str] = list(runbook.steps) if runbook else []
+    runbook_url = lead.annotations.get("runbook_url")
+    if runbook_url:
+        actions.append(f"Follow the runbook: {runbook_url}")
     for book in chosen:
         filled = [_fill(a, exchanges, severity) for a in book.actions]
         actions += [a for a in filled if a not in actions]

@@ -25,6 +25,7 @@ from app.pipeline import Pipeline
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
+from app.runbooks import Runbooks
 from app.store import Store, open_store
 from app.store.base import ignore_answer
 from app.worker import WorkerPool
@@ -99,6 +100,7 @@ def prometheus_http_client(settings: Settings) -> httpx.AsyncClient:
 async def build_runtime(settings: Settings) -> Runtime:
     """Open the store, build clients, notifiers, pipeline and (not yet started) workers."""
     prompts = Prompts.load(settings.prompts_dir)  # a broken template fails here, at start
+    runbooks = Runbooks.load(settings.runbooks_dir)  # so does a RUNBOOKS_DIR that is not one
     metrics = Metrics()
     store = await open_store(settings.store_url, settings.store_pool_size)
     prometheus_http = prometheus_http_client(settings)
@@ -146,6 +148,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         prompt_budget=settings.llm_prompt_budget_chars,
         ledger=ledger,
         alertmanager_url=settings.alertmanager_url,
+        runbooks=runbooks,
     )
     routes = {
         "slack": parse_matchers(settings.slack_matchers),

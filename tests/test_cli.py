@@ -233,3 +233,23 @@ def test_replay_with_a_malformed_store_url_says_so_without_the_password(env, cap
     assert main(["replay", path, "--store", "postgresql://u:s3cretpw%zz@db/x"]) == 2
     err = capsys.readouterr().err
     assert err == "invalid --store: not a valid postgresql:// URL\n"
+
+
+def test_check_lists_the_runbooks_and_the_alerts_they_cover(env, respx_mock, capsys, tmp_path):
+    respx_mock.get(f"{PROMETHEUS_URL}/api/v1/status/buildinfo").mock(
+        return_value=httpx.Response(200, json={"status": "success", "data": {"version": "2.42.0"}})
+    )
+    books = tmp_path / "runbooks"
+    books.mkdir()
+    (books / "APIDown.md").write_text("# down\n- look\n")
+    (books / "limits.md").write_text("---\nalertname: [RateLimitExhausted]\n---\n# limits\n")
+    env.setenv("RUNBOOKS_DIR", str(books))
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert f"runbooks    OK       2 in {books}; alerts APIDown, RateLimitExhausted" in out
+
+
+def test_a_runbooks_dir_that_is_not_a_directory_stops_at_start(env, capsys, tmp_path) -> None:
+    env.setenv("RUNBOOKS_DIR", str(tmp_path / "missing"))
+    assert main(["check"]) == 2
+    assert "invalid configuration: RUNBOOKS_DIR:" in capsys.readouterr().err

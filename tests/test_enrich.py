@@ -14,6 +14,7 @@ from app.metrics import Metrics
 from app.models import AlertmanagerPayload, DiagnosisSource, EnrichedNotification, MetricContext
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
+from app.runbooks import Runbooks
 from app.store import DailySpend
 from tests.fakes import (
     FAKE_LLM_KEY,
@@ -35,6 +36,7 @@ def enricher(
     language="en",
     metrics: Metrics | None = None,
     ledger: Ledger | None = None,
+    runbooks: Runbooks | None = None,
 ) -> Enricher:
     llm = LLMClient(
         http,
@@ -58,6 +60,7 @@ def enricher(
         window_minutes=30,
         prompt_budget=24_000,
         ledger=ledger,
+        runbooks=runbooks,
     )
 
 

@@ -177,3 +177,19 @@ async def test_without_a_model_key_the_rules_are_final_at_once_with_no_lane(
     out = await wait_for_output(capsys, "Source:")
     assert "rule-based fallback: no LLM API key configured" in out and PRELIMINARY not in out
     assert runtime_of(app).lane is None
+
+
+async def test_the_preliminary_page_and_its_edit_both_follow_and_name_the_teams_runbook(
+    make_settings, running_app, respx_mock, capsys, tmp_path
+) -> None:
+    (tmp_path / "APIDown.md").write_text("# APIDown\n\n## First steps\n1. Fail over to api1.\n")
+    slow_model(respx_mock, 1.0)
+    _, client = await running_app(
+        make_settings(llm_api_key="fake-llm-key", page_within_seconds=0.2, runbooks_dir=tmp_path)
+    )
+    await client.post("/alerts", content=FIRING)
+    first = await wait_for_output(capsys, "Source:")
+    assert f"Source: {PRELIMINARY}; runbook APIDown.md" in first
+    assert "1. Fail over to api1." in first
+    edited = await wait_for_output(capsys, "Source: model deepseek-chat")
+    assert "; runbook APIDown.md" in edited
