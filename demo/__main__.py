@@ -42,8 +42,11 @@ def say(text: str) -> None:
 def relay(stream: IO[bytes], out: IO[str]) -> None:
     """The service's standard output (its console messages) to ours, line by line."""
     for line in iter(stream.readline, b""):
-        out.write(line.decode(errors="replace"))
-        out.flush()
+        try:
+            out.write(line.decode(errors="replace"))
+            out.flush()
+        except OSError:  # our reader went away: keep draining, or the service blocks on a full pipe
+            continue
 
 
 def announce(stack: DemoStack, outage: Outage, stopping: threading.Event) -> None:
@@ -78,8 +81,10 @@ def banner(stack: DemoStack, outage: Outage, tmp: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="alert-enricher-demo-"))
-    # SIGTERM (a supervisor, `kill`) stops the demo as Ctrl-C does.
-    signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    # Ctrl-C stops it even when started from a shell's background job, which ignores SIGINT (Python
+    # then leaves it ignored); SIGTERM (a supervisor, `kill`) stops it the same way.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     stopping = threading.Event()
     status = 0
     try:

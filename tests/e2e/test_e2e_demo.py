@@ -14,6 +14,7 @@ import re
 import signal
 import socket
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -72,6 +73,8 @@ async def read_until(stream: asyncio.StreamReader, pattern: str, seen: list[str]
 
 async def stop(demo: asyncio.subprocess.Process) -> None:
     """Ctrl-C, and SIGKILL if that does not end it within 30 s (its children die with it)."""
+    if demo.returncode is not None:
+        return
     os.killpg(demo.pid, signal.SIGINT)
     try:
         await asyncio.wait_for(demo.wait(), timeout=30)
@@ -80,10 +83,19 @@ async def stop(demo: asyncio.subprocess.Process) -> None:
         await demo.wait()
 
 
-@pytest.mark.timeout(PAGE_TIMEOUT + 90)
-async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_ctrl_c(
-    llm: FakeLLM, tmp_path: Path
-) -> None:
+@dataclass
+class Demo:
+    process: asyncio.subprocess.Process
+    seen: list[str]
+
+    async def read_until(self, pattern: str) -> re.Match[str]:
+        assert self.process.stdout is not None
+        return await read_until(self.process.stdout, pattern, self.seen)
+
+
+@pytest.fixture
+async def demo(llm: FakeLLM, tmp_path: Path) -> AsyncIterator[Demo]:
+    """`make demo` with the fake LLM; stopped (Ctrl-C, then SIGKILL) whatever the test does."""
     binary("prometheus"), binary(*ALERTMANAGER_BINARIES)
     env = {
         **os.environ,
@@ -94,7 +106,7 @@ async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_c
     }
     for channel in ("SLACK_BOT_TOKEN", "TELEGRAM_BOT_TOKEN"):
         env.pop(channel, None)  # the console, as for a newcomer with no chat configured
-    demo = await asyncio.create_subprocess_exec(
+    process = await asyncio.create_subprocess_exec(
         "make",
         "-s",
         "demo",
@@ -104,22 +116,30 @@ async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_c
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
-    assert demo.stdout is not None
-    seen: list[str] = []
+    running = Demo(process, [])
+    try:
+        yield running
+    finally:
+        await stop(process)
+
+
+@pytest.mark.timeout(PAGE_TIMEOUT + 90)
+async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_ctrl_c(
+    demo: Demo, tmp_path: Path
+) -> None:
     urls: dict[str, str] = {}
     try:
         async with asyncio.timeout(PAGE_TIMEOUT):
-            await read_until(demo.stdout, r"running\. Ctrl-C stops it all", seen)
+            await demo.read_until(r"running\. Ctrl-C stops it all")
             for _ in range(6):  # the banner: one part per line
-                line = await read_until(demo.stdout, r"", seen)
+                line = await demo.read_until(r"")
                 if part := re.match(r"\s+(\S+)\s+(http://127\.0\.0\.1:\d+)", line.string):
                     urls[part.group(1)] = part.group(2)
-            await read_until(demo.stdout, r"FIRING: APIDown on bybit", seen)
-            await read_until(demo.stdout, r"Source: .*model deepseek-chat, ~?\d+ tokens, \$", seen)
-            await read_until(demo.stdout, r"RESOLVED: APIDown on bybit", seen)
-    except BaseException as error:
-        await stop(demo)
-        printed = "".join(seen)
+            await demo.read_until(r"FIRING: APIDown on bybit")
+            await demo.read_until(r"Source: .*model deepseek-chat, ~?\d+ tokens, \$")
+            await demo.read_until(r"RESOLVED: APIDown on bybit")
+    except TimeoutError as error:
+        printed = "".join(demo.seen)
         raise AssertionError(
             f"no page and resolution in time; the demo printed:\n{printed}"
         ) from error
@@ -157,9 +177,9 @@ async def test_make_demo_pages_resolves_fills_every_metric_family_and_stops_on_c
     assert value(probe, "api_request_latency_seconds_count", exchange="okx") >= 3
 
     # Ctrl-C in a terminal signals the whole foreground group: make and the demo.
-    os.killpg(demo.pid, signal.SIGINT)
-    rest, _ = await asyncio.wait_for(demo.communicate(), timeout=60)
-    printed = "".join(seen) + rest.decode(errors="replace")
+    os.killpg(demo.process.pid, signal.SIGINT)
+    rest, _ = await asyncio.wait_for(demo.process.communicate(), timeout=60)
+    printed = "".join(demo.seen) + rest.decode(errors="replace")
     assert "stopped." in printed, printed
     for name, url in urls.items():
         assert not listening(url), f"{name} still listens at {url} after Ctrl-C"
