@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint format e2e e2e-deps demo demo-deps bench mutate clean
+.PHONY: run test lint format e2e e2e-deps demo demo-deps eval bench mutate clean
 
 $(BIN)/alert-enricher: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -61,17 +61,21 @@ demo-deps:
 demo: $(BIN)/alert-enricher demo-deps
 	$(BIN)/python -m demo $(DEMO_ARGS)
 
+# The labelled incidents of evals/incidents.yml through the diagnosis: rules, or the LLM with a key.
+eval: $(BIN)/alert-enricher
+	$(BIN)/python -m evals $(EVAL_ARGS)
+
 e2e: $(VENV)/.dev e2e-deps
 	$(BIN)/pytest -q -m e2e tests/e2e
 
 lint: $(VENV)/.dev
-	$(BIN)/ruff check app tests bench demo
-	$(BIN)/ruff format --check app tests bench demo
+	$(BIN)/ruff check app tests bench demo evals
+	$(BIN)/ruff format --check app tests bench demo evals
 	$(BIN)/mypy
 
 format: $(VENV)/.dev
-	$(BIN)/ruff check --fix app tests bench demo
-	$(BIN)/ruff format app tests bench demo
+	$(BIN)/ruff check --fix app tests bench demo evals
+	$(BIN)/ruff format app tests bench demo evals
 
 bench: $(VENV)/.dev
 	$(BIN)/python -m bench $(BENCH_ARGS)

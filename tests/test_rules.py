@@ -24,9 +24,12 @@ def test_every_exchange_alert_has_a_specific_diagnosis_naming_the_exchange(name:
 def test_group_of_three_names_every_exchange() -> None:
     firing = fixture_payload("alertmanager-0.25-firing_apidown_group_of_3.json").firing
     result = diagnose(firing)
-    assert result.diagnosis.startswith("The binance, bybit and okx APIs are not answering")
-    assert "the exchanges are down" in result.diagnosis and "path to them" in result.diagnosis
+    # Three exchanges down at once: most likely our side, the APIDown playbook's steps follow.
+    assert result.diagnosis.startswith("The binance, bybit and okx APIs fail at the same time.")
+    assert "most likely our own: the egress" in result.diagnosis
     assert "strategies that depend on binance, bybit and okx;" in "\n".join(result.action_items)
+    two = diagnose([alert("APIDown", "okx"), alert("APIDown", "bybit")])
+    assert "the exchanges are down" in two.diagnosis and "path to them" in two.diagnosis
 
 
 def test_one_exchange_keeps_the_singular() -> None:

@@ -634,7 +634,8 @@ def test_a_new_alert_is_shown_line_by_line_as_on_call_reads_it() -> None:
 
 RULE_DIAGNOSIS = (
     "The binance API is not answering health checks: the exchange is down or in maintenance,"
-    " or the path to it (DNS, egress proxy, network, TLS) is broken."
+    " or the path to it (DNS, egress proxy, network, TLS) is broken. Confidence: medium (from the"
+    " alert's kind; no error code in it narrows the cause)."
 )
 RULE_IMPACT = (
     "No market data or order placement through binance: open positions cannot be adjusted and"
