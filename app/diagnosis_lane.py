@@ -185,7 +185,8 @@ class DiagnosisLane:
         else:
             started = time.monotonic()
             contexts = CONTEXTS.validate_json(job.context)
-            diagnosis, source = await self._enricher.diagnose(payload, contexts)
+            memory = await self._enricher.memory(payload)
+            diagnosis, source = await self._enricher.diagnose(payload, contexts, memory)
             elapsed = time.monotonic() - started
             previous = self._latency if self._latency is not None else elapsed
             self._latency = previous + LATENCY_WEIGHT * (elapsed - previous)

@@ -17,6 +17,7 @@ from app.cost import BUDGET_REACHED, Ledger
 from app.formatting import clean, join_names, shorten
 from app.incident import classify
 from app.llm import LLMClient, LLMError
+from app.memory import HistoryStore, Memory, recall
 from app.metrics import Metrics
 from app.models import (
     Alert,
@@ -121,6 +122,7 @@ def prompt_data(
     contexts: list[MetricContext],
     budget: PromptBudget,
     runbook: Runbook | None = None,
+    memory: Memory | None = None,
 ) -> str:
     """The data block: JSON, `<`/`>` escaped so no text can fake the block's markers.
 
@@ -153,6 +155,8 @@ def prompt_data(
             "alerts": entries,
             "omitted_alerts": len(alerts) - count + payload.truncated_alerts,
         }
+        if memory is not None:
+            data["history"] = memory.evidence()
         if runbook is not None:
             data["runbook"] = {
                 "file": runbook.name,
@@ -189,6 +193,7 @@ def assemble(
     notification_id: int | None = None,
     known: frozenset[str] | None = None,
     alertmanager_url: str | None = None,
+    memory: Memory | None = None,
 ) -> EnrichedNotification:
     """The presentation-neutral notification: cleaned text, at most MAX_ALERTS_SHOWN alerts.
 
@@ -220,6 +225,7 @@ def assemble(
         omitted_alerts=omitted + payload.truncated_alerts,
         diagnosis=diagnosis,
         source=source,
+        history=memory.line if memory else None,
         silence_url=silence_url(payload, alertmanager_url),
         alertmanager_url=_http_url(payload.external_url),
     )
@@ -241,6 +247,7 @@ class Enricher:
         ledger: Ledger,
         alertmanager_url: str | None = None,
         runbooks: Runbooks | None = None,
+        history: HistoryStore | None = None,
     ) -> None:
         self._contexts = contexts
         self._llm = llm
@@ -252,6 +259,7 @@ class Enricher:
         self._budget = PromptBudget(prompt_budget)
         self._alertmanager_url = alertmanager_url
         self._runbooks = runbooks or Runbooks()
+        self._history = history
 
     async def enrich(
         self,
@@ -268,11 +276,24 @@ class Enricher:
         kind = kind or classify(payload, None)
         contexts = await self.contexts(payload, kind)
         diagnosis, source = (None, DiagnosisSource(kind="none"))
+        memory = None
         if kind in ("new", "escalation"):
-            diagnosis, source = await self.diagnose(payload, contexts)
+            memory = await self.memory(payload)
+            diagnosis, source = await self.diagnose(payload, contexts, memory)
         return self.assemble(
-            payload, kind, contexts, diagnosis, source, notification_id=notification_id, known=known
+            payload,
+            kind,
+            contexts,
+            diagnosis,
+            source,
+            notification_id=notification_id,
+            known=known,
+            memory=memory,
         )
+
+    async def memory(self, payload: AlertmanagerPayload) -> Memory | None:
+        """The group's incident memory (app/memory.py); None without a store or a past."""
+        return await recall(self._history, payload.group_id)
 
     async def contexts(self, payload: AlertmanagerPayload, kind: Kind) -> list[MetricContext]:
         """The firing alerts' metric context for `new` and `escalation`; none for follow-ups."""
@@ -290,6 +311,7 @@ class Enricher:
         *,
         notification_id: int | None = None,
         known: frozenset[str] | None = None,
+        memory: Memory | None = None,
     ) -> EnrichedNotification:
         return assemble(
             payload,
@@ -300,15 +322,20 @@ class Enricher:
             notification_id=notification_id,
             known=known,
             alertmanager_url=self._alertmanager_url,
+            memory=memory,
         )
 
     async def diagnose(
-        self, payload: AlertmanagerPayload, contexts: list[MetricContext]
+        self,
+        payload: AlertmanagerPayload,
+        contexts: list[MetricContext],
+        memory: Memory | None = None,
     ) -> tuple[Diagnosis, DiagnosisSource]:
-        """The model's diagnosis, or the rules' with the reason the model was not used."""
+        """The model's diagnosis, or the rules' with the reason the model was not used. `memory`
+        (the group's earlier incidents) goes into the prompt as evidence."""
         runbook = self.runbook(payload)
         system, user = self._prompts.render(
-            data=prompt_data(payload, contexts, self._budget, runbook),
+            data=prompt_data(payload, contexts, self._budget, runbook, memory),
             status=payload.status,
             firing_count=len(payload.firing),
             resolved_count=len(payload.resolved),

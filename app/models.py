@@ -237,6 +237,8 @@ class EnrichedNotification(BaseModel):
     firing: list[AlertView] = Field(default_factory=list)
     resolved: list[AlertView] = Field(default_factory=list)
     omitted_alerts: int = 0
+    # Incident memory (app/memory.py): `3rd time in 7 days; usually resolves in ~9 min`.
+    history: str | None = None
     diagnosis: Diagnosis | None = None
     source: DiagnosisSource
     silence_url: str | None = None

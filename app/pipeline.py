@@ -23,6 +23,7 @@ from app.enrich import Enricher
 from app.incident import transition
 from app.lease import Lease
 from app.logs import log_context
+from app.memory import Memory
 from app.metrics import Metrics
 from app.models import (
     AlertmanagerPayload,
@@ -97,8 +98,11 @@ class Pipeline:
         change = transition(payload, incident)
         known = incident.firing if incident else None  # to mark the alerts that are new
         contexts = await self._enricher.contexts(payload, change.kind)
+        memory = None
+        if change.kind in ("new", "escalation"):
+            memory = await self._enricher.memory(payload)
         (diagnosis, source), owed = await self._diagnosis(
-            stored, lease, payload, change.kind, contexts, accepted=accepted
+            stored, lease, payload, change.kind, contexts, memory=memory, accepted=accepted
         )
         try:
             notification = self._enricher.assemble(
@@ -109,6 +113,7 @@ class Pipeline:
                 source,
                 notification_id=stored.id,
                 known=known,
+                memory=memory,
             )
             incident_id = await self._store.save_enrichment(
                 lease.claim, notification.model_dump_json(), change, owed
@@ -129,6 +134,7 @@ class Pipeline:
         kind: Kind,
         contexts: list[MetricContext],
         *,
+        memory: Memory | None,
         accepted: float,
     ) -> tuple[tuple[Diagnosis | None, DiagnosisSource], QueuedDiagnosis | None]:
         """The final diagnosis when the lane answers in time, else the rules' preliminary one;
@@ -140,7 +146,7 @@ class Pipeline:
         if kind not in ("new", "escalation"):
             return (None, DiagnosisSource(kind="none")), None
         if self._lane is None:  # no model configured: the rules answer at once, and finally
-            return await self._enricher.diagnose(payload, contexts), None
+            return await self._enricher.diagnose(payload, contexts, memory), None
         queued = QueuedDiagnosis(CONTEXTS.dump_json(contexts).decode(), rank(payload))
         promise = self._page_within - min(SEND_MARGIN_SECONDS, self._page_within / 4)
         remaining = accepted + promise - time.monotonic()

@@ -149,6 +149,7 @@ async def build_runtime(settings: Settings) -> Runtime:
         ledger=ledger,
         alertmanager_url=settings.alertmanager_url,
         runbooks=runbooks,
+        history=store,
     )
     routes = {
         "slack": parse_matchers(settings.slack_matchers),

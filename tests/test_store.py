@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 
 from app.incident import Transition
 from app.store import DailySpend, LeaseLostError, PostgresStore, SQLiteStore, Store
+from app.store.base import IncidentHistory, last_diagnosis
 
 
 class Clock:
@@ -397,3 +399,47 @@ async def test_retry_requeues_a_failed_notification_for_the_channels_that_did_no
     await store.finish(again.claim)
     assert not await store.requeue(accepted.id)
     assert not await store.requeue(accepted.id + 1000)
+
+
+async def test_incident_history_is_the_groups_ended_incidents_in_the_window_and_last_diagnosis(
+    store,
+) -> None:
+    async def incident(group: str, diagnosis: str | None, lasting: float) -> int | None:
+        await store.accept(f"{group}-{store.clock.now}-open", group, "{}", 600)
+        held = (await store.claim("w", 30)).claim
+        shown = {"diagnosis": {"diagnosis": diagnosis}} if diagnosis else {"title": "x"}
+        opened = await store.save_enrichment(held, json.dumps(shown), opening(group, {"a"}))
+        await store.finish(held)
+        store.clock.now += lasting
+        await store.accept(f"{group}-{store.clock.now}-end", group, "{}", 600)
+        held = (await store.claim("w", 30)).claim
+        change = Transition("resolved", group, opened, frozenset())
+        await store.save_enrichment(held, '{"title": "resolved"}', change)
+        await store.finish(held)
+        return opened
+
+    assert await store.incident_history("g", 7 * 86400) == IncidentHistory([], None)
+    await incident("g", "too old to count", 60)
+    store.clock.now += 8 * 86400
+    await incident("g", "clock drift on the probing host", 300)
+    store.clock.now += 3600
+    await incident("g", None, 600)  # its message had no diagnosis: the previous one is the last
+    await incident("other", "another group's", 60)
+    history = await store.incident_history("g", 7 * 86400)
+    assert [round(end - opened) for opened, end in history.ended] == [300, 600]
+    assert history.last_diagnosis == "clock drift on the probing host"
+    # An open incident is not history yet.
+    await store.accept("open", "g", "{}", 600)
+    held = (await store.claim("w", 30)).claim
+    await store.save_enrichment(held, "{}", opening("g", {"a"}))
+    assert len((await store.incident_history("g", 7 * 86400)).ended) == 2
+
+
+def test_the_last_diagnosis_prefers_the_lanes_result_and_skips_unreadable_rows() -> None:
+    final = json.dumps({"diagnosis": {"diagnosis": "the model's"}, "source": {}})
+    shown = json.dumps({"diagnosis": {"diagnosis": "the preliminary rules'"}})
+    assert last_diagnosis([(final, shown)]) == "the model's"
+    assert last_diagnosis([(None, "not json"), (None, '{"diagnosis": null}'), (None, shown)]) == (
+        "the preliminary rules'"
+    )
+    assert last_diagnosis([]) is None

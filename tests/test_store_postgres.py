@@ -19,7 +19,7 @@ from app.config import Settings
 from app.logs import configure_logging
 from app.store import PostgresStore, StoreError, open_store, shown_url
 from app.store.postgres_db import RESERVED, Conn
-from app.store.postgres_schema import PURGE_LOCK
+from app.store.postgres_schema import PURGE_LOCK, SCHEMA_VERSION
 from tests.pgserver import PostgresServer, free_port
 
 
@@ -45,7 +45,7 @@ async def test_replicas_starting_at_once_on_an_empty_database_create_the_schema_
         version = conn.execute(
             "SELECT value FROM alert_enricher_meta WHERE key = 'schema_version'"
         ).fetchone()
-    assert version == ("3",)
+    assert version == (str(SCHEMA_VERSION),)
 
 
 async def test_replicas_claiming_side_by_side_take_each_notification_once_in_group_order(

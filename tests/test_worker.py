@@ -31,11 +31,23 @@ class CountingEnricher:
             await self.stall.wait()
         return []
 
-    async def diagnose(self, payload, contexts):
+    async def memory(self, payload) -> None:
+        return None
+
+    async def diagnose(self, payload, contexts, memory=None):
         return None, DiagnosisSource(kind="none")
 
     def assemble(
-        self, payload, kind, contexts, diagnosis, source, *, notification_id=None, known=None
+        self,
+        payload,
+        kind,
+        contexts,
+        diagnosis,
+        source,
+        *,
+        notification_id=None,
+        known=None,
+        memory=None,
     ) -> EnrichedNotification:
         return EnrichedNotification(
             notification_id=notification_id,

@@ -8,7 +8,7 @@ from typing import TextIO
 from app.formatting import fired_for, number, shorten, signed, timestamp
 from app.models import AlertView, EnrichedNotification, MetricContext
 from app.notifiers.base import Progress, Sent, Thread
-from app.notifiers.layout import follow_ups, headline, label_text, new_mark
+from app.notifiers.layout import follow_ups, headline, history_note, label_text, new_mark
 
 RULE = "─" * 72
 
@@ -59,6 +59,8 @@ def render(n: EnrichedNotification) -> str:
         lines += _alert_lines(alert)
     if n.omitted_alerts:
         lines.append(f"  … and {n.omitted_alerts} more alerts not shown")
+    if note := history_note(n):
+        lines.append(note)
     if d := n.diagnosis:
         lines += ["", f"Diagnosis: {d.diagnosis}", f"Impact: {d.impact}", "Action items:"]
         lines += [f"  {i}. {item}" for i, item in enumerate(d.action_items, 1)]

@@ -27,6 +27,11 @@ def headline(kind: str, status: str, title: str) -> str:
     return f"{icon} {word}: {title}"
 
 
+def history_note(n: EnrichedNotification) -> str | None:
+    """`🕘 3rd time in 7 days; usually resolves in ~9 min`, the same words in every channel."""
+    return f"🕘 {n.history}" if n.history else None
+
+
 def label_pairs(alert: AlertView) -> list[tuple[str, str]]:
     """The identifying labels as a chat shows them: at most 8, long keys and values shortened."""
     pairs = list(alert.identifying_labels.items())[:MAX_LABELS]

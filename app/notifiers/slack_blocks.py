@@ -16,6 +16,7 @@ from app.notifiers.layout import (
     follow_ups,
     headline,
     hidden_alerts,
+    history_note,
     label_pairs,
     metric_stats,
     new_mark,
@@ -199,6 +200,8 @@ def render_blocks(
     blocks += _resolved_blocks(n)
     if hidden := hidden_alerts(n, MAX_ALERTS):
         blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {hidden} more alerts")]})
+    if note := history_note(n):
+        blocks.append({"type": "context", "elements": [_mrkdwn(escape(note))]})
     blocks += diagnosis_blocks(n)
     footer = [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")]
     if links := _links(n):

@@ -29,6 +29,7 @@ from app.notifiers.layout import (
     follow_ups,
     headline,
     hidden_alerts,
+    history_note,
     label_text,
     metric_stats,
     new_mark,
@@ -139,6 +140,8 @@ def render(n: EnrichedNotification) -> list[Line]:
         hidden = hidden_alerts(n, MAX_ALERTS)
     if hidden:
         lines.append(Line(f"… and {hidden} more alerts", tag="i"))
+    if note := history_note(n):
+        lines.append(Line(note, tag="i"))
     if d := n.diagnosis:
         lines += [
             Line(),

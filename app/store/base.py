@@ -104,6 +104,33 @@ class MessageRef:
 
 
 @dataclass(frozen=True)
+class IncidentHistory:
+    """A group's incidents that ended within the window ((opened, ended) in Unix seconds on the
+    store's clock, oldest first), and the text of the last diagnosis given for the group (the final
+    one, when its page went out preliminary)."""
+
+    ended: list[tuple[float, float]]
+    last_diagnosis: str | None = None
+
+
+HISTORY_ROWS = 10  # of a group's latest notifications, searched for its last diagnosis
+
+
+def last_diagnosis(rows: list[tuple[str | None, str | None]]) -> str | None:
+    """The first diagnosis text among (diagnosis result, enrichment) JSON pairs, newest first: the
+    LLM lane's result when there is one, else the message's own. Unreadable rows are skipped."""
+    for result, enrichment in rows:
+        for text in (result, enrichment):
+            try:
+                diagnosis = json.loads(text)["diagnosis"]["diagnosis"] if text else None
+            except (ValueError, KeyError, TypeError):
+                continue
+            if isinstance(diagnosis, str) and diagnosis:
+                return diagnosis
+    return None
+
+
+@dataclass(frozen=True)
 class NotificationRecord:
     """One notification as the admin commands (`list`, `show`, `retry`) see it; times are Unix
     seconds on the store's clock."""
@@ -207,6 +234,11 @@ class Store(Protocol):
     async def give_up(self, claim: Claim, error: str) -> None: ...
     async def release(self, claim: Claim) -> None: ...
     async def open_incident(self, group_id: str) -> Incident | None: ...
+    async def incident_history(self, group_id: str, within_seconds: float) -> IncidentHistory:
+        """The group's incidents that ended in the last `within_seconds`, and its last diagnosis
+        (incident memory, app/memory.py)."""
+        ...
+
     async def save_enrichment(
         self,
         claim: Claim,

@@ -8,7 +8,7 @@ by a number of seconds: always 0 in the service, moved forwards by the contract 
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: indexes for incident memory
 
 # Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
 MIGRATE_LOCK = 0x41450001
@@ -78,6 +78,8 @@ CREATE TABLE IF NOT EXISTS incidents (
     ended_at TIMESTAMPTZ
 );
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents (group_id) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_group ON incidents (group_id, ended_at);
+CREATE INDEX IF NOT EXISTS notifications_group ON notifications (group_id, id);
 CREATE TABLE IF NOT EXISTS incident_refs (
     incident_id BIGINT NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
     channel TEXT NOT NULL,

@@ -35,6 +35,7 @@ from app.store.group_commit import GroupCommit
 from app.store.sqlite_admin import SQLiteAdmin
 from app.store.sqlite_deliveries import SQLiteDeliveries
 from app.store.sqlite_diagnoses import SQLiteDiagnoses
+from app.store.sqlite_history import SQLiteHistory
 from app.store.sqlite_schema import (
     CLAIM,
     FINISH,
@@ -53,7 +54,7 @@ Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin):
+class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory):
     """SQLite behind one connection owned by one thread; every call runs on that thread."""
 
     def __init__(

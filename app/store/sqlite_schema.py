@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS incidents (
     ended_at REAL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_open ON incidents (group_id) WHERE ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS incidents_group ON incidents (group_id, ended_at);
 CREATE TABLE IF NOT EXISTS incident_refs (
     incident_id INTEGER NOT NULL REFERENCES incidents (id) ON DELETE CASCADE,
     channel TEXT NOT NULL,

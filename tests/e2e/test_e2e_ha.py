@@ -479,7 +479,7 @@ async def test_replicas_started_together_on_an_empty_database_create_the_schema_
 
     with psycopg.connect(url) as conn:
         meta = conn.execute("SELECT key, value FROM alert_enricher_meta").fetchall()
-    assert meta == [("schema_version", "3")]
+    assert meta == [("schema_version", "4")]
     server_log = postgres_server.log.read_bytes()[log_start:].decode(errors="replace")
     assert [line for line in error_lines(server_log) if database in line] == []
     for replica in range(stack.replicas):

@@ -1,0 +1,26 @@
+"""The SQLite backend's part of incident memory (`Store.incident_history`, app/memory.py)."""
+
+from __future__ import annotations
+
+from app.store.base import HISTORY_ROWS, IncidentHistory, last_diagnosis
+from app.store.primitives import SQLitePrimitives
+
+
+class SQLiteHistory(SQLitePrimitives):
+    async def incident_history(self, group_id: str, within_seconds: float) -> IncidentHistory:
+        since = self._clock() - within_seconds
+        ended = await self._fetch(
+            "SELECT opened_at, ended_at FROM incidents"
+            " WHERE group_id = ? AND ended_at IS NOT NULL AND ended_at >= ? ORDER BY opened_at",
+            (group_id, since),
+        )
+        diagnoses = await self._fetch(
+            "SELECT d.result, n.enrichment FROM notifications n"
+            " LEFT JOIN diagnoses d ON d.notification_id = n.id"
+            " WHERE n.group_id = ? AND n.enrichment IS NOT NULL AND n.received_at >= ?"
+            " ORDER BY n.id DESC LIMIT ?",
+            (group_id, since, HISTORY_ROWS),
+        )
+        return IncidentHistory(
+            [(float(o), float(e)) for o, e in ended], last_diagnosis(list(diagnoses))
+        )
