@@ -156,3 +156,13 @@ async def test_the_second_incident_of_a_group_is_paged_with_its_memory_and_the_l
     prompt = json.loads(llm.calls[-1].request.content)["messages"][1]["content"]
     assert '"earlier_incidents_7d":1' in prompt
     assert GOOD_DIAGNOSIS["diagnosis"][:40] in prompt, "last time's diagnosis is evidence"
+
+
+def test_slack_shows_the_memory_as_a_context_line_before_the_diagnosis() -> None:
+    n = sample_notification().model_copy(update={"history": "2nd time in 7 days"})
+    blocks = render_blocks(n)
+    note = {"type": "context", "elements": [{"type": "mrkdwn", "text": "🕘 2nd time in 7 days"}]}
+    assert note in blocks
+    divider = blocks.index({"type": "divider"})
+    assert blocks.index(note) < divider, "before the diagnosis"
+    assert note not in render_blocks(sample_notification())

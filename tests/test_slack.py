@@ -1485,3 +1485,9 @@ def test_resolved_lines_separate_labels_with_single_spaces() -> None:
     gone = view("Gone", status="resolved", labels={"a": "1", "b": "2"}, ends_at=START)
     resolved = texts(blocks_of(message(built([view()], [gone]))))[1]
     assert "✅ *Gone* `a=1` `b=2` resolved" in resolved
+
+
+@pytest.mark.parametrize("limit", [40, 150, 3000])
+def test_fit_keeps_as_much_as_fits_when_escaping_grows_the_text(limit: int) -> None:
+    fitted = fit("a<&>" * 2000, limit)
+    assert limit - 12 <= len(fitted) <= limit

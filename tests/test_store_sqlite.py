@@ -192,3 +192,13 @@ async def test_after_a_reboot_a_diagnosis_running_before_it_is_taken_again_at_on
     job = await after.claim_diagnosis("lane", 50)
     await after.close()
     assert job is not None, "the old boot's lease means nothing after a reboot"
+
+
+async def test_the_store_creates_the_directories_of_its_path(tmp_path: Path) -> None:
+    path = tmp_path / "not" / "yet" / "there" / "enricher.db"
+    store = await SQLiteStore.open(f"sqlite:///{path}")
+    try:
+        await store.accept("k", "g", "{}", 600)
+    finally:
+        await store.close()
+    assert path.is_file()

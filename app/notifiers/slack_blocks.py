@@ -38,10 +38,19 @@ def escape(text: str) -> str:
 
 def fit(text: str, limit: int) -> str:
     """`text` escaped, shortened (visibly) until the escaped form fits `limit`."""
-    size = limit
-    while len(escaped := escape(shorten(text, size))) > limit:
-        size -= max(1, len(escaped) - limit)
-    return escaped
+    if len(escaped := escape(shorten(text, limit))) <= limit:
+        return escaped
+    # The longest cut whose escaped form fits, by bisection: one raw `<` or `&` escapes to four or
+    # five characters, so shrinking by the overflow overshot (text full of them came out as the
+    # mark alone).
+    fits, too_long = 0, limit
+    while too_long - fits > 1:
+        size = (fits + too_long) // 2
+        if len(escape(shorten(text, size))) <= limit:
+            fits = size
+        else:
+            too_long = size
+    return escape(shorten(text, fits))
 
 
 def clip(mrkdwn: str, limit: int) -> str:
