@@ -179,7 +179,9 @@ class DiagnosisLane:
             self._metrics.diagnoses.labels(source="rules").inc()
             log.warning("notification %s: %s", job.claim.notification_id, reason)
             diagnosis, source = self._enricher.rules(
-                payload, DiagnosisSource(kind="rules", reason=reason)
+                payload,
+                DiagnosisSource(kind="rules", reason=reason),
+                CONTEXTS.validate_json(job.context),
             )
             result = DiagnosisResult(diagnosis=diagnosis, source=source)
         else:

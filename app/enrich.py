@@ -14,8 +14,9 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from app.cost import BUDGET_REACHED, Ledger
-from app.formatting import clean, join_names, shorten
+from app.formatting import clean, shorten
 from app.incident import classify
+from app.language import ENGLISH, Words, words_for
 from app.llm import LLMClient, LLMError
 from app.memory import HistoryStore, Memory, recall
 from app.metrics import Metrics
@@ -89,16 +90,16 @@ def silence_url(payload: AlertmanagerPayload, alertmanager_url: str | None = Non
     return f"{base.rstrip('/')}/#/silences/new?filter={quote('{' + matchers + '}', safe='')}"
 
 
-def title(payload: AlertmanagerPayload) -> str:
+def title(payload: AlertmanagerPayload, words: Words = ENGLISH) -> str:
     """The alert name and exchanges of what fires; when nothing does, of what resolved."""
     alerts = payload.firing or payload.alerts
     names = list(dict.fromkeys(a.name for a in alerts))
     common = payload.common_labels.get("alertname")
     lead = common if common in names else names[0]
     exchanges = sorted({a.labels["exchange"] for a in alerts if a.labels.get("exchange")})
-    text = lead if len(names) == 1 else f"{lead} and {len(names) - 1} other alert names"
+    text = lead if len(names) == 1 else f"{lead} {words.other_names.format(count=len(names) - 1)}"
     if exchanges:
-        text += f" on {join_names(exchanges)}"
+        text += f" {words.on} {words.names(exchanges)}"
     return clean(shorten(text, 150))
 
 
@@ -194,6 +195,7 @@ def assemble(
     known: frozenset[str] | None = None,
     alertmanager_url: str | None = None,
     memory: Memory | None = None,
+    words: Words = ENGLISH,
 ) -> EnrichedNotification:
     """The presentation-neutral notification: cleaned text, at most MAX_ALERTS_SHOWN alerts.
 
@@ -215,7 +217,7 @@ def assemble(
         group_id=payload.group_id,
         status=payload.status,
         kind=kind,
-        title=title(payload),
+        title=title(payload, words),
         severity=clean(severity(firing or payload.alerts)),
         receiver=clean(payload.receiver),
         firing=[
@@ -225,7 +227,8 @@ def assemble(
         omitted_alerts=omitted + payload.truncated_alerts,
         diagnosis=diagnosis,
         source=source,
-        history=memory.line if memory else None,
+        history=memory.line_in(words) if memory else None,
+        language=words.code,
         silence_url=silence_url(payload, alertmanager_url),
         alertmanager_url=_http_url(payload.external_url),
     )
@@ -255,6 +258,7 @@ class Enricher:
         self._prompts = prompts
         self._metrics = metrics
         self._language = language
+        self._words = words_for(language)
         self._window = window_minutes
         self._budget = PromptBudget(prompt_budget)
         self._alertmanager_url = alertmanager_url
@@ -323,6 +327,7 @@ class Enricher:
             known=known,
             alertmanager_url=self._alertmanager_url,
             memory=memory,
+            words=self._words,
         )
 
     async def diagnose(
@@ -343,7 +348,7 @@ class Enricher:
             language=self._language,
         )
         if self._llm.enabled and await self._ledger.budget_reached():
-            return self._fallback(payload, "budget", BUDGET_REACHED)
+            return self._fallback(payload, contexts, "budget", BUDGET_REACHED)
         # No model, no call: timing its immediate LLMError would fill the histogram with zeros.
         timer: AbstractContextManager[object] = (
             self._metrics.llm_seconds.time() if self._llm.enabled else nullcontext()
@@ -355,7 +360,7 @@ class Enricher:
             await self._ledger.record(self._llm.model, exc.usage)
             if self._llm.enabled:
                 log.warning("LLM diagnosis failed, using rules: %s", exc)
-            return self._fallback(payload, exc.reason, str(exc))
+            return self._fallback(payload, contexts, exc.reason, str(exc))
         cost = await self._ledger.record(self._llm.model, answer.usage)
         self._metrics.diagnoses.labels(source="llm").inc()
         return answer.diagnosis, DiagnosisSource(
@@ -368,11 +373,11 @@ class Enricher:
         )
 
     def _fallback(
-        self, payload: AlertmanagerPayload, code: str, reason: str
+        self, payload: AlertmanagerPayload, contexts: list[MetricContext], code: str, reason: str
     ) -> tuple[Diagnosis, DiagnosisSource]:
         self._metrics.diagnoses.labels(source="rules").inc()
         self._metrics.fallbacks.labels(reason=code).inc()
-        return self.rules(payload, DiagnosisSource(kind="rules", reason=reason))
+        return self.rules(payload, DiagnosisSource(kind="rules", reason=reason), contexts)
 
     def runbook(self, payload: AlertmanagerPayload) -> Runbook | None:
         """The team's runbook for the group's lead firing alert, if RUNBOOKS_DIR has one."""
@@ -380,10 +385,14 @@ class Enricher:
         return self._runbooks.find(lead.name, lead.labels) if lead else None
 
     def rules(
-        self, payload: AlertmanagerPayload, source: DiagnosisSource
+        self,
+        payload: AlertmanagerPayload,
+        source: DiagnosisSource,
+        contexts: list[MetricContext] | None = None,
     ) -> tuple[Diagnosis, DiagnosisSource]:
-        """The rule-based diagnosis, led by the team's runbook, which `source` then names."""
+        """The rule-based diagnosis, led by the team's runbook, which `source` then names, with
+        the firing alerts' metric `contexts` as evidence."""
         runbook = self.runbook(payload)
         if runbook is not None:
             source = source.model_copy(update={"runbook": runbook.name})
-        return rule_diagnosis(payload.firing, runbook), source
+        return rule_diagnosis(payload.firing, runbook, self._words, contexts), source

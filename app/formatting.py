@@ -24,13 +24,16 @@ def shorten(text: str, limit: int) -> str:
     return text[:keep].rstrip() + SHORTENED_MARK
 
 
-def join_names(names: list[str], limit: int = 5) -> str:
-    """`a`, `a and b`, `a, b and c`; past `limit` names, `a, b, c, d, e and 2 more`."""
+def join_names(
+    names: list[str], limit: int = 5, and_: str = "and", and_more: str = "and {count} more"
+) -> str:
+    """`a`, `a and b`, `a, b and c`; past `limit` names, `a, b, c, d, e and 2 more` (in the words
+    given: `and_`, and `and_more` with its `{count}`)."""
     if len(names) > limit:
-        return f"{', '.join(names[:limit])} and {len(names) - limit} more"
+        return f"{', '.join(names[:limit])} {and_more.format(count=len(names) - limit)}"
     if len(names) < 2:
         return "".join(names)
-    return f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"{', '.join(names[:-1])} {and_} {names[-1]}"
 
 
 def duration(delta: timedelta) -> str:

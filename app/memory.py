@@ -13,24 +13,18 @@ from statistics import median
 from typing import Any, Protocol
 
 from app.formatting import shorten
+from app.language import ENGLISH, Words
 from app.store.base import IncidentHistory, StoreError
 
 log = logging.getLogger(__name__)
 
-WINDOW_SECONDS = 7 * 86400
-WINDOW_TEXT = "7 days"
+WINDOW_SECONDS = 7 * 86400  # the words say "7 days" (app/language.py)
 LOOKUP_SECONDS = 1.0
 LAST_DIAGNOSIS_CHARS = 200
 
 
 class HistoryStore(Protocol):
     async def incident_history(self, group_id: str, within_seconds: float) -> IncidentHistory: ...
-
-
-def ordinal(n: int) -> str:
-    if 10 <= n % 100 <= 20:
-        return f"{n}th"
-    return f"{n}{ {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th') }"
 
 
 def minutes(seconds: float) -> str:
@@ -66,13 +60,17 @@ class Memory:
 
     @property
     def line(self) -> str:
+        return self.line_in(ENGLISH)
+
+    def line_in(self, words: Words) -> str:
         """`4th time in 7 days; usually resolves in ~9 min (4 min to 12 min)`."""
-        text = f"{ordinal(self.before + 1)} time in {WINDOW_TEXT}"
+        text = words.nth_time.format(ordinal=words.ordinal(self.before + 1))
         if self.typical_seconds is not None:
-            text += f"; usually resolves in ~{minutes(self.typical_seconds)}"
+            text += "; " + words.usually_resolves.format(typical=minutes(self.typical_seconds))
             if self.before > 1 and self.shortest_seconds != self.longest_seconds:
                 shortest, longest = self.shortest_seconds or 0, self.longest_seconds or 0
-                text += f" ({minutes(shortest)} to {minutes(longest)})"
+                span = words.range.format(shortest=minutes(shortest), longest=minutes(longest))
+                text += f" ({span})"
         return text
 
     def evidence(self) -> dict[str, Any]:

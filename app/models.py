@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from app.formatting import clean
+from app.language import ENGLISH, Words, words_for
 
 Status = Literal["firing", "resolved"]
 # new: a group's first message. escalation: alerts joined a firing group (new diagnosis, in thread).
@@ -162,6 +163,9 @@ class MetricContext(BaseModel):
     samples: list[float] = Field(default_factory=list)
     window_minutes: int = 0
     graph_url: str | None = None
+    # The alert expression's threshold (`> 0.5`), when it compares against a number.
+    comparison: str | None = None
+    threshold: float | None = None
 
 
 class DiagnosisSource(BaseModel):
@@ -182,24 +186,28 @@ class DiagnosisSource(BaseModel):
 
     @property
     def label(self) -> str:
-        text = self._label()
-        return f"{text}; runbook {self.runbook}" if self.runbook else text
+        return self.label_in(ENGLISH)
 
-    def _label(self) -> str:
+    def label_in(self, words: Words) -> str:
+        text = self._label(words)
+        return f"{text}; {words.runbook_file.format(name=self.runbook)}" if self.runbook else text
+
+    def _label(self, words: Words) -> str:
         if self.kind == "llm":
-            spent = [f"model {self.model}"]
+            spent = [words.model.format(model=self.model)]
             if self.tokens is not None:
-                spent.append(f"{'~' if self.tokens_estimated else ''}{self.tokens:,} tokens")
+                tokens = f"{'~' if self.tokens_estimated else ''}{self.tokens:,}"
+                spent.append(words.tokens.format(tokens=tokens))
             if self.cost_usd is not None:
                 spent.append(
                     f"${self.cost_usd:.4f}" if self.cost_usd < 1 else f"${self.cost_usd:.2f}"
                 )
             return ", ".join(spent)
         if self.preliminary:
-            return "rule-based, preliminary: AI diagnosis in progress"
+            return words.preliminary
         if self.kind == "rules":  # the diagnosis source's kind, not the notification's
-            return f"rule-based fallback: {self.reason}" if self.reason else "rule-based fallback"
-        return "no diagnosis (resolved)"
+            return f"{words.fallback}: {self.reason}" if self.reason else words.fallback
+        return words.no_diagnosis
 
 
 class AlertView(BaseModel):
@@ -240,6 +248,8 @@ class EnrichedNotification(BaseModel):
     # Incident memory (app/memory.py): `3rd time in 7 days; usually resolves in ~9 min`.
     history: str | None = None
     diagnosis: Diagnosis | None = None
+    # ANALYSIS_LANGUAGE: the words every renderer puts around the alert (app/language.py).
+    language: str = "en"
     source: DiagnosisSource
     silence_url: str | None = None
     alertmanager_url: str | None = None
@@ -248,6 +258,10 @@ class EnrichedNotification(BaseModel):
     @property
     def alerts(self) -> list[AlertView]:
         return [*self.firing, *self.resolved]
+
+    @property
+    def words(self) -> Words:
+        return words_for(self.language)
 
     @property
     def runbook_url(self) -> str | None:

@@ -167,7 +167,7 @@ class Pipeline:
             owed = queued
         log.info("notification %s: paging now, AI diagnosis to follow as an edit", stored.id)
         preliminary = DiagnosisSource(kind="rules", preliminary=True)
-        return self._enricher.rules(payload, preliminary), owed
+        return self._enricher.rules(payload, preliminary, contexts), owed
 
     async def _edit(self, stored: StoredNotification, lease: Lease) -> None:
         """Show the page's final diagnosis in its messages, unless its incident has resolved."""

@@ -19,7 +19,7 @@ import httpx
 
 from app.metrics import Metrics
 from app.models import Alert, MetricContext
-from app.promql import PromQLError, context_expr, expr_from_generator_url
+from app.promql import PromQLError, context_expr, expr_from_generator_url, threshold
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +146,11 @@ def graph_url(base: str, expr: str, window_minutes: int) -> str:
     return f"{base.rstrip('/')}/graph?{query}"
 
 
+def _analysed(raw: str) -> tuple[str, tuple[str, float] | None]:
+    """What to query for an alert expression, and its threshold (both parse it: milliseconds)."""
+    return context_expr(raw), threshold(raw)
+
+
 class ContextBuilder:
     """Builds one MetricContext per firing alert; one query per distinct expression."""
 
@@ -186,7 +191,7 @@ class ContextBuilder:
         distinct_raw = list(dict.fromkeys(e for e in raw.values() if e))
         analysed = await asyncio.gather(*(self._analyse(e) for e in distinct_raw))
         by_raw = dict(zip(distinct_raw, analysed, strict=True))
-        distinct = list(dict.fromkeys(e for e in analysed if isinstance(e, str)))
+        distinct = list(dict.fromkeys(e[0] for e in analysed if isinstance(e, tuple)))
         results = await asyncio.gather(*(self._fetch(e, now) for e in distinct))
         by_expr = dict(zip(distinct, results, strict=True))
         contexts = []
@@ -195,15 +200,16 @@ class ContextBuilder:
             contexts.append(self._context(alert, by_raw[expr] if expr else None, by_expr))
         return contexts
 
-    async def _analyse(self, raw: str) -> str | MetricContext:
-        """The expression to query, or the context saying why there is none.
+    async def _analyse(self, raw: str) -> tuple[str, tuple[str, float] | None] | MetricContext:
+        """The expression to query and the alert's threshold, or the context saying why there is
+        none.
 
         `app.promql`'s limits keep the parse to milliseconds; the thread and the timeout are a second
         line. The parser holds the GIL while it runs, so they bound the wait, not a runaway parse.
         """
         try:
             async with asyncio.timeout(self._parse_timeout):
-                return await asyncio.to_thread(context_expr, raw)
+                return await asyncio.to_thread(_analysed, raw)
         except TimeoutError:
             return MetricContext(
                 unavailable=f"analysing the expression took longer than {self._parse_timeout:g}s"
@@ -242,13 +248,14 @@ class ContextBuilder:
     def _context(
         self,
         alert: Alert,
-        expr: str | MetricContext | None,
+        analysed: tuple[str, tuple[str, float] | None] | MetricContext | None,
         by_expr: dict[str, list[Series] | str],
     ) -> MetricContext:
-        if expr is None:
+        if analysed is None:
             return MetricContext(unavailable="no expression in generatorURL")
-        if isinstance(expr, MetricContext):
-            return expr.model_copy()
+        if isinstance(analysed, MetricContext):
+            return analysed.model_copy()
+        expr, limit = analysed
         link = graph_url(self._graph_base, expr, self._window)
         result = by_expr[expr]
         if isinstance(result, str):
@@ -258,4 +265,7 @@ class ContextBuilder:
             reason = "no matching series" if result else "query returned no series"
             return MetricContext(expr=expr, unavailable=reason, graph_url=link)
         context = summarise(expr, own[0], self._window)
-        return context.model_copy(update={"graph_url": link})
+        comparison, value = limit or (None, None)
+        return context.model_copy(
+            update={"graph_url": link, "comparison": comparison, "threshold": value}
+        )

@@ -100,6 +100,49 @@ def context_expr(expr: str) -> str:
     return kept
 
 
+_FLIPPED = {">": "<", "<": ">", ">=": "<=", "<=": ">=", "==": "==", "!=": "!="}
+
+
+def threshold(expr: str) -> tuple[str, float] | None:
+    """The number an alert's top-level comparison holds its signal against, as (operator, value)
+    read signal first: `0.5 < x` gives `("<", ...)` flipped to `(">", 0.5)`. None when there is no
+    such number (`a > b`, no comparison, not PromQL, over a limit). Blocking like context_expr."""
+    text = expr.strip()
+    try:
+        check_limits(text)
+        node = _parse(text)
+    except PromQLError:
+        return None
+    while True:
+        if isinstance(node, ParenExpr):
+            node = node.expr
+        elif isinstance(node, BinaryExpr) and _op(node) in _SET_OPERATORS:
+            node = node.lhs
+        else:
+            break
+    operator = _op(node)
+    if not isinstance(node, BinaryExpr) or operator not in _COMPARISONS:
+        return None
+    if _op(node.lhs) in _COMPARISONS:  # `a > b > 1`: as ambiguous as for context_expr
+        return None
+    if _is_number(node.rhs) and not _is_number(node.lhs):
+        return operator, _number(node.rhs)
+    if _is_number(node.lhs) and not _is_number(node.rhs):
+        return _FLIPPED[operator], _number(node.lhs)
+    return None
+
+
+def _number(node: Expr) -> float:
+    """The value of a number literal, maybe in parentheses or negated."""
+    if isinstance(node, ParenExpr):
+        return _number(node.expr)
+    if isinstance(node, UnaryExpr):  # PromQL's only unary operator on a number is `-`
+        return -_number(node.expr)
+    if isinstance(node, NumberLiteral):
+        return float(node.val)
+    raise ValueError(f"not a number literal: {node}")
+
+
 def check_limits(text: str) -> None:
     """Refuse, in one linear pass, what would make the parser slow or overflow its stack."""
     if len(text) > MAX_CHARS:

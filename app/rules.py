@@ -12,20 +12,40 @@ runbook. Every diagnosis ends with how sure it is. Alert text is never used as a
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
-from app.formatting import join_names
-from app.models import Alert, Diagnosis
-from app.rules_table import (
-    ALERT_PLAYBOOKS,
-    ALL_AT_ONCE,
-    EXCHANGE_ALERTS,
-    GENERIC,
-    MANY_EXCHANGES,
-    SIGNATURES,
-    Playbook,
-    Signature,
-)
+from app import rules_table, rules_table_vi
+from app.formatting import number, signed
+from app.language import ENGLISH, Words
+from app.models import Alert, Diagnosis, MetricContext
+from app.rules_table import EXCHANGE_ALERTS, MANY_EXCHANGES, SIGNATURES, Playbook, Signature
 from app.runbooks import Runbook
+
+
+@dataclass(frozen=True)
+class Texts:
+    """A language's playbooks; signatures by their English name, with the name in the language."""
+
+    alerts: dict[str, Playbook]
+    signatures: dict[str, tuple[str, Playbook]]
+    all_at_once: Playbook
+    generic: Playbook
+
+
+TEXTS = {
+    "en": Texts(
+        rules_table.ALERT_PLAYBOOKS,
+        {s.name: (s.name, s.playbook) for s in SIGNATURES},
+        rules_table.ALL_AT_ONCE,
+        rules_table.GENERIC,
+    ),
+    "vi": Texts(
+        rules_table_vi.ALERT_PLAYBOOKS,
+        rules_table_vi.SIGNATURES,
+        rules_table_vi.ALL_AT_ONCE,
+        rules_table_vi.GENERIC,
+    ),
+}
 
 # Labels that describe a failure rather than identify a target (exporters put error codes there).
 ERROR_LABELS = frozenset(
@@ -56,73 +76,115 @@ def _exchanges(alerts: list[Alert]) -> list[str]:
     return sorted({a.labels["exchange"] for a in alerts if a.labels.get("exchange")})
 
 
-def _fill(text: str, exchanges: list[str], severity: str) -> str:
+def _fill(text: str, exchanges: list[str], severity: str, words: Words) -> str:
     """A playbook text for these exchanges: its `{singular|plural}` forms agree with how many
     there are, then the names go in (after, so no label is ever read as a form)."""
     form = 2 if len(exchanges) > 1 else 1
     text = _FORMS.sub(lambda match: match.group(form), text)
-    names = join_names(exchanges) or "the exchange"
+    names = words.names(exchanges) or words.the_exchange
     return text.replace("{exchanges}", names).replace("{severity}", severity)
 
 
-def _generic_diagnosis(alert: Alert) -> str:
+def _generic_diagnosis(alert: Alert, words: Words) -> str:
     summary = alert.annotations.get("summary", "").strip()
     description = alert.annotations.get("description", "").strip()
-    parts = [f"{alert.name} is firing."]
+    parts = [words.is_firing.format(name=alert.name)]
     parts += [text for text in (summary, description) if text]
     return " ".join(parts)
 
 
 def _confidence(
-    signature: Signature | None, together: Playbook | None, generic: bool, exchanges: int
+    signature: str | None, together: bool, generic: bool, exchanges: int, words: Words
 ) -> str:
     """How sure the rules are, and why: the engineer decides how far to trust the rest."""
     if signature is not None:
-        return f"Confidence: high (the alert's error text matches {signature.name})."
-    if together is not None:
-        return f"Confidence: medium ({exchanges} exchanges at once; no error text says why)."
+        return words.confidence_signature.format(name=signature)
+    if together:
+        return words.confidence_together.format(count=exchanges)
     if generic:
-        return "Confidence: low (no known error in the alert; this restates it)."
-    return "Confidence: medium (from the alert's kind; no error code in it narrows the cause)."
+        return words.confidence_generic
+    return words.confidence_kind
 
 
-def diagnose(alerts: list[Alert], runbook: Runbook | None = None) -> Diagnosis:
-    """The rule-based diagnosis for the firing alerts of one group (the first alert leads).
+def evidence(alerts: list[Alert], contexts: list[MetricContext], words: Words = ENGLISH) -> str:
+    """What the metrics and the group show, in a sentence: the lead alert's value against its
+    threshold and its trend over the window, and how many exchanges and endpoints are affected.
+    Empty when there is nothing to show."""
+    facts: list[str] = []
+    lead = next((c for c in contexts if c.current is not None and not c.unavailable), None)
+    if lead is not None:
+        now = number(lead.current)
+        if lead.threshold is not None and lead.comparison:
+            limit = f"{lead.comparison} {number(lead.threshold)}"
+            facts.append(words.against.format(current=now, threshold=limit))
+        else:
+            facts.append(words.value_now.format(current=now))
+        window = f"{lead.window_minutes}m"
+        change, span = lead.change or 0.0, (lead.maximum or 0.0) - (lead.minimum or 0.0)
+        if span and abs(change) >= span / 4:
+            trend = words.rising if change > 0 else words.falling
+            facts.append(trend.format(change=signed(change), window=window))
+        else:
+            facts.append(words.steady.format(window=window))
+    exchanges = _exchanges(alerts)
+    if len(exchanges) > 1:
+        facts.append(words.exchanges_affected.format(count=len(exchanges)))
+    endpoints = {a.labels["endpoint"] for a in alerts if a.labels.get("endpoint")}
+    if len(endpoints) > 1:
+        facts.append(words.endpoints_affected.format(count=len(endpoints)))
+    return f"{words.evidence}: {'; '.join(facts)}." if facts else ""
+
+
+def diagnose(
+    alerts: list[Alert],
+    runbook: Runbook | None = None,
+    words: Words = ENGLISH,
+    contexts: list[MetricContext] | None = None,
+) -> Diagnosis:
+    """The rule-based diagnosis for the firing alerts of one group (the first alert leads), in the
+    language of `words` (English where it has no playbooks of its own).
 
     The team's `runbook` for the lead alert, when there is one, gives the first action items: its
-    own first steps, as written (they are never filled in), before the rules' generic ones."""
+    own first steps, as written (they are never filled in), before the rules' generic ones. The
+    alerts' metric `contexts` (in the alerts' order) add the evidence sentence."""
     if not alerts:
         raise ValueError("diagnose needs at least one alert")
+    texts = TEXTS.get(words.code, TEXTS["en"])
     lead = alerts[0]
     exchanges = _exchanges(alerts)
     signature = find_signature(alerts)
-    playbook = ALERT_PLAYBOOKS.get(lead.name)
+    named = texts.signatures[signature.name] if signature else None
+    playbook = texts.alerts.get(lead.name)
     together = (
-        ALL_AT_ONCE
-        if signature is None and lead.name in EXCHANGE_ALERTS and len(exchanges) >= MANY_EXCHANGES
-        else None
+        signature is None and lead.name in EXCHANGE_ALERTS and len(exchanges) >= MANY_EXCHANGES
     )
-    leading = signature.playbook if signature else together
+    leading = named[1] if named else (texts.all_at_once if together else None)
     chosen = [p for p in (leading, playbook) if p]
     if not chosen:
-        chosen = [GENERIC]
+        chosen = [texts.generic]
     first = chosen[0]
     severity = lead.severity
     # Only our playbook text is filled in: alert text is never read as a placeholder or form.
-    generic = first is GENERIC
-    diagnosis = _generic_diagnosis(lead) if generic else _fill(first.diagnosis, exchanges, severity)
-    diagnosis += " " + _confidence(signature, together, generic, len(exchanges))
+    generic = first is texts.generic
+    if generic:
+        diagnosis = _generic_diagnosis(lead, words)
+    else:
+        diagnosis = _fill(first.diagnosis, exchanges, severity, words)
+    if shown := evidence(alerts, contexts or [], words):
+        diagnosis += " " + shown
+    name = named[0] if named else None
+    diagnosis += " " + _confidence(name, together, generic, len(exchanges), words)
     actions: list[str] = list(runbook.steps) if runbook else []
     runbook_url = lead.annotations.get("runbook_url")
     if runbook_url:
-        actions.append(f"Follow the runbook: {runbook_url}")
+        actions.append(words.follow_runbook.format(url=runbook_url))
     for book in chosen:
-        filled = [_fill(a, exchanges, severity) for a in book.actions]
+        filled = [_fill(a, exchanges, severity, words) for a in book.actions]
         actions += [a for a in filled if a not in actions]
     return Diagnosis(
         diagnosis=diagnosis,
-        impact=_fill(first.impact, exchanges, severity),
+        impact=_fill(first.impact, exchanges, severity, words),
         action_items=actions,
-        rollback_plan=_fill(first.rollback, exchanges, severity),
-        estimated_recovery_time=_fill(first.recovery, exchanges, severity),
+        rollback_plan=_fill(first.rollback, exchanges, severity, words),
+        estimated_recovery_time=_fill(first.recovery, exchanges, severity, words),
     )

@@ -12,7 +12,7 @@ def test_mixed_group_headline_names_only_the_firing_and_every_alert_shows_its_st
     text = render(sample_notification(MIXED))
     assert "🔥 FIRING: APIDown on bybit and okx (severity critical)" in text
     assert "• [resolved] APIDown exchange=binance" in text
-    assert "resolved after 4s" in text
+    assert "resolved, fired for 4s" in text
 
 
 def test_escalation_marks_new_alerts_next_to_their_names() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from app.config import Settings
-from app.rules import ALL_AT_ONCE, SIGNATURES, diagnose, find_signature
+from app.rules import diagnose, find_signature
+from app.rules_table import ALL_AT_ONCE, SIGNATURES
 from evals.__main__ import report, run
 from evals.incidents import load
 

@@ -9,7 +9,8 @@ import json
 import pytest
 import respx
 
-from app.memory import LOOKUP_SECONDS, WINDOW_SECONDS, Memory, minutes, ordinal, recall
+from app.language import ENGLISH
+from app.memory import LOOKUP_SECONDS, WINDOW_SECONDS, Memory, minutes, recall
 from app.notifiers.console import render as console_render
 from app.notifiers.slack_blocks import render_blocks
 from app.notifiers.telegram import pack
@@ -48,7 +49,7 @@ RESOLVED = fixture_text("alertmanager-0.25-resolved_apidown_binance.json")
     ],
 )
 def test_ordinals_read_as_english(n: int, text: str) -> None:
-    assert ordinal(n) == text
+    assert ENGLISH.ordinal(n) == text
 
 
 @pytest.mark.parametrize(

@@ -103,6 +103,7 @@ async def test_context_queries_own_prometheus_never_the_generator_host(
     assert by_exchange["okx"].sparkline == "███▁"
     assert by_exchange["bybit"].unavailable == "no matching series"
     assert by_exchange["binance"].graph_url.startswith("http://prom.example:9090/graph?g0.expr=")
+    assert (by_exchange["binance"].comparison, by_exchange["binance"].threshold) == ("==", 0)
 
 
 async def test_prometheus_token_is_sent_as_bearer(respx_mock: respx.MockRouter) -> None:

@@ -9,6 +9,7 @@ from app.promql import (
     PromQLError,
     context_expr,
     expr_from_generator_url,
+    threshold,
 )
 
 LATENCY = "sum by (le, exchange) (rate(api_request_latency_seconds_bucket[5m]))"
@@ -155,3 +156,32 @@ def test_expression_comes_from_g0_expr_of_generator_url() -> None:
 @pytest.mark.parametrize("url", ["", "http://vm:9090/graph", "not a url [", "http://[::1"])
 def test_missing_or_broken_generator_url_gives_no_expression(url: str) -> None:
     assert expr_from_generator_url(url) is None
+
+
+@pytest.mark.parametrize(
+    ("expr", "expected"),
+    [
+        ("api_health_status == 0", ("==", 0.0)),
+        ("rate(errors_total[5m]) / rate(requests_total[5m]) > 0.05", (">", 0.05)),
+        ("(x >= 2)", (">=", 2.0)),
+        ("0.5 < x", (">", 0.5)),  # read signal first
+        ("-(2) >= x", ("<=", -2.0)),
+        ("x < -3", ("<", -3.0)),
+        ("1 > bool x", ("<", 1.0)),
+        ("x > 0.9 and on() vector(1)", (">", 0.9)),
+        ("(x > 0.9) unless y", (">", 0.9)),
+        ("x != 1", ("!=", 1.0)),
+    ],
+)
+def test_threshold_is_the_number_the_signal_is_compared_with(
+    expr: str, expected: tuple[str, float]
+) -> None:
+    assert threshold(expr) == expected
+
+
+@pytest.mark.parametrize(
+    "expr",
+    ["x > y", "x", "1 > 2", "rate(x[5m]", "a > b > 1", "x + 1", "(" * (MAX_DEPTH + 1) + "x"],
+)
+def test_no_threshold_without_a_number_to_compare_with(expr: str) -> None:
+    assert threshold(expr) is None

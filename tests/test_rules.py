@@ -1,7 +1,8 @@
 import pytest
 
-from app.models import Alert
-from app.rules import ALERT_PLAYBOOKS, diagnose, find_signature
+from app.models import Alert, MetricContext
+from app.rules import diagnose, evidence, find_signature
+from app.rules_table import ALERT_PLAYBOOKS
 from tests.fakes import fixture_payload
 
 
@@ -126,3 +127,48 @@ def test_an_error_code_label_still_picks_its_signature() -> None:
 def test_runbook_link_text_is_not_read_as_a_failure() -> None:
     down = alert("APIDown", runbook_url="https://wiki.example.com/proxy-429-forbidden")
     assert find_signature([down]) is None
+
+
+def context(**figures: float) -> MetricContext:
+    return MetricContext(expr="m", window_minutes=30, **figures)
+
+
+def test_the_evidence_puts_the_value_against_its_threshold_and_names_the_trend() -> None:
+    latency = context(current=1.8, minimum=0.2, maximum=1.8, change=1.5, threshold=0.5)
+    latency = latency.model_copy(update={"comparison": ">"})
+    result = diagnose([alert("APILatencyHigh")], contexts=[latency])
+    assert (
+        "Evidence: the metric is at 1.8 against the alert's threshold > 0.5;"
+        " rising (+1.5 over 30m). Confidence:" in result.diagnosis
+    )
+
+
+def test_a_budget_draining_to_zero_reads_as_falling_and_a_flat_one_as_steady() -> None:
+    draining = context(current=40, minimum=40, maximum=1200, change=-1160)
+    assert "falling (-1160 over 30m)" in evidence([alert("X")], [draining])
+    flat = context(current=5, minimum=4, maximum=6, change=0.2)
+    assert evidence([alert("X")], [flat]) == "Evidence: the metric is at 5; steady over 30m."
+
+
+def test_the_evidence_counts_the_exchanges_and_endpoints_of_the_group() -> None:
+    alerts = [alert("APIErrorRateHigh", exchange) for exchange in ("binance", "okx")]
+    alerts = [
+        a.model_copy(update={"labels": {**a.labels, "endpoint": endpoint}})
+        for a, endpoint in zip(alerts, ("/api/v3/order", "/api/v5/trade/order"), strict=True)
+    ]
+    assert evidence(alerts, []) == (
+        "Evidence: 2 exchanges in this alert group; 2 endpoints in this alert group."
+    )
+
+
+def test_no_evidence_without_figures_or_spread() -> None:
+    unavailable = MetricContext(unavailable="Prometheus timed out")
+    assert evidence([alert("X")], [unavailable]) == ""
+    assert "Evidence" not in diagnose([alert("APIDown")], contexts=[unavailable]).diagnosis
+    assert "Evidence" not in diagnose([alert("APIDown")]).diagnosis
+
+
+def test_the_evidence_skips_alerts_without_figures_to_the_first_with_them() -> None:
+    figures = context(current=3, minimum=3, maximum=3, change=0)
+    shown = evidence([alert("X"), alert("X")], [MetricContext(unavailable="none"), figures])
+    assert shown == "Evidence: the metric is at 3; steady over 30m."

@@ -7,23 +7,21 @@ everywhere and a count (how many alerts a reply leaves out) is computed once.
 from __future__ import annotations
 
 from app.formatting import fired_for, number, shorten, signed
+from app.language import ENGLISH, Words
 from app.models import AlertView, EnrichedNotification, MetricContext
 
 MAX_LABELS = 8
-NEW_MARK = "🆕 new"
-HEADLINES = {
-    "new": ("🔥", "FIRING"),
-    "escalation": ("🔥", "MORE FIRING"),
-    "repeat": ("🔁", "STILL FIRING"),
-}
 
 
-def headline(kind: str, status: str, title: str) -> str:
+def headline(kind: str, status: str, title: str, words: Words = ENGLISH) -> str:
     """`🔥 FIRING: APIDown on binance`; the same words in every channel."""
     if kind == "resolved":
-        icon, word = ("✅", "RESOLVED") if status == "resolved" else ("✅", "PARTLY RESOLVED")
+        icon, word = ("✅", words.resolved if status == "resolved" else words.partly_resolved)
     else:
-        icon, word = HEADLINES.get(kind, ("🔥", "FIRING"))
+        icon, word = {
+            "escalation": ("🔥", words.more_firing),
+            "repeat": ("🔁", words.still_firing),
+        }.get(kind, ("🔥", words.firing))
     return f"{icon} {word}: {title}"
 
 
@@ -42,13 +40,13 @@ def label_text(alert: AlertView) -> str:
     return " ".join(f"{k}={v}" for k, v in label_pairs(alert))
 
 
-def new_mark(alert: AlertView) -> str:
+def new_mark(alert: AlertView, words: Words = ENGLISH) -> str:
     """` 🆕 new` after the name of an alert that joined an already firing group, else nothing."""
-    return f" {NEW_MARK}" if alert.new else ""
+    return f" 🆕 {words.new}" if alert.new else ""
 
 
-def resolved_note(alert: AlertView) -> str:
-    return f"resolved, fired for {fired_for(alert.starts_at, alert.ends_at)}"
+def resolved_note(alert: AlertView, words: Words = ENGLISH) -> str:
+    return words.resolved_after.format(duration=fired_for(alert.starts_at, alert.ends_at))
 
 
 def hidden_alerts(n: EnrichedNotification, limit: int) -> int:
@@ -60,17 +58,23 @@ def hidden_alerts(n: EnrichedNotification, limit: int) -> int:
 def follow_ups(n: EnrichedNotification, limit: int) -> tuple[list[tuple[str, AlertView, str]], int]:
     """The short reply's lines, (icon, alert, what happened), resolved first; and how many of the
     notification's alerts it leaves out."""
-    lines = [("✅", a, resolved_note(a)) for a in n.resolved[:limit]]
+    words = n.words
+    lines = [("✅", a, resolved_note(a, words)) for a in n.resolved[:limit]]
     lines += [
-        ("🔥", a, f"still firing, for {fired_for(a.starts_at, None)}") for a in n.firing[:limit]
+        ("🔥", a, words.still_firing_for.format(duration=fired_for(a.starts_at, None)))
+        for a in n.firing[:limit]
     ]
     return lines, len(n.alerts) - len(lines) + n.omitted_alerts
 
 
-def metric_stats(context: MetricContext) -> str:
+def metric_stats(context: MetricContext, words: Words = ENGLISH) -> str:
     """`min 0 · max 1 · mean 0.5 · Δ -1 over 30m`: the window's figures after the current value."""
     return (
         f"min {number(context.minimum)} · max {number(context.maximum)}"
-        f" · mean {number(context.mean)} · Δ {signed(context.change)}"
-        f" over {context.window_minutes}m"
+        f" · {words.mean} {number(context.mean)} · Δ {signed(context.change)}"
+        f" {words.over.format(window=f'{context.window_minutes}m')}"
     )
+
+
+def more_alerts(count: int, words: Words = ENGLISH) -> str:
+    return words.more_alerts.format(count=count)

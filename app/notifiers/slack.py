@@ -157,7 +157,7 @@ class SlackBotNotifier:
             source = DiagnosisSource(kind="rules", reason="resolved before the AI diagnosis")
             original = original.model_copy(update={"source": source})
         blocks = render_blocks(original, resolution=resolved)
-        text = fit(headline("resolved", "resolved", original.title), 300)
+        text = fit(headline("resolved", "resolved", original.title, original.words), 300)
         try:
             await self._client.chat_update(
                 channel=channel,

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from app.formatting import SHORTENED_MARK, fired_for, number, shorten, timestamp
+from app.language import Words
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.layout import (
     follow_ups,
@@ -19,6 +20,7 @@ from app.notifiers.layout import (
     history_note,
     label_pairs,
     metric_stats,
+    more_alerts,
     new_mark,
     resolved_note,
 )
@@ -105,22 +107,22 @@ def _labels(alert: AlertView) -> str:
     return " ".join(f"`{escape(k)}={escape(v)}`" for k, v in label_pairs(alert))
 
 
-def _alert_block(alert: AlertView) -> dict[str, Any]:
-    lines = [f"*{escape(alert.name)}*{new_mark(alert)} {_labels(alert)}"]
+def _alert_block(alert: AlertView, words: Words) -> dict[str, Any]:
+    lines = [f"*{escape(alert.name)}*{new_mark(alert, words)} {_labels(alert)}"]
     if alert.summary:
         lines.append(escape(shorten(alert.summary, 300)))
     if alert.description:
         lines.append(f"_{escape(shorten(alert.description, 800))}_")
     context = alert.context
     if context and context.unavailable:
-        lines.append(f"metrics unavailable: {escape(context.unavailable)}")
+        lines.append(f"{words.metrics_unavailable}: {escape(context.unavailable)}")
     elif context:
         lines.append(
-            f"`{escape(shorten(context.expr, 200))}`  now *{number(context.current)}*"
-            f" · {metric_stats(context)}  `{context.sparkline}`"
+            f"`{escape(shorten(context.expr, 200))}`  {words.now} *{number(context.current)}*"
+            f" · {metric_stats(context, words)}  `{context.sparkline}`"
         )
     if context and context.graph_url:
-        lines.append(link(context.graph_url, "📈 graph"))
+        lines.append(link(context.graph_url, f"📈 {words.graph}"))
     text = "\n".join(lines)
     return {"type": "section", "text": _mrkdwn(clip(text, SECTION_CHARS))}
 
@@ -137,21 +139,22 @@ def _ended(lead: AlertView | None, resolution: EnrichedNotification) -> datetime
 def _fields(n: EnrichedNotification, resolution: EnrichedNotification | None) -> dict[str, Any]:
     """Severity, start, duration and counts; once `resolution` resolved the group, its counts and
     how long the group fired instead of a duration that would still be counting."""
+    w = n.words
     first = n.firing[0] if n.firing else (n.resolved[0] if n.resolved else None)
     started = first.starts_at if first else None
     if resolution is None:
-        duration = f"*Firing for*\n{fired_for(started, None)}"
+        duration = f"*{w.firing_for}*\n{fired_for(started, None)}"
     else:
-        duration = f"*Fired for*\n{fired_for(started, _ended(first, resolution))}"
+        duration = f"*{w.fired_for}*\n{fired_for(started, _ended(first, resolution))}"
     counts = resolution or n
-    alerts = f"{len(counts.firing)} firing, {len(counts.resolved)} resolved"
+    alerts = w.counts.format(firing=len(counts.firing), resolved=len(counts.resolved))
     if counts.omitted_alerts:
-        alerts += f", {counts.omitted_alerts} more"
+        alerts += w.counts_more.format(count=counts.omitted_alerts)
     fields = [
-        f"*Severity*\n{fit(n.severity, 100)}",
-        f"*Started*\n{timestamp(started)}",
+        f"*{w.severity}*\n{fit(n.severity, 100)}",
+        f"*{w.started}*\n{timestamp(started)}",
         duration,
-        f"*Alerts*\n{alerts}",
+        f"*{w.alerts}*\n{alerts}",
     ]
     return {"type": "section", "fields": [_mrkdwn(f) for f in fields]}
 
@@ -160,10 +163,10 @@ def _resolved_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
     """A full message's resolved alerts: one short line each (at most MAX_ALERTS of them)."""
     if not n.resolved:
         return []
-    lines = ["*✅ Resolved*"]
+    lines = [f"*✅ {n.words.resolved_list}*"]
     for alert in n.resolved[:MAX_ALERTS]:
         labels = " ".join(f"`{fit(f'{k}={v}', 100)}`" for k, v in label_pairs(alert))
-        lines.append(f"✅ *{fit(alert.name, 100)}* {labels} {resolved_note(alert)}")
+        lines.append(f"✅ *{fit(alert.name, 100)}* {labels} {resolved_note(alert, n.words)}")
     return _follow_up_sections(lines)
 
 
@@ -171,26 +174,28 @@ def diagnosis_blocks(n: EnrichedNotification) -> list[dict[str, Any]]:
     d = n.diagnosis
     if d is None:
         return []
+    w = n.words
     actions = "\n".join(f"{i}. {item}" for i, item in enumerate(d.action_items, 1))
     return [
         {"type": "divider"},
-        *sections("🩺 Diagnosis", d.diagnosis),
-        *sections("💥 Impact", d.impact),
-        *sections("🛠 Action items", actions),
-        *sections("↩️ Rollback plan", d.rollback_plan),
-        *sections("⏱ Recovery estimate", d.estimated_recovery_time),
+        *sections(f"🩺 {w.diagnosis}", d.diagnosis),
+        *sections(f"💥 {w.impact}", d.impact),
+        *sections(f"🛠 {w.action_items}", actions),
+        *sections(f"↩️ {w.rollback}", d.rollback_plan),
+        *sections(f"⏱ {w.recovery}", d.estimated_recovery_time),
     ]
 
 
 def _links(n: EnrichedNotification) -> list[str]:
+    w = n.words
     links = []
     graph = next((a.context.graph_url for a in n.firing if a.context and a.context.graph_url), None)
     if graph:
-        links.append(link(graph, "📈 Graph"))
+        links.append(link(graph, f"📈 {w.graph.capitalize()}"))
     if n.silence_url:
-        links.append(link(n.silence_url, "🔕 Silence"))
+        links.append(link(n.silence_url, f"🔕 {w.silence}"))
     if n.runbook_url:
-        links.append(link(n.runbook_url, "📖 Runbook"))
+        links.append(link(n.runbook_url, f"📖 {w.runbook}"))
     return links
 
 
@@ -199,20 +204,21 @@ def render_blocks(
 ) -> list[dict[str, Any]]:
     """The full message for `new` and `escalation`; with the `resolution` that resolved the whole
     group, the original as it is updated: ✅ RESOLVED, resolved counts, how long it fired."""
+    w = n.words
     kind, status = ("resolved", "resolved") if resolution else (n.kind, n.status)
-    head = headline(kind, status, n.title)
+    head = headline(kind, status, n.title, w)
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": fit(head, HEADER_CHARS)}},
         _fields(n, resolution),
     ]
-    blocks += [_alert_block(a) for a in n.firing[:MAX_ALERTS]]
+    blocks += [_alert_block(a, w) for a in n.firing[:MAX_ALERTS]]
     blocks += _resolved_blocks(n)
     if hidden := hidden_alerts(n, MAX_ALERTS):
-        blocks.append({"type": "context", "elements": [_mrkdwn(f"… and {hidden} more alerts")]})
+        blocks.append({"type": "context", "elements": [_mrkdwn(more_alerts(hidden, w))]})
     if note := history_note(n):
         blocks.append({"type": "context", "elements": [_mrkdwn(escape(note))]})
     blocks += diagnosis_blocks(n)
-    footer = [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")]
+    footer = [_mrkdwn(f"{w.source}: {escape(n.source.label_in(w))}")]
     if links := _links(n):
         footer.append(_mrkdwn("  ·  ".join(links)))
     tail = {"type": "context", "elements": footer}
@@ -221,11 +227,11 @@ def render_blocks(
 
 def render_follow_up(n: EnrichedNotification) -> list[dict[str, Any]]:
     """The short reply for `repeat` and `resolved`."""
-    lines = [f"*{escape(headline(n.kind, n.status, n.title))}*"]
+    lines = [f"*{escape(headline(n.kind, n.status, n.title, n.words))}*"]
     shown, hidden = follow_ups(n, MAX_ALERTS)
     lines += [f"{icon} {escape(a.name)} {_labels(a)} {what}" for icon, a, what in shown]
     if hidden:
-        lines.append(f"… and {hidden} more alerts")
+        lines.append(more_alerts(hidden, n.words))
     return _follow_up_sections(lines)
 
 
@@ -244,7 +250,7 @@ def _follow_up_sections(lines: list[str]) -> list[dict[str, Any]]:
 
 def fallback_text(n: EnrichedNotification) -> str:
     """What push notifications and screen readers show."""
-    return fit(f"{headline(n.kind, n.status, n.title)} ({n.severity})", 300)
+    return fit(f"{headline(n.kind, n.status, n.title, n.words)} ({n.severity})", 300)
 
 
 def color(n: EnrichedNotification) -> str:
@@ -262,14 +268,14 @@ def message(n: EnrichedNotification) -> dict[str, Any]:
 def diagnosis_message(n: EnrichedNotification) -> dict[str, Any]:
     """Webhook arguments for the diagnosis of a message already posted, where a webhook cannot
     edit it: the headline, the diagnosis and its source."""
-    head = f"🩺 AI diagnosis: {n.title}"
+    head = f"🩺 {n.words.ai_diagnosis}: {n.title}"
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": fit(head, HEADER_CHARS)}},
         *diagnosis_blocks(n),
     ]
     source = {
         "type": "context",
-        "elements": [_mrkdwn(f"Diagnosis source: {escape(n.source.label)}")],
+        "elements": [_mrkdwn(f"{n.words.source}: {escape(n.source.label_in(n.words))}")],
     }
     return {
         "text": fit(head, 300),

@@ -23,6 +23,7 @@ from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParamet
 from telegram.error import BadRequest, InvalidToken, TelegramError
 
 from app.formatting import fired_for, number, shorten, timestamp
+from app.language import Words
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.layout import (
@@ -32,6 +33,7 @@ from app.notifiers.layout import (
     history_note,
     label_text,
     metric_stats,
+    more_alerts,
     new_mark,
     resolved_note,
 )
@@ -101,63 +103,66 @@ def pack(lines: list[Line], limit: int = LIMIT) -> list[str]:
     return parts
 
 
-def _alert_lines(alert: AlertView) -> list[Line]:
-    name = f"• {shorten(alert.name, 100)}{new_mark(alert)}"
+def _alert_lines(alert: AlertView, words: Words) -> list[Line]:
+    name = f"• {shorten(alert.name, 100)}{new_mark(alert, words)}"
     lines = [Line(label=name, text=label_text(alert), tag="code")]
-    lines.append(Line(f"since {timestamp(alert.starts_at)} ({fired_for(alert.starts_at, None)})"))
+    started = f"{timestamp(alert.starts_at)} ({fired_for(alert.starts_at, None)})"
+    lines.append(Line(f"{words.since} {started}"))
     if alert.summary:
         lines.append(Line(shorten(alert.summary, 300)))
     if alert.description:
         lines.append(Line(shorten(alert.description, 1000), tag="i"))
     context = alert.context
     if context and context.unavailable:
-        lines.append(Line(f"metrics unavailable: {context.unavailable}"))
+        lines.append(Line(f"{words.metrics_unavailable}: {context.unavailable}"))
     elif context:
         lines.append(Line(shorten(context.expr, 200), tag="code"))
-        lines.append(Line(f"now {number(context.current)} · {metric_stats(context)}"))
+        stats = metric_stats(context, words)
+        lines.append(Line(f"{words.now} {number(context.current)} · {stats}"))
         if context.sparkline:
             lines.append(Line(context.sparkline, tag="code"))
     if context and context.graph_url:
-        lines.append(Line("📈 graph", href=context.graph_url))
+        lines.append(Line(f"📈 {words.graph}", href=context.graph_url))
     return lines
 
 
 def render(n: EnrichedNotification) -> list[Line]:
-    lines = [Line(label=headline(n.kind, n.status, n.title))]
+    w = n.words
+    lines = [Line(label=headline(n.kind, n.status, n.title, w))]
     if n.kind in ("repeat", "resolved"):
         shown, hidden = follow_ups(n, MAX_ALERTS)
         lines += [Line(f"{icon} {a.name} {label_text(a)} {what}") for icon, a, what in shown]
     else:
-        lines.append(Line(label="Severity:", text=n.severity))
+        lines.append(Line(label=f"{w.severity}:", text=n.severity))
         for alert in n.firing[:MAX_ALERTS]:
-            lines += [Line(), *_alert_lines(alert)]
+            lines += [Line(), *_alert_lines(alert, w)]
         if n.resolved:
-            lines += [Line(), Line(label="✅ Resolved:")]
+            lines += [Line(), Line(label=f"✅ {w.resolved_list}:")]
         lines += [
-            Line(f"• {shorten(a.name, 100)} {label_text(a)} {resolved_note(a)}")
+            Line(f"• {shorten(a.name, 100)} {label_text(a)} {resolved_note(a, w)}")
             for a in n.resolved[:MAX_ALERTS]
         ]
         hidden = hidden_alerts(n, MAX_ALERTS)
     if hidden:
-        lines.append(Line(f"… and {hidden} more alerts", tag="i"))
+        lines.append(Line(more_alerts(hidden, w), tag="i"))
     if note := history_note(n):
         lines.append(Line(note, tag="i"))
     if d := n.diagnosis:
         lines += [
             Line(),
-            Line(label="🩺 Diagnosis:", text=d.diagnosis),
-            Line(label="💥 Impact:", text=d.impact),
-            Line(label="🛠 Action items:"),
+            Line(label=f"🩺 {w.diagnosis}:", text=d.diagnosis),
+            Line(label=f"💥 {w.impact}:", text=d.impact),
+            Line(label=f"🛠 {w.action_items}:"),
             *[Line(f"{i}. {item}") for i, item in enumerate(d.action_items, 1)],
-            Line(label="↩️ Rollback:", text=d.rollback_plan),
-            Line(label="⏱ Recovery:", text=d.estimated_recovery_time),
+            Line(label=f"↩️ {w.rollback_short}:", text=d.rollback_plan),
+            Line(label=f"⏱ {w.recovery_short}:", text=d.estimated_recovery_time),
         ]
     if n.kind in ("new", "escalation"):
-        lines += [Line(), Line(f"Diagnosis source: {n.source.label}", tag="i")]
+        lines += [Line(), Line(f"{w.source}: {n.source.label_in(w)}", tag="i")]
         if n.silence_url:
-            lines.append(Line("🔕 Silence in Alertmanager", href=n.silence_url))
+            lines.append(Line(f"🔕 {w.silence_in_alertmanager}", href=n.silence_url))
         if n.runbook_url:
-            lines.append(Line("📖 Runbook", href=n.runbook_url))
+            lines.append(Line(f"📖 {w.runbook}", href=n.runbook_url))
     return lines
 
 
