@@ -14,7 +14,7 @@ from app.notifiers import console, slack_blocks, telegram
 from app.rules import diagnose, find_signature
 from app.rules_table import ALERT_PLAYBOOKS, SIGNATURES
 from evals.incidents import load
-from tests.fakes import PROMETHEUS_URL, fixture_payload, sample_notification
+from tests.fakes import PROMETHEUS_URL, fixture_payload, sample_notification, with_new
 from tests.test_enrich import enrich_fixture
 
 # Words a Vietnamese engineer reads in English too.
@@ -145,3 +145,35 @@ async def test_without_a_model_a_vietnamese_team_gets_the_whole_page_in_vietname
     assert n.diagnosis.diagnosis.startswith(
         rules_table_vi.ALL_AT_ONCE.diagnosis.replace("{exchanges}", "binance, bybit và okx")[:40]
     )
+
+
+def vietnamese(n):
+    return n.model_copy(update={"language": "vi"})
+
+
+def follow_up_texts(n) -> dict[str, str]:
+    return {
+        "console": console.render(n),
+        "slack": json.dumps(slack_blocks.message(n), ensure_ascii=False),
+        "telegram": "\n".join(line.html() for line in telegram.render(n)),
+    }
+
+
+ENGLISH_WORDS = ("resolved", "new", "more alerts", "still firing", "mean", "over 30m", "graph")
+
+
+@pytest.mark.parametrize("channel", ["console", "slack", "telegram"])
+def test_follow_ups_escalations_and_counts_read_in_vietnamese_too(channel: str) -> None:
+    resolved = vietnamese(sample_notification("alertmanager-0.25-resolved_apidown_binance.json"))
+    many = vietnamese(sample_notification("alertmanager-0.25-firing_apidown_group_of_3.json"))
+    escalation = with_new(many, "okx").model_copy(
+        update={"kind": "escalation", "omitted_alerts": 12}
+    )
+    pages = [resolved, escalation, resolved.model_copy(update={"omitted_alerts": 12})]
+    text = "\n".join(follow_up_texts(n)[channel] for n in pages)
+    assert "ĐÃ KHẮC PHỤC" in text and "đã khắc phục, kéo dài" in text
+    assert "THÊM CẢNH BÁO" in text and "🆕 mới" in text and "cảnh báo khác" in text
+    assert "TB 0.5" in text and "trong 30m" in text
+    lowered = text.lower().replace("resolved_apidown", "")
+    for english in ENGLISH_WORDS:
+        assert f" {english}" not in lowered, english

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app.language import ENGLISH
 from app.models import AlertView, DiagnosisSource, EnrichedNotification, MetricContext
 from app.notifiers.layout import (
     follow_ups,
@@ -69,11 +70,11 @@ def notification(
 def test_headline_names_what_happened_in_the_same_words_everywhere(
     kind: str, status: str, expected: str
 ) -> None:
-    assert headline(kind, status, "APIDown on binance") == expected
+    assert headline(kind, status, "APIDown on binance", ENGLISH) == expected
 
 
 def test_a_repeat_of_a_group_that_is_resolved_is_not_called_resolved() -> None:
-    assert headline("repeat", "resolved", "X") == "🔁 STILL FIRING: X"
+    assert headline("repeat", "resolved", "X", ENGLISH) == "🔁 STILL FIRING: X"
 
 
 def test_label_pairs_keep_the_first_eight_labels_in_order() -> None:
@@ -108,13 +109,13 @@ def test_label_text_of_an_alert_without_labels_is_empty() -> None:
 
 
 def test_new_mark_follows_only_alerts_that_joined_the_group() -> None:
-    assert new_mark(alert(new=True)) == " 🆕 new"
-    assert new_mark(alert(new=False)) == ""
+    assert new_mark(alert(new=True), ENGLISH) == " 🆕 new"
+    assert new_mark(alert(new=False), ENGLISH) == ""
 
 
 def test_resolved_note_says_how_long_the_alert_fired() -> None:
     resolved = alert(status="resolved", starts_at=START, ends_at=START + timedelta(minutes=2))
-    assert resolved_note(resolved) == "resolved, fired for 2m"
+    assert resolved_note(resolved, ENGLISH) == "resolved, fired for 2m"
 
 
 @pytest.mark.parametrize(
@@ -176,9 +177,9 @@ def test_metric_stats_read_the_window_s_figures_in_order() -> None:
     context = MetricContext(
         expr="up", current=0, minimum=0, maximum=1, mean=0.5, change=-1, window_minutes=30
     )
-    assert metric_stats(context) == "min 0 · max 1 · mean 0.5 · Δ -1 over 30m"
+    assert metric_stats(context, ENGLISH) == "min 0 · max 1 · mean 0.5 · Δ -1 over 30m"
 
 
 def test_metric_stats_sign_a_rise_and_mark_missing_figures() -> None:
     context = MetricContext(expr="up", maximum=2.5, change=1.25, window_minutes=15)
-    assert metric_stats(context) == "min n/a · max 2.5 · mean n/a · Δ +1.25 over 15m"
+    assert metric_stats(context, ENGLISH) == "min n/a · max 2.5 · mean n/a · Δ +1.25 over 15m"

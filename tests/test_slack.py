@@ -1,4 +1,5 @@
 import asyncio
+import html
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -1359,6 +1360,14 @@ def test_fit_shortens_until_the_escaped_form_fits() -> None:
         result = fit("x<&>" * 30, limit)
         assert len(result) <= limit and result.endswith(MARK)
         assert "&" not in ENTITY.sub("", result) and "<" not in result
+
+
+def test_fit_keeps_the_longest_cut_whose_escaped_form_fits() -> None:
+    for limit in range(14, 40):
+        for text in ("x<&>" * 30, "<" * 80, "ab<" * 30):
+            kept = fit(text, limit).removesuffix(MARK)
+            longer = text[: len(html.unescape(kept)) + 1]
+            assert len(escape(longer)) + len(MARK) > limit, (text, limit)
 
 
 def test_an_alert_section_of_exactly_3000_characters_is_not_shortened() -> None:

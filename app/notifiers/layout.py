@@ -7,13 +7,13 @@ everywhere and a count (how many alerts a reply leaves out) is computed once.
 from __future__ import annotations
 
 from app.formatting import fired_for, number, shorten, signed
-from app.language import ENGLISH, Words
+from app.language import Words
 from app.models import AlertView, EnrichedNotification, MetricContext
 
 MAX_LABELS = 8
 
 
-def headline(kind: str, status: str, title: str, words: Words = ENGLISH) -> str:
+def headline(kind: str, status: str, title: str, words: Words) -> str:
     """`🔥 FIRING: APIDown on binance`; the same words in every channel."""
     if kind == "resolved":
         icon, word = ("✅", words.resolved if status == "resolved" else words.partly_resolved)
@@ -40,12 +40,12 @@ def label_text(alert: AlertView) -> str:
     return " ".join(f"{k}={v}" for k, v in label_pairs(alert))
 
 
-def new_mark(alert: AlertView, words: Words = ENGLISH) -> str:
+def new_mark(alert: AlertView, words: Words) -> str:
     """` 🆕 new` after the name of an alert that joined an already firing group, else nothing."""
     return f" 🆕 {words.new}" if alert.new else ""
 
 
-def resolved_note(alert: AlertView, words: Words = ENGLISH) -> str:
+def resolved_note(alert: AlertView, words: Words) -> str:
     return words.resolved_after.format(duration=fired_for(alert.starts_at, alert.ends_at))
 
 
@@ -67,7 +67,7 @@ def follow_ups(n: EnrichedNotification, limit: int) -> tuple[list[tuple[str, Ale
     return lines, len(n.alerts) - len(lines) + n.omitted_alerts
 
 
-def metric_stats(context: MetricContext, words: Words = ENGLISH) -> str:
+def metric_stats(context: MetricContext, words: Words) -> str:
     """`min 0 · max 1 · mean 0.5 · Δ -1 over 30m`: the window's figures after the current value."""
     return (
         f"min {number(context.minimum)} · max {number(context.maximum)}"
@@ -76,5 +76,5 @@ def metric_stats(context: MetricContext, words: Words = ENGLISH) -> str:
     )
 
 
-def more_alerts(count: int, words: Words = ENGLISH) -> str:
+def more_alerts(count: int, words: Words) -> str:
     return words.more_alerts.format(count=count)
