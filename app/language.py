@@ -56,6 +56,7 @@ class Words:
     silence_in_alertmanager: str
     runbook: str
     replaces: str  # {title}
+    continued: str
     # where the diagnosis came from
     model: str  # {model}
     tokens: str  # {tokens}
@@ -140,6 +141,7 @@ ENGLISH = Words(
     silence_in_alertmanager="Silence in Alertmanager",
     runbook="Runbook",
     replaces="↻ replaces the earlier message for {title}",
+    continued="continued in the message above",
     model="model {model}",
     tokens="{tokens} tokens",
     runbook_file="runbook {name}",
@@ -176,13 +178,13 @@ VIETNAMESE = Words(
     firing="ĐANG CẢNH BÁO",
     more_firing="THÊM CẢNH BÁO",
     still_firing="VẪN CẢNH BÁO",
-    resolved="ĐÃ KHẮC PHỤC",
-    partly_resolved="KHẮC PHỤC MỘT PHẦN",
+    resolved="ĐÃ HẾT CẢNH BÁO",
+    partly_resolved="HẾT CẢNH BÁO MỘT PHẦN",
     new="mới",
     since="từ",
-    resolved_after="đã khắc phục, kéo dài {duration}",
-    still_firing_for="vẫn cảnh báo, đã {duration}",
-    resolved_list="Đã khắc phục",
+    resolved_after="đã hết, kéo dài {duration}",
+    still_firing_for="vẫn cảnh báo, đã kéo dài {duration}",
+    resolved_list="Đã hết cảnh báo",
     more_alerts="… và {count} cảnh báo khác",
     metrics_unavailable="không có số liệu",
     now="hiện tại",
@@ -191,10 +193,10 @@ VIETNAMESE = Words(
     graph="biểu đồ",
     severity="Mức độ",
     started="Bắt đầu",
-    firing_for="Đã cảnh báo",
+    firing_for="Thời gian cảnh báo",
     fired_for="Kéo dài",
     alerts="Cảnh báo",
-    counts="{firing} đang cảnh báo, {resolved} đã khắc phục",
+    counts="{firing} đang cảnh báo, {resolved} đã hết",
     counts_more=", {count} khác",
     diagnosis="Chẩn đoán",
     impact="Ảnh hưởng",
@@ -210,12 +212,13 @@ VIETNAMESE = Words(
     silence_in_alertmanager="Tạm tắt trong Alertmanager",
     runbook="Runbook",
     replaces="↻ thay cho tin nhắn trước về {title}",
+    continued="tiếp theo ở tin nhắn phía trên",
     model="mô hình {model}",
     tokens="{tokens} token",
     runbook_file="runbook {name}",
     preliminary="theo quy tắc, sơ bộ: đang chờ chẩn đoán AI",
     fallback="theo quy tắc (dự phòng)",
-    no_diagnosis="không chẩn đoán (đã khắc phục)",
+    no_diagnosis="không có chẩn đoán (đã hết cảnh báo)",
     nth_time="{ordinal} trong 7 ngày",
     usually_resolves="thường hết sau ~{typical}",
     range="từ {shortest} đến {longest}",
@@ -233,7 +236,7 @@ VIETNAMESE = Words(
     "cảnh báo).",
     confidence_kind="Độ tin cậy: trung bình (dựa trên loại cảnh báo; không có mã lỗi nào giúp "
     "thu hẹp nguyên nhân).",
-    evidence="Dữ kiện",
+    evidence="Căn cứ",
     against="chỉ số đang ở mức {current} so với ngưỡng cảnh báo {threshold}",
     value_now="chỉ số đang ở mức {current}",
     rising="đang tăng ({change} trong {window})",

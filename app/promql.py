@@ -105,8 +105,9 @@ _FLIPPED = {">": "<", "<": ">", ">=": "<=", "<=": ">=", "==": "==", "!=": "!="}
 
 def threshold(expr: str) -> tuple[str, float] | None:
     """The number an alert's top-level comparison holds its signal against, as (operator, value)
-    read signal first: `0.5 < x` gives `("<", ...)` flipped to `(">", 0.5)`. None when there is no
-    such number (`a > b`, no comparison, not PromQL, over a limit). Blocking like context_expr."""
+    read signal first: `0.5 < x` gives `("<", ...)` flipped to `(">", 0.5)`; through `and` and
+    `unless`, the left side's. None when there is no such number (`a > b`, `x > bool 5`, `a > 1 or
+    b < 2`, no comparison, not PromQL, over a limit). Blocking like context_expr."""
     text = expr.strip()
     try:
         check_limits(text)
@@ -116,13 +117,15 @@ def threshold(expr: str) -> tuple[str, float] | None:
     while True:
         if isinstance(node, ParenExpr):
             node = node.expr
-        elif isinstance(node, BinaryExpr) and _op(node) in _SET_OPERATORS:
-            node = node.lhs
+        elif isinstance(node, BinaryExpr) and _op(node) in ("and", "unless"):
+            node = node.lhs  # what fires is the left side, filtered by the right
         else:
-            break
+            break  # `or`: either side may fire, neither threshold is the alert's
     operator = _op(node)
     if not isinstance(node, BinaryExpr) or operator not in _COMPARISONS:
         return None
+    if node.modifier is not None and node.modifier.return_bool:
+        return None  # `x > bool 5` fires for every series, 0 or 1: there is no threshold
     if _op(node.lhs) in _COMPARISONS:  # `a > b > 1`: as ambiguous as for context_expr
         return None
     if _is_number(node.rhs) and not _is_number(node.lhs):

@@ -108,11 +108,12 @@ def _confidence(
 
 def evidence(alerts: list[Alert], contexts: list[MetricContext], words: Words = ENGLISH) -> str:
     """What the metrics and the group show, in a sentence: the lead alert's value against its
-    threshold and its trend over the window, and how many exchanges and endpoints are affected.
-    Empty when there is nothing to show."""
+    threshold and its trend over the window (`contexts` are the alerts', in their order), and how
+    many exchanges and endpoints are affected. Empty when there is nothing to show."""
     facts: list[str] = []
-    lead = next((c for c in contexts if c.current is not None and not c.unavailable), None)
-    if lead is not None:
+    # The lead alert's own figures only: another alert's metric would read as this one's.
+    lead = contexts[0] if contexts and contexts[0].current is not None else None
+    if lead is not None and not lead.unavailable:
         now = number(lead.current)
         if lead.threshold is not None and lead.comparison:
             limit = f"{lead.comparison} {number(lead.threshold)}"
@@ -153,7 +154,9 @@ def diagnose(
     lead = alerts[0]
     exchanges = _exchanges(alerts)
     signature = find_signature(alerts)
-    named = texts.signatures[signature.name] if signature else None
+    named = None
+    if signature is not None:  # a signature not yet translated reads in English
+        named = texts.signatures.get(signature.name, (signature.name, signature.playbook))
     playbook = texts.alerts.get(lead.name)
     together = (
         signature is None and lead.name in EXCHANGE_ALERTS and len(exchanges) >= MANY_EXCHANGES

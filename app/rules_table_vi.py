@@ -9,13 +9,13 @@ from app.rules_table import Playbook
 
 ALERT_PLAYBOOKS: dict[str, Playbook] = {
     "APIDown": Playbook(
-        diagnosis="API của {exchanges} không phản hồi kiểm tra sức khỏe: sàn đang sập hoặc bảo "
-        "trì, hoặc đường kết nối từ ta tới sàn (DNS, egress proxy, mạng, TLS) bị hỏng.",
+        diagnosis="API của {exchanges} không phản hồi health check: sàn đang sập hoặc bảo "
+        "trì, hoặc đường kết nối từ mình tới sàn (DNS, egress proxy, mạng, TLS) bị hỏng.",
         impact="Không có dữ liệu thị trường và không đặt được lệnh qua {exchanges}: không điều "
         "chỉnh được vị thế đang mở, các chiến lược phụ thuộc vào sàn đang chạy mù.",
         actions=(
             "Xem trang trạng thái và kênh thông báo của sàn để biết có bảo trì hay sự cố không.",
-            "Từ máy giám sát, curl endpoint ping của sàn để tách lỗi mạng của ta khỏi lỗi của "
+            "Từ máy giám sát, curl endpoint ping của sàn để tách lỗi mạng của mình khỏi lỗi của "
             "sàn (DNS, TLS, egress proxy).",
             "Nếu chỉ một vùng hoặc một host lỗi, chuyển sang egress hoặc domain API còn tốt.",
             "Tạm dừng hoặc giảm các chiến lược phụ thuộc vào {exchanges}; kiểm tra tay các vị "
@@ -28,10 +28,10 @@ ALERT_PLAYBOOKS: dict[str, Playbook] = {
     ),
     "APILatencyHigh": Playbook(
         diagnosis="Request tới {exchanges} chậm: sàn quá tải (thị trường biến động mạnh), đường "
-        "mạng suy giảm, hoặc chính client của ta bị nghẽn (connection pool, CPU, GC).",
+        "mạng suy giảm, hoặc chính client của mình bị nghẽn (connection pool, CPU, GC).",
         impact="Lệnh đặt và lệnh hủy tới muộn; giá chào bị cũ và trượt giá tăng.",
         actions=(
-            "So sánh độ trễ giữa các sàn: một sàn chậm là do sàn, tất cả cùng chậm là do ta.",
+            "So sánh độ trễ giữa các sàn: một sàn chậm là do sàn, tất cả cùng chậm là do mình.",
             "Kiểm tra connection pool, CPU và độ trễ event loop của client trên máy giao dịch.",
             "Kiểm tra độ trễ mạng và tỉ lệ mất gói tới các endpoint của sàn.",
             "Nới rộng giá chào hoặc giảm tần suất đặt lệnh cho tới khi độ trễ về dưới ngưỡng.",
@@ -47,23 +47,23 @@ ALERT_PLAYBOOKS: dict[str, Playbook] = {
         "vài ngày.",
         actions=(
             "Tìm nơi đang tiêu weight: số request theo từng endpoint trong 15 phút gần nhất.",
-            "Tôn trọng Retry-After và dừng các vòng retry; thêm backoff có jitter.",
+            "Tuân thủ Retry-After và dừng các vòng retry; thêm backoff có jitter.",
             "Chuyển việc polling giá và trạng thái lệnh sang websocket stream.",
             "Chia tải qua nhiều API key hoặc IP chỉ khi điều khoản của sàn cho phép.",
         ),
         rollback="Tắt hoặc rollback chiến lược hay bản deploy đã làm tăng tần suất request.",
-        recovery="Cửa sổ weight được đặt lại trong khoảng một phút khi tần suất giảm; lệnh cấm IP "
+        recovery="Cửa sổ weight được reset trong khoảng một phút khi tần suất giảm; thời gian bị cấm IP "
         "kéo dài từ 2 phút đến 3 ngày.",
     ),
     "APIErrorRateHigh": Playbook(
-        diagnosis="Tỉ lệ lớn request tới {exchanges} bị lỗi: request bị từ chối (chữ ký, dấu thời "
+        diagnosis="Tỉ lệ request lỗi tới {exchanges} cao: request bị từ chối (chữ ký, dấu thời "
         "gian, quyền, tham số) hoặc lỗi 5xx từ phía sàn.",
         impact="Lệnh và truy vấn tài khoản thất bại; vị thế có thể lệch với những gì chiến lược "
         "đang tin.",
         actions=(
             "Phân tách lỗi theo HTTP status và mã lỗi của sàn.",
             "Lỗi 4xx: kiểm tra API key, quyền và IP allow-list của key, và đồng hồ (NTP).",
-            "Lỗi 5xx: xem trang trạng thái của sàn; chỉ retry các lệnh đọc idempotent có backoff.",
+            "Lỗi 5xx: xem trang trạng thái của sàn; chỉ retry các request đọc (idempotent), kèm backoff.",
             "Đối soát lệnh đang mở và vị thế với sàn sau khi hết lỗi.",
         ),
         rollback="Rollback bản phát hành client hoặc lần xoay vòng API key gần nhất nếu lỗi bắt "
@@ -94,12 +94,12 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
         ),
     ),
     "IP ban (HTTP 418)": (
-        "lệnh cấm IP (HTTP 418)",
+        "bị cấm IP (HTTP 418)",
         Playbook(
-            diagnosis="{exchanges} đã cấm IP này (HTTP 418) sau khi ta liên tục vượt rate limit.",
-            impact="Mọi request từ IP này thất bại cho tới khi lệnh cấm hết hạn.",
+            diagnosis="{exchanges} đã cấm IP này (HTTP 418) sau khi mình liên tục vượt rate limit.",
+            impact="Mọi request từ IP này thất bại cho tới khi hết thời gian bị cấm.",
             actions=(
-                "Dừng ngay mọi traffic từ IP bị cấm: request thêm sẽ kéo dài lệnh cấm.",
+                "Dừng ngay mọi traffic từ IP bị cấm: request thêm sẽ kéo dài thời gian bị cấm.",
                 "Đọc thời điểm hết cấm trong nội dung lỗi hoặc Retry-After.",
                 "Chỉ chuyển sang IP khác được phép sau khi đã sửa tần suất request.",
             ),
@@ -113,25 +113,25 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
             diagnosis="{exchanges} từ chối lệnh mới vì giới hạn tần suất đặt lệnh của tài khoản "
             "(Binance -1015: số lệnh mỗi 10 giây và mỗi ngày), không phải request weight của "
             "IP: một chiến lược đang đặt hoặc sửa lệnh nhanh hơn mức tài khoản được phép.",
-            impact="Lệnh mới bị từ chối cho tới khi cửa sổ được đặt lại; lệnh hủy vẫn chạy.",
+            impact="Lệnh mới bị từ chối cho tới khi cửa sổ được reset; lệnh hủy vẫn chạy.",
             actions=(
                 "Tìm chiến lược có số lệnh tăng vọt; tạm dừng hoặc giảm tần suất đặt lệnh của nó.",
                 "Thay vòng hủy-rồi-đặt-lại bằng lệnh sửa (amend) ở những sàn hỗ trợ.",
                 "Kiểm tra hạn mức của tài khoản qua endpoint rateLimit/order của sàn.",
             ),
             rollback="Rollback thay đổi chiến lược hoặc tham số đã làm tăng tần suất đặt lệnh.",
-            recovery="Vài giây với cửa sổ 10 giây; số lệnh trong ngày được đặt lại lúc 00:00 UTC.",
+            recovery="Vài giây với cửa sổ 10 giây; số lệnh trong ngày được reset lúc 00:00 UTC.",
         ),
     ),
     "rate limit (HTTP 429 / -1003 / 50011 / 10006)": (
         "rate limit (HTTP 429 / -1003 / 50011 / 10006)",
         Playbook(
-            diagnosis="{exchanges} đang giới hạn tần suất của ta (HTTP 429, Binance -1003, OKX "
+            diagnosis="{exchanges} đang giới hạn tần suất của mình (HTTP 429, Binance -1003, OKX "
             "50011, Bybit 10006/10018): tần suất hoặc weight request vượt hạn mức của sàn, "
             "thường do retry dồn dập hoặc polling lẽ ra phải dùng stream.",
             impact="Request bị từ chối; tiếp tục sẽ có nguy cơ bị cấm IP (418).",
             actions=(
-                "Backoff ngay và tôn trọng Retry-After.",
+                "Backoff ngay và tuân thủ Retry-After.",
                 "Giảm weight: dùng endpoint gộp (batch), websocket stream thay cho polling.",
             ),
             rollback="Rollback chiến lược hoặc bản deploy đã làm tăng tần suất request.",
@@ -173,7 +173,7 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
     "invalid API key (401 / -2015)": (
         "API key không hợp lệ (401 / -2015)",
         Playbook(
-            diagnosis="{exchanges} từ chối API key của ta (401, Binance -2015, OKX 50111, Bybit "
+            diagnosis="{exchanges} từ chối API key của mình (401, Binance -2015, OKX 50111, Bybit "
             "10003): key sai, hết hạn hoặc đã bị thu hồi, thiếu quyền đang dùng, hoặc IP egress "
             "không có trong allow-list của key.",
             impact="Request có ký thất bại: không đặt, hủy lệnh hay xem tài khoản được.",
@@ -223,9 +223,10 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
     "websocket heartbeat lost": (
         "mất heartbeat của websocket",
         Playbook(
-            diagnosis="Kết nối websocket tới {exchanges} đã chết một nửa: heartbeat (ping/pong) "
-            "dừng, socket trông vẫn mở nhưng không mang dữ liệu; idle timeout của NAT hoặc load "
-            "balancer, hoặc client không còn trả lời ping, đã âm thầm cắt nó.",
+            diagnosis="Kết nối websocket tới {exchanges} ở trạng thái half-open (chết ngầm): "
+            "heartbeat (ping/pong) dừng, socket trông vẫn mở nhưng không mang dữ liệu; idle "
+            "timeout của NAT hoặc load balancer, hoặc client không còn trả lời ping, đã âm thầm "
+            "cắt nó.",
             impact="Dữ liệu thị trường và cập nhật lệnh từ stream dừng trong khi REST vẫn chạy.",
             actions=(
                 "Kết nối lại và subscribe lại; coi một lần mất pong là kết nối đã chết.",
@@ -241,7 +242,7 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
         Playbook(
             diagnosis="Stream dữ liệu thị trường từ {exchanges} im lặng trong khi REST API vẫn "
             "trả lời: subscription websocket đã bị ngắt (sàn đóng kết nối mỗi 24 giờ và khi vượt "
-            "giới hạn subscription) hoặc consumer của ta bị treo.",
+            "giới hạn subscription) hoặc consumer của mình bị treo.",
             impact="Chiến lược giao dịch trên giá cũ; giá chào có thể bị khớp bất lợi.",
             actions=(
                 "Kiểm tra thời điểm message cuối của stream, tiến trình và độ trễ của consumer.",
@@ -276,7 +277,7 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
         "chứng chỉ TLS không hợp lệ vào lúc này",
         Playbook(
             diagnosis="TLS tới {exchanges} lỗi vì thời hạn hiệu lực của chứng chỉ: chứng chỉ của "
-            "sàn thật sự hết hạn (hiếm), hoặc thường gặp hơn, đồng hồ máy của ta bị sai nên "
+            "sàn thật sự hết hạn (hiếm), hoặc thường gặp hơn, đồng hồ máy của mình bị sai nên "
             "chứng chỉ hợp lệ trông như đã hết hạn hoặc chưa có hiệu lực.",
             impact="Mọi request HTTPS từ máy này thất bại.",
             actions=(
@@ -307,8 +308,8 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
     "DNS resolution failure": (
         "lỗi phân giải DNS",
         Playbook(
-            diagnosis="Phân giải DNS hostname API của {exchanges} thất bại ở phía ta: resolver "
-            "của ta sập hoặc không tới được, hoặc truy vấn bị từ chối; bản thân sàn có thể vẫn "
+            diagnosis="Phân giải DNS hostname API của {exchanges} thất bại ở phía mình: resolver "
+            "của mình sập hoặc không tới được, hoặc truy vấn bị từ chối; bản thân sàn có thể vẫn "
             "ổn.",
             impact="Không request nào bắt đầu được từ các máy dùng resolver đó.",
             actions=(
@@ -324,12 +325,12 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
     "connection refused": (
         "kết nối bị từ chối",
         Playbook(
-            diagnosis="Không có gì đang lắng nghe ở địa chỉ ta kết nối tới cho {exchanges}: một "
+            diagnosis="Không có gì đang lắng nghe ở địa chỉ mình kết nối tới cho {exchanges}: một "
             "proxy hoặc gateway cục bộ trên đường đi đang sập (cổng trong lỗi, như 3128 hay "
             "8080, chỉ ra nó), hoặc base URL hay cổng cấu hình bị sai.",
             impact="Mọi request qua địa chỉ đó thất bại ngay lập tức.",
             actions=(
-                "Xem lỗi nêu host và cổng nào; đó là sàn, hay proxy của ta?",
+                "Xem lỗi nêu host và cổng nào; đó là sàn, hay proxy của mình?",
                 "Khởi động lại hoặc failover proxy; thử một request trực tiếp bỏ qua proxy.",
                 "Kiểm tra base URL và thiết lập HTTPS_PROXY xem có thay đổi gần đây không.",
             ),
@@ -343,14 +344,14 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
             diagnosis="Sự cố một phần: một endpoint hoặc market của {exchanges} lỗi trong khi "
             "phần còn lại vẫn trả lời, cho thấy sự cố phía sàn ở riêng dịch vụ đó (dữ liệu thị "
             "trường, matching engine) hoặc market bị tạm ngưng, không phải do mạng hay key của "
-            "ta.",
+            "mình.",
             impact="Chỉ những gì phụ thuộc vào endpoint hoặc market đang lỗi bị ảnh hưởng.",
             actions=(
                 "Xem trang trạng thái và thông báo của sàn về dịch vụ hoặc market đó.",
                 "Chuyển sang nguồn khác cho dữ liệu đó (websocket stream, endpoint khác).",
                 "Chỉ tạm dừng chiến lược trên market bị ảnh hưởng; giữ phần còn lại chạy.",
             ),
-            rollback="Không cần ở phía ta, trừ khi một thay đổi client vừa bắt đầu dùng endpoint "
+            rollback="Không cần ở phía mình, trừ khi một thay đổi client vừa bắt đầu dùng endpoint "
             "đang lỗi.",
             recovery="Theo thông báo của sàn; sự cố ở một dịch vụ thường kéo dài 5-30 phút.",
         ),
@@ -366,7 +367,7 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
                 "Xem thông báo của sàn về lịch bảo trì hoặc việc ngừng hỗ trợ endpoint.",
                 "Nếu endpoint đã bị ngừng, chuyển sang endpoint thay thế.",
             ),
-            rollback="Không cần ở phía ta; chỉ ghim endpoint cũ nếu nó vẫn còn chạy.",
+            rollback="Không cần ở phía mình; chỉ ghim endpoint cũ nếu nó vẫn còn chạy.",
             recovery="Bảo trì: theo thông báo; endpoint đã ngừng: sau khi chuyển đổi.",
         ),
     ),
@@ -374,16 +375,16 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
         "lỗi phía sàn",
         Playbook(
             diagnosis="Hệ thống của chính {exchanges} đang lỗi hoặc quá tải (phía sàn: internal "
-            "error, system busy), không phải sàn từ chối request của ta: thường gặp khi thị "
+            "error, system busy), không phải sàn từ chối request của mình: thường gặp khi thị "
             "trường biến động mạnh và khi có sự cố.",
             impact="Request thất bại ngẫu nhiên; trạng thái của một số lệnh có thể không rõ.",
             actions=(
                 "Xem trang trạng thái và thông báo của sàn.",
-                "Retry các lệnh đọc có backoff; không bao giờ retry lệnh đặt một cách mù quáng: "
+                "Retry các request đọc kèm backoff; không bao giờ retry lệnh đặt một cách mù quáng: "
                 "hãy truy vấn trạng thái trước.",
                 "Đối soát lệnh đang mở và vị thế khi hết lỗi.",
             ),
-            rollback="Không cần ở phía ta.",
+            rollback="Không cần ở phía mình.",
             recovery="Thường vài phút; theo thông báo nếu sàn công bố sự cố.",
         ),
     ),
@@ -393,11 +394,11 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
             diagnosis="Kết nối tới {exchanges} bị ngắt hoặc treo: mất gói hoặc một thiết bị "
             "trung gian (NAT, firewall, load balancer) trên đường mạng reset chúng, hoặc edge "
             "của sàn quá tải và trả lời chậm.",
-            impact="Request thất bại hoặc treo; lệnh có thể đã được đặt mà ta không thấy phản hồi.",
+            impact="Request thất bại hoặc treo; lệnh có thể đã được đặt mà mình không thấy phản hồi.",
             actions=(
-                "So sánh với các sàn khác: tất cả cùng bị là do mạng của ta, một sàn là do sàn.",
+                "So sánh với các sàn khác: tất cả cùng bị là do mạng của mình, một sàn là do sàn.",
                 "Chạy mtr tới host API của sàn từ máy giao dịch để tìm chỗ mất gói.",
-                "Kiểm tra giới hạn kết nối và idle timeout của NAT gateway phía ta.",
+                "Kiểm tra giới hạn kết nối và idle timeout của NAT gateway phía mình.",
                 "Truy vấn trạng thái các lệnh đã đặt trong lúc lỗi trước khi retry chúng.",
             ),
             rollback="Hoàn tác các thay đổi gần đây về mạng, NAT hoặc firewall.",
@@ -422,16 +423,16 @@ SIGNATURES: dict[str, tuple[str, Playbook]] = {
 
 ALL_AT_ONCE = Playbook(
     diagnosis="API của {exchanges} lỗi cùng một lúc. Các sàn độc lập hiếm khi lỗi cùng nhau, "
-    "nên nguyên nhân nhiều khả năng nằm ở phía ta: egress (NAT gateway, proxy, firewall), "
+    "nên nguyên nhân nhiều khả năng nằm ở phía mình: egress (NAT gateway, proxy, firewall), "
     "DNS resolver hoặc mạng của máy đang probe chúng.",
     impact="Mọi việc máy này làm trên tất cả các sàn đều bị ảnh hưởng.",
     actions=(
-        "Từ máy probe, curl một trang web không liên quan: nếu cũng lỗi, egress của ta đã sập.",
+        "Từ máy probe, curl một trang web không liên quan: nếu cũng lỗi, egress của mình đã sập.",
         "Kiểm tra NAT gateway, proxy và firewall xem có thay đổi gần đây hay bị quá tải không.",
         "Phân giải host của các sàn bằng dig với một resolver khác.",
     ),
     rollback="Hoàn tác thay đổi gần nhất về mạng, proxy, firewall hoặc DNS.",
-    recovery="Vài phút sau khi egress của ta được khôi phục.",
+    recovery="Vài phút sau khi egress của mình được khôi phục.",
 )
 
 GENERIC = Playbook(

@@ -171,7 +171,7 @@ def test_follow_ups_escalations_and_counts_read_in_vietnamese_too(channel: str) 
     )
     pages = [resolved, escalation, resolved.model_copy(update={"omitted_alerts": 12})]
     text = "\n".join(follow_up_texts(n)[channel] for n in pages)
-    assert "ĐÃ KHẮC PHỤC" in text and "đã khắc phục, kéo dài" in text
+    assert "ĐÃ HẾT CẢNH BÁO" in text and "đã hết, kéo dài" in text
     assert "THÊM CẢNH BÁO" in text and "🆕 mới" in text and "cảnh báo khác" in text
     assert "TB 0.5" in text and "trong 30m" in text
     lowered = text.lower().replace("resolved_apidown", "")

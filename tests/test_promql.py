@@ -167,7 +167,6 @@ def test_missing_or_broken_generator_url_gives_no_expression(url: str) -> None:
         ("0.5 < x", (">", 0.5)),  # read signal first
         ("-(2) >= x", ("<=", -2.0)),
         ("x < -3", ("<", -3.0)),
-        ("1 > bool x", ("<", 1.0)),
         ("x > 0.9 and on() vector(1)", (">", 0.9)),
         ("(x > 0.9) unless y", (">", 0.9)),
         ("x != 1", ("!=", 1.0)),
@@ -181,7 +180,17 @@ def test_threshold_is_the_number_the_signal_is_compared_with(
 
 @pytest.mark.parametrize(
     "expr",
-    ["x > y", "x", "1 > 2", "rate(x[5m]", "a > b > 1", "x + 1", "(" * (MAX_DEPTH + 1) + "x"],
+    [
+        "x > y",
+        "x",
+        "1 > 2",
+        "rate(x[5m]",
+        "a > b > 1",
+        "x + 1",
+        "(" * (MAX_DEPTH + 1) + "x",
+        "x > bool 5",
+        "x > 5 or y < 3",
+    ],
 )
 def test_no_threshold_without_a_number_to_compare_with(expr: str) -> None:
     assert threshold(expr) is None

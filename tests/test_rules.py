@@ -1,7 +1,10 @@
+from dataclasses import replace
+
 import pytest
 
+from app.language import VIETNAMESE
 from app.models import Alert, MetricContext
-from app.rules import diagnose, evidence, find_signature
+from app.rules import TEXTS, diagnose, evidence, find_signature
 from app.rules_table import ALERT_PLAYBOOKS
 from tests.fakes import fixture_payload
 
@@ -168,7 +171,18 @@ def test_no_evidence_without_figures_or_spread() -> None:
     assert "Evidence" not in diagnose([alert("APIDown")]).diagnosis
 
 
-def test_the_evidence_skips_alerts_without_figures_to_the_first_with_them() -> None:
+def test_the_evidence_shows_only_the_lead_alerts_own_figures() -> None:
     figures = context(current=3, minimum=3, maximum=3, change=0)
-    shown = evidence([alert("X"), alert("X")], [MetricContext(unavailable="none"), figures])
-    assert shown == "Evidence: the metric is at 3; steady over 30m."
+    shown = evidence([alert("X"), alert("Y")], [MetricContext(unavailable="none"), figures])
+    assert shown == ""
+    assert evidence([alert("X"), alert("Y")], [figures, MetricContext(unavailable="none")]) == (
+        "Evidence: the metric is at 3; steady over 30m."
+    )
+
+
+def test_a_signature_without_a_translation_reads_in_english(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(TEXTS, "vi", replace(TEXTS["vi"], signatures={}))
+    result = diagnose([alert("X", description="HTTP 418")], words=VIETNAMESE)
+    assert result.diagnosis.startswith("binance has banned this IP (HTTP 418)")

@@ -15,7 +15,6 @@ from app.formatting import clean
 from app.models import EnrichedNotification, MetricContext
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.notifiers.telegram import (
-    CONTINUED,
     LIMIT,
     Line,
     TelegramNotifier,
@@ -527,13 +526,14 @@ async def test_an_edit_to_fewer_parts_marks_the_old_ones_as_continued_above(
     assert ref == "10"
     bodies = [form(c.request) for c in route.calls]
     assert [b["message_id"] for b in bodies] == ["10", "11", "12"]
-    assert [b["text"] for b in bodies] == [part, CONTINUED, CONTINUED]
+    continued = "<i>(continued in the message above)</i>"
+    assert [b["text"] for b in bodies] == [part, continued, continued]
     assert all(b["parse_mode"] == "HTML" and b["chat_id"] == "-100123" for b in bodies)
     assert "reply_markup" in bodies[0]
     assert all("reply_markup" not in b for b in bodies[1:]), "the buttons stay on part 1"
     assert all(json.loads(b["link_preview_options"])["is_disabled"] for b in bodies)
     assert recorded == ["edit=10", "edit-part-2=11", "edit-part-3=12"]
-    assert valid(CONTINUED) == "(continued in the message above)"
+    assert valid(continued) == "(continued in the message above)"
 
 
 async def test_an_edit_to_more_parts_sends_the_new_ones_as_replies_to_the_first(

@@ -41,7 +41,6 @@ from app.notifiers.telegram_calls import Call, call_with_retries
 
 LIMIT = 4096
 MAX_ALERTS = 10
-CONTINUED = "<i>(continued in the message above)</i>"
 
 
 @dataclass(frozen=True)
@@ -232,7 +231,8 @@ class TelegramNotifier:
             raise NotifyError("telegram", f"no message to edit (ref {sent.ref!r})", retryable=False)
         parts = pack(render(notification))
         for index, message_id in enumerate(old, 1):
-            text = parts[index - 1] if index <= len(parts) else CONTINUED
+            continued = f"<i>({html.escape(notification.words.continued)})</i>"
+            text = parts[index - 1] if index <= len(parts) else continued
             edit = self._editor(message_id, reply_markup if index == 1 else None)
             name = "edit" if index == 1 else f"edit-part-{index}"
             await progress.step(name, functools.partial(self._call, edit, text))
