@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -70,7 +71,7 @@ class WorkerPool:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
         self._watcher: asyncio.Task[None] | None = None
-        self._last_purge = 0.0
+        self._last_purge = -math.inf  # the first idle moment purges, even on a host up < 1 h
         self._store_trouble = Throttled(log, STORE_ERROR_LOG_SECONDS)
 
     @property

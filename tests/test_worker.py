@@ -2,6 +2,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -683,6 +684,20 @@ async def test_another_replicas_answer_is_passed_to_the_llm_lane() -> None:
     store.answered(42)
     await workers.stop()
     assert answers == [42]
+
+
+async def test_a_host_booted_less_than_an_hour_ago_purges_at_its_first_idle_moment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The monotonic clock counts from boot: a purge due "an hour after 0" waited out the first hour.
+    monkeypatch.setattr("app.worker.time", SimpleNamespace(monotonic=lambda: 60.0))
+    store = ScriptedStore()
+    workers = pool(store, succeed, count=1, retention_seconds=1234)
+    workers.start()
+    async with asyncio.timeout(5):
+        while ("purge", 1234) not in store.calls:
+            await asyncio.sleep(0)
+    await workers.stop()
 
 
 async def test_an_idle_worker_reports_the_backlog_and_purges_past_retention() -> None:
