@@ -297,7 +297,8 @@ class Enricher:
 
     async def memory(self, payload: AlertmanagerPayload) -> Memory | None:
         """The group's incident memory (app/memory.py); None without a store or a past."""
-        return await recall(self._history, payload.group_id)
+        lead = payload.firing[0] if payload.firing else None
+        return await recall(self._history, payload.group_id, lead)
 
     async def contexts(self, payload: AlertmanagerPayload, kind: Kind) -> list[MetricContext]:
         """The firing alerts' metric context for `new` and `escalation`; none for follow-ups."""

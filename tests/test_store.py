@@ -13,6 +13,7 @@ import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import pytest
 
 from app.incident import Transition
 from app.store import DailySpend, LeaseLostError, PostgresStore, SQLiteStore, Store
-from app.store.base import IncidentHistory, last_diagnosis
+from app.store.base import AlertEpisode, IncidentHistory, last_diagnosis
 
 
 class Clock:
@@ -433,6 +434,31 @@ async def test_incident_history_is_the_groups_ended_incidents_in_the_window_and_
     held = (await store.claim("w", 30)).claim
     await store.save_enrichment(held, "{}", opening("g", {"a"}))
     assert len((await store.incident_history("g", 7 * 86400)).ended) == 2
+
+
+async def test_alert_history_finds_an_alerts_firings_in_any_groups_payloads_within_the_window(
+    store,
+) -> None:
+    def payload(fingerprint: str, starts: str, status: str = "firing", **extra: str) -> str:
+        alert = {"status": status, "labels": {"alertname": "APIDown"}, "startsAt": starts}
+        alert |= {"endsAt": "2026-11-21T10:05:00Z", "fingerprint": fingerprint, **extra}
+        return json.dumps({"status": status, "alerts": [alert]})
+
+    await store.accept("too-old", "g1", payload("f1", "2026-11-01T10:00:00Z"), 600)
+    store.clock.now += 8 * 86400
+    await store.accept("a", "g1", payload("f1", "2026-11-21T10:00:00Z"), 600)
+    await store.accept("b", "g2", payload("f1", "2026-11-21T10:00:00Z", "resolved"), 600)
+    await store.accept("c", "g3", payload("f1", "2026-11-21T11:00:00Z"), 600)
+    await store.accept("d", "g3", payload("f2", "2026-11-21T09:00:00Z", note="about f1"), 600)
+    await store.accept("e", "g4", payload("f1%_", "2026-11-21T08:00:00Z"), 600)
+    start = datetime(2026, 11, 21, 10, tzinfo=UTC).timestamp()
+    assert await store.alert_history("f1", 7 * 86400) == [
+        AlertEpisode(start, start + 300),
+        AlertEpisode(start + 3600, None),
+    ]
+    assert await store.alert_history("f1%_", 7 * 86400) == [AlertEpisode(start - 7200, None)]
+    assert await store.alert_history("f2", 7 * 86400) == [AlertEpisode(start - 3600, None)]
+    assert await store.alert_history("f3", 7 * 86400) == []
 
 
 def test_the_last_diagnosis_prefers_the_lanes_result_and_skips_unreadable_rows() -> None:

@@ -22,7 +22,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pydantic import ValidationError
+
 from app.incident import Incident, Transition
+from app.models import Alert
 from app.priority import REST
 
 
@@ -114,6 +117,48 @@ class IncidentHistory:
 
 
 HISTORY_ROWS = 10  # of a group's latest notifications, searched for its last diagnosis
+ALERT_HISTORY_ROWS = 200  # of the latest notifications naming an alert, searched for its firings
+
+
+@dataclass(frozen=True)
+class AlertEpisode:
+    """One firing of one alert (one fingerprint: this alertname on this target) as Alertmanager
+    reported it: when it started and, once a notification said it resolved, when it ended (Unix
+    seconds on Alertmanager's clock)."""
+
+    started: float
+    ended: float | None = None
+
+
+def alert_episodes(payloads: Iterable[str], fingerprint: str) -> list[AlertEpisode]:
+    """The distinct firings of the alert `fingerprint` in stored webhook payloads, oldest first.
+    Alertmanager keeps an alert's startsAt while it fires, so one firing seen in many notifications
+    (repeats, group changes) is one episode; unreadable payloads and alerts are skipped."""
+    ends: dict[float, float | None] = {}
+    for text in payloads:
+        for alert in _alerts_in(text):
+            if alert.fingerprint != fingerprint or alert.starts_at is None:
+                continue
+            started = alert.starts_at.timestamp()
+            ended = (
+                alert.ends_at.timestamp() if alert.status == "resolved" and alert.ends_at else None
+            )
+            ends[started] = ends.get(started) or ended
+    return [AlertEpisode(started, ended) for started, ended in sorted(ends.items())]
+
+
+def _alerts_in(text: str) -> list[Alert]:
+    try:
+        items = json.loads(text)["alerts"]
+    except (ValueError, KeyError, TypeError):
+        return []
+    alerts = []
+    for item in items if isinstance(items, list) else []:
+        try:
+            alerts.append(Alert.model_validate(item))
+        except ValidationError:
+            continue
+    return alerts
 
 
 def last_diagnosis(rows: list[tuple[str | None, str | None]]) -> str | None:
@@ -237,6 +282,11 @@ class Store(Protocol):
     async def incident_history(self, group_id: str, within_seconds: float) -> IncidentHistory:
         """The group's incidents that ended in the last `within_seconds`, and its last diagnosis
         (incident memory, app/memory.py)."""
+        ...
+
+    async def alert_history(self, fingerprint: str, within_seconds: float) -> list[AlertEpisode]:
+        """The firings of one alert (its fingerprint) in notifications received in the last
+        `within_seconds`, whatever group they came in (incident memory, app/memory.py)."""
         ...
 
     async def save_enrichment(

@@ -4,7 +4,14 @@
 
 from __future__ import annotations
 
-from app.store.base import HISTORY_ROWS, IncidentHistory, last_diagnosis
+from app.store.base import (
+    ALERT_HISTORY_ROWS,
+    HISTORY_ROWS,
+    AlertEpisode,
+    IncidentHistory,
+    alert_episodes,
+    last_diagnosis,
+)
 from app.store.postgres_schema import NOW, text
 from app.store.primitives import PostgresPrimitives
 
@@ -22,6 +29,12 @@ WHERE n.group_id = %(group)s AND n.enrichment IS NOT NULL
     AND n.received_at >= {NOW} - make_interval(secs => %(within)s)
 ORDER BY n.id DESC LIMIT %(rows)s
 """
+# strpos: a substring search with no pattern characters to escape; the rows are parsed to be sure
+NAMING = f"""
+SELECT payload FROM notifications
+WHERE received_at >= {NOW} - make_interval(secs => %(within)s) AND strpos(payload, %(fp)s) > 0
+ORDER BY id DESC LIMIT %(rows)s
+"""
 
 
 class PostgresHistory(PostgresPrimitives):
@@ -32,3 +45,8 @@ class PostgresHistory(PostgresPrimitives):
         return IncidentHistory(
             [(float(o), float(e)) for o, e in ended], last_diagnosis(list(diagnoses))
         )
+
+    async def alert_history(self, fingerprint: str, within_seconds: float) -> list[AlertEpisode]:
+        params = self._params(fp=text(fingerprint), within=within_seconds, rows=ALERT_HISTORY_ROWS)
+        rows = await self._fetch(NAMING, params)
+        return alert_episodes((payload for (payload,) in rows), fingerprint)

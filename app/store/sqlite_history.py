@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from app.store.base import HISTORY_ROWS, IncidentHistory, last_diagnosis
+from app.store.base import (
+    ALERT_HISTORY_ROWS,
+    HISTORY_ROWS,
+    AlertEpisode,
+    IncidentHistory,
+    alert_episodes,
+    last_diagnosis,
+)
 from app.store.primitives import SQLitePrimitives
 
 
@@ -24,3 +31,11 @@ class SQLiteHistory(SQLitePrimitives):
         return IncidentHistory(
             [(float(o), float(e)) for o, e in ended], last_diagnosis(list(diagnoses))
         )
+
+    async def alert_history(self, fingerprint: str, within_seconds: float) -> list[AlertEpisode]:
+        rows = await self._fetch(
+            "SELECT payload FROM notifications WHERE received_at >= ? AND instr(payload, ?) > 0"
+            " ORDER BY id DESC LIMIT ?",
+            (self._clock() - within_seconds, fingerprint, ALERT_HISTORY_ROWS),
+        )
+        return alert_episodes((payload for (payload,) in rows), fingerprint)
