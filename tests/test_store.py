@@ -461,6 +461,23 @@ async def test_alert_history_finds_an_alerts_firings_in_any_groups_payloads_with
     assert await store.alert_history("f3", 7 * 86400) == []
 
 
+async def test_alert_history_reads_only_the_latest_notifications_naming_the_alert(
+    backend: Backend, store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    module = "sqlite" if backend.name == "sqlite" else "postgres"
+    monkeypatch.setattr(f"app.store.{module}_history.ALERT_HISTORY_ROWS", 2)
+    for hour in (8, 9, 10):
+        alert = {
+            "status": "firing",
+            "labels": {"a": "b"},
+            "startsAt": f"2026-11-21T{hour:02}:00:00Z",
+        }
+        body = json.dumps({"alerts": [alert | {"fingerprint": "f1"}]})
+        await store.accept(f"n{hour}", f"g{hour}", body, 600)
+    episodes = await store.alert_history("f1", 7 * 86400)
+    assert [datetime.fromtimestamp(e.started, UTC).hour for e in episodes] == [9, 10]
+
+
 def test_the_last_diagnosis_prefers_the_lanes_result_and_skips_unreadable_rows() -> None:
     final = json.dumps({"diagnosis": {"diagnosis": "the model's"}, "source": {}})
     shown = json.dumps({"diagnosis": {"diagnosis": "the preliminary rules'"}})
