@@ -147,7 +147,7 @@ def prompt_data(
             }
             context = by_id.get(alert.identity)
             if context is not None:
-                exclude = {"graph_url"} | (set() if samples else {"samples"})
+                exclude = {"graph_url", "series"} | (set() if samples else {"samples"})
                 entry["metrics"] = context.model_dump(exclude=exclude, exclude_none=True)
             entries.append(entry)
         data = {

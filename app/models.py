@@ -149,6 +149,15 @@ class Diagnosis(BaseModel):
         return [item for item in items if item.strip()][:10]
 
 
+class PlotSeries(BaseModel):
+    """One series of an alert's expression, for its chart: a label naming it among the others
+    (`okx`, `binance /depth`; "" when it is the only one) and its (unix seconds, value) points;
+    None where a value is not a finite number."""
+
+    label: str = ""
+    points: list[tuple[float, float | None]] = Field(default_factory=list)
+
+
 class MetricContext(BaseModel):
     """The recent history of the series behind one alert, or why it is unavailable."""
 
@@ -166,6 +175,9 @@ class MetricContext(BaseModel):
     # The alert expression's threshold (`> 0.5`), when it compares against a number.
     comparison: str | None = None
     threshold: float | None = None
+    # The expression's series with their times, the alert's own first (at most MAX_CHART_SERIES),
+    # for its chart; never part of the prompt.
+    series: list[PlotSeries] = Field(default_factory=list)
 
 
 class DiagnosisSource(BaseModel):

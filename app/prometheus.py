@@ -13,12 +13,14 @@ import logging
 import math
 import statistics
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from urllib.parse import urlencode
 
 import httpx
 
+from app.formatting import clean
 from app.metrics import Metrics
-from app.models import Alert, MetricContext
+from app.models import Alert, MetricContext, PlotSeries
 from app.promql import PromQLError, context_expr, expr_from_generator_url, threshold
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,13 @@ MAX_POINTS = 60
 PARSE_TIMEOUT_SECONDS = 2.0
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 
-Series = tuple[dict[str, str], list[float]]
+MAX_CHART_SERIES = 5  # series kept with their times for an alert's chart, its own first
+
+
+class Series(NamedTuple):
+    labels: dict[str, str]
+    values: list[float]  # finite or NaN
+    times: list[float] = []  # noqa: RUF012 - never mutated; unix seconds of each value
 
 
 class PrometheusError(Exception):
@@ -43,7 +51,7 @@ class PrometheusClient:
     async def query_range(
         self, expr: str, start: datetime, end: datetime, step_seconds: int
     ) -> list[Series]:
-        """Run query_range; returns (labels, finite-or-NaN values) per series."""
+        """Run query_range; returns (labels, finite-or-NaN values, their times) per series."""
         params = {
             "query": expr,
             "start": f"{start.timestamp():.3f}",
@@ -72,8 +80,9 @@ class PrometheusClient:
         series: list[Series] = []
         for item in data.get("result") or []:
             labels = {str(k): str(v) for k, v in (item.get("metric") or {}).items()}
-            values = [_to_float(v) for _, v in item.get("values") or []]
-            series.append((labels, values))
+            pairs = item.get("values") or []
+            values = [_to_float(v) for _, v in pairs]
+            series.append(Series(labels, values, [_to_float(t) for t, _ in pairs]))
         return series
 
     async def ready(self) -> str:
@@ -139,6 +148,23 @@ def matches(series_labels: dict[str, str], alert_labels: dict[str, str]) -> bool
         for name, value in series_labels.items()
         if name != "__name__"
     )
+
+
+def varying(series: list[Series]) -> list[str]:
+    """The labels whose values differ between the series (a legend names series by them)."""
+    keys = sorted({k for one in series for k in one.labels} - {"__name__"})
+    return [k for k in keys if len({one.labels.get(k, "") for one in series}) > 1]
+
+
+def plot_series(series: Series, keys: list[str]) -> PlotSeries:
+    """The series for a chart, labelled by the values of `keys` (`okx /depth`); "" without keys."""
+    label = clean(" ".join(series.labels.get(k, "") for k in keys).strip())
+    points = [
+        (t, v if math.isfinite(v) else None)
+        for t, v in zip(series.times, series.values, strict=False)
+        if math.isfinite(t)
+    ]
+    return PlotSeries(label=label, points=points)
 
 
 def graph_url(base: str, expr: str, window_minutes: int) -> str:
@@ -260,12 +286,21 @@ class ContextBuilder:
         result = by_expr[expr]
         if isinstance(result, str):
             return MetricContext(expr=expr, unavailable=result, graph_url=link)
-        own = [values for labels, values in result if matches(labels, alert.labels)]
+        own = [s for s in result if matches(s.labels, alert.labels)]
         if not own:
             reason = "no matching series" if result else "query returned no series"
             return MetricContext(expr=expr, unavailable=reason, graph_url=link)
-        context = summarise(expr, own[0], self._window)
+        context = summarise(expr, own[0].values, self._window)
         comparison, value = limit or (None, None)
+        # The alert's own series first, the expression's others after them for comparison.
+        others = [s for s in result if not matches(s.labels, alert.labels)]
+        keys = varying(result)
+        plots = [plot_series(s, keys) for s in [*own, *others][:MAX_CHART_SERIES]]
         return context.model_copy(
-            update={"graph_url": link, "comparison": comparison, "threshold": value}
+            update={
+                "graph_url": link,
+                "comparison": comparison,
+                "threshold": value,
+                "series": plots,
+            }
         )
