@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     prometheus_timeout_seconds: float = Field(5, gt=0)
     context_window_minutes: int = Field(30, ge=1, le=24 * 60)
     max_context_alerts: int = Field(10, ge=0)
+    # A PNG of the alert's metric with each new page and escalation (Slack bot mode, Telegram).
+    charts: bool = True
 
     llm_base_url: str = "https://api.holysheep.ai/v1"
     llm_api_key: SecretStr | None = Field(

@@ -82,17 +82,25 @@ class LoopbackServer:
 
 @dataclass
 class FakeSlack(LoopbackServer):
-    """chat.postMessage, chat.update, auth.test and an incoming webhook, with Slack's shapes."""
+    """chat.postMessage, chat.update, auth.test, an incoming webhook and files_upload_v2's three
+    steps (files.getUploadURLExternal, the upload to the URL it gave, files.completeUploadExternal),
+    with Slack's shapes.
+
+    `files` holds every completed upload: its bytes, title, channel and thread.
+    """
 
     token: str = FAKE_SLACK_TOKEN
     channel_id: str = "C0FAKE0001"
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     webhook_posts: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)
+    _uploads: dict[str, dict[str, Any]] = field(default_factory=dict)
     _ts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/api/{method}", self._api)
         app.router.add_post("/services/{path:.*}", self._webhook)
+        app.router.add_post("/upload/v1/{file_id}", self._upload)
 
     @property
     def api_url(self) -> str:
@@ -100,7 +108,7 @@ class FakeSlack(LoopbackServer):
 
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        body = await self.read_body(request)
+        body = {**request.query, **await self.read_body(request)}  # slack-sdk's params: a query
         peer = request.transport.get_extra_info("peername") if request.transport else None
         self.requests.append(Recorded(method, body, dict(request.headers), peer))
         if failure := self.scripted_failure():
@@ -113,7 +121,49 @@ class FakeSlack(LoopbackServer):
             return self._post(body)
         if method == "chat.update":
             return self._update(body)
+        if method == "files.getUploadURLExternal":
+            return self._upload_url(body)
+        if method == "files.completeUploadExternal":
+            return self._complete(body)
         return web.json_response({"ok": False, "error": "unknown_method"}, status=404)
+
+    def _upload_url(self, body: dict[str, Any]) -> web.Response:
+        if not body.get("filename") or not str(body.get("length", "")).isdigit():
+            return web.json_response({"ok": False, "error": "invalid_arguments"})
+        file_id = f"F0FAKE{len(self._uploads) + 1:04d}"
+        self._uploads[file_id] = {"filename": body["filename"], "length": int(body["length"])}
+        upload_url = f"{self.url}/upload/v1/{file_id}"
+        return web.json_response({"ok": True, "upload_url": upload_url, "file_id": file_id})
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        """The upload itself: raw bytes, exactly the length announced in step one."""
+        file_id = request.match_info["file_id"]
+        data = await request.read()
+        self.requests.append(Recorded("upload", {"file_id": file_id}, dict(request.headers)))
+        pending = self._uploads.get(file_id)
+        if pending is None or len(data) != pending["length"]:
+            return web.Response(status=400, text="upload does not match its URL")
+        pending["data"] = data
+        return web.Response(text=f"OK - {len(data)}")
+
+    def _complete(self, body: dict[str, Any]) -> web.Response:
+        """Shares uploaded files in a channel, in a thread when `thread_ts` names a message."""
+        files = json.loads(str(body.get("files", "[]")))
+        channel = body.get("channel_id")
+        thread = body.get("thread_ts")
+        if channel != self.channel_id:
+            return web.json_response({"ok": False, "error": "channel_not_found"})
+        if thread and thread not in self.messages:
+            return web.json_response({"ok": False, "error": "invalid_thread_ts"})
+        if not files or any("data" not in self._uploads.get(f.get("id"), {}) for f in files):
+            return web.json_response({"ok": False, "error": "file_not_found"})
+        for f in files:
+            upload = self._uploads[f["id"]]
+            self.files.append(
+                {"id": f["id"], "title": f.get("title"), "channel": channel, "thread_ts": thread}
+                | upload
+            )
+        return web.json_response({"ok": True, "files": [{"id": f["id"]} for f in files]})
 
     def _post(self, body: dict[str, Any]) -> web.Response:
         if body.get("channel") not in (self.channel_id, "#alerts", "alerts"):
@@ -199,8 +249,8 @@ def parse_telegram_html(text: str) -> tuple[str, str | None]:
 
 @dataclass
 class FakeTelegram(LoopbackServer):
-    """sendMessage, editMessageText and getMe, rejecting bad HTML and over-long text the way the
-    Bot API does.
+    """sendMessage, editMessageText, sendPhoto and getMe, rejecting bad HTML and over-long text the
+    way the Bot API does.
 
     `sent` holds one record per message sent, kept current by edits (`text`, `visible`, `edited`);
     `edits` lists every edit that was applied; `current(message_id)` is a message's visible text.
@@ -209,6 +259,7 @@ class FakeTelegram(LoopbackServer):
     token: str = "123456:FAKE-telegram-token-for-tests"
     sent: list[dict[str, Any]] = field(default_factory=list)
     edits: list[dict[str, Any]] = field(default_factory=list)
+    photos: list[dict[str, Any]] = field(default_factory=list)  # sendPhoto: bytes under "photo"
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     def routes(self, app: web.Application) -> None:
@@ -258,6 +309,8 @@ class FakeTelegram(LoopbackServer):
             return self._send(body)
         if method == "editMessageText":
             return self._edit(body)
+        if method == "sendPhoto":
+            return self._photo(body)
         return web.json_response(
             {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
         )
@@ -285,6 +338,26 @@ class FakeTelegram(LoopbackServer):
             {**body, "message_id": message_id, "reply_to": reply_to, "visible": visible}
         )
         return self._message(body, message_id, visible)
+
+    def _photo(self, body: dict[str, Any]) -> web.Response:
+        """sendPhoto as a multipart upload: the file part must be a PNG or JPEG of at most 10 MB."""
+        photo = body.get("photo")
+        if not hasattr(photo, "file"):
+            return self._bad("Bad Request: there is no photo in the request")
+        data = photo.file.read()
+        if len(data) > 10_000_000 or not data.startswith((b"\x89PNG\r\n\x1a\n", b"\xff\xd8")):
+            return self._bad("Bad Request: IMAGE_PROCESS_FAILED")
+        caption = str(body.get("caption", ""))
+        if len(caption) > 1024:
+            return self._bad("Bad Request: message caption is too long")
+        message_id = next(self._ids)
+        reply = body.get("reply_parameters")
+        reply_to = json.loads(str(reply)).get("message_id") if reply else None
+        record = {k: v for k, v in body.items() if k != "photo"}
+        record |= {"message_id": message_id, "reply_to": reply_to, "photo": data}
+        record |= {"filename": photo.filename, "content_type": photo.content_type}
+        self.photos.append(record)
+        return self._message(body, message_id, caption)
 
     def _edit(self, body: dict[str, Any]) -> web.Response:
         visible, refused = self._visible(body)

@@ -42,7 +42,7 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
             retry_handlers=retry_handlers(),
             session=slack_session(),
         )
-        notifiers.append(SlackBotNotifier(client, settings.slack_channel))
+        notifiers.append(SlackBotNotifier(client, settings.slack_channel, charts=settings.charts))
         if settings.slack_webhook_url:
             log.info("both Slack modes configured: using bot mode (threads); webhook URL unused")
     elif settings.slack_webhook_url:
@@ -61,6 +61,8 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
             get_updates_request=AiohttpRequest(pool_size=1),  # never used: no httpx client idle
         )
         notifiers.append(
-            TelegramNotifier(bot, settings.telegram_chat_id, settings.telegram_thread_id)
+            TelegramNotifier(
+                bot, settings.telegram_chat_id, settings.telegram_thread_id, charts=settings.charts
+            )
         )
     return notifiers or [ConsoleNotifier()]

@@ -8,6 +8,7 @@ NotifyError, retryable or not by Slack's error code.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -22,9 +23,11 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from app.charts import ChartData
 from app.formatting import shorten
 from app.models import DiagnosisSource, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
+from app.notifiers.chart_steps import send_charts
 from app.notifiers.layout import headline
 from app.notifiers.slack_blocks import (
     RESOLVED_COLOR,
@@ -81,9 +84,10 @@ class SlackBotNotifier:
 
     name = "slack"
 
-    def __init__(self, client: AsyncWebClient, channel: str) -> None:
+    def __init__(self, client: AsyncWebClient, channel: str, *, charts: bool = False) -> None:
         self._client = client
         self._channel = channel
+        self._charts = charts
 
     async def send(
         self,
@@ -97,18 +101,25 @@ class SlackBotNotifier:
         body = message(notification)
         try:
             if thread is None:
-                return await progress.step("post", lambda: self._post(body))
-            channel, _, ts = thread.ref.partition(":")
-            broadcast = notification.kind == "escalation"
-            ref = await progress.step(
-                "reply",
-                lambda: self._post(body, channel=channel, thread_ts=ts, reply_broadcast=broadcast),
-            )
-            original = thread.original
-            if notification.status == "resolved" and original is not None:
-                await progress.step(
-                    "update", lambda: self._mark_resolved(channel, ts, original, notification)
+                ref = await progress.step("post", lambda: self._post(body))
+                channel, _, ts = (ref or "").partition(":")
+            else:
+                channel, _, ts = thread.ref.partition(":")
+                broadcast = notification.kind == "escalation"
+                ref = await progress.step(
+                    "reply",
+                    lambda: self._post(
+                        body, channel=channel, thread_ts=ts, reply_broadcast=broadcast
+                    ),
                 )
+                original = thread.original
+                if notification.status == "resolved" and original is not None:
+                    await progress.step(
+                        "update", lambda: self._mark_resolved(channel, ts, original, notification)
+                    )
+            if self._charts and ts:
+                upload = functools.partial(self._upload, channel=channel, thread_ts=ts)
+                await send_charts(self.name, notification, progress, upload)
             return ref
         except SlackApiError as exc:
             raise _api_error(exc) from exc
@@ -139,6 +150,19 @@ class SlackBotNotifier:
             raise _api_error(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unreachable(exc) from exc
+
+    async def _upload(self, png: bytes, chart: ChartData, *, channel: str, thread_ts: str) -> str:
+        """files_upload_v2 into the message's thread: getUploadURLExternal, the upload itself,
+        completeUploadExternal (needs the files:write scope). The file's id."""
+        response = await self._client.files_upload_v2(
+            channel=channel,
+            thread_ts=thread_ts,
+            file=png,
+            filename="chart.png",
+            title=chart.title,
+            alt_txt=f"Chart of {chart.title}",
+        )
+        return str(response["file"]["id"])
 
     async def _post(self, body: dict[str, Any], **extra: Any) -> str:
         """chat.postMessage; the message's reference, `channel:ts`."""

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
 from telegram.error import BadRequest, InvalidToken, TelegramError
 
+from app.charts import ChartData
 from app.formatting import fired_for, number, shorten, timestamp
 from app.language import Words
 from app.models import AlertView, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
+from app.notifiers.chart_steps import send_charts
 from app.notifiers.layout import (
     follow_ups,
     headline,
@@ -187,10 +189,12 @@ class TelegramNotifier:
         *,
         max_attempts: int = 4,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        charts: bool = False,
     ) -> None:
         self._bot = bot
         self._chat_id = chat_id
         self._thread_id = thread_id
+        self._charts = charts
         self._max_attempts = max_attempts
         self._sleep = sleep
 
@@ -200,7 +204,8 @@ class TelegramNotifier:
         thread: Thread | None,
         progress: Progress | None = None,
     ) -> str | None:
-        """Every part is a step of its own: a retry sends only the parts that did not go out."""
+        """Every part is a step of its own: a retry sends only the parts that did not go out.
+        With charts on, the message's charts follow as photos replying to its first part."""
         progress = progress or Progress()
         parts = pack(render(notification))
         reply_to = int(thread.ref) if thread and thread.ref.isdigit() else None
@@ -211,7 +216,22 @@ class TelegramNotifier:
                 f"part-{index}", functools.partial(self._send_part, part, target)
             )
             first = first or ref
+        if self._charts and first:
+            photo = functools.partial(self._send_photo, reply_to=int(first))
+            await send_charts(self.name, notification, progress, photo)
         return first
+
+    async def _send_photo(self, png: bytes, chart: ChartData, *, reply_to: int) -> str:
+        """sendPhoto, a multipart upload, captioned in plain text (no markup to escape)."""
+        message = await self._bot.send_photo(
+            chat_id=self._chat_id,
+            photo=png,
+            filename="chart.png",
+            caption=f"📈 {chart.title}",
+            message_thread_id=self._thread_id,
+            reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True),
+        )
+        return str(message.message_id)
 
     async def edit(
         self,

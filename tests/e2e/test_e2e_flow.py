@@ -1,5 +1,9 @@
 """Real Prometheus and Alertmanager drive the service; Slack, Telegram and the LLM are loopback fakes."""
 
+import os
+import struct
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import eventually, quiet
@@ -30,6 +34,19 @@ async def test_firing_then_resolved_arrive_diagnosed_and_threaded(stack, exporte
     first = await eventually(lambda: fakes.telegram.sent, what="the firing message in Telegram")
     assert "FIRING: APIDown on binance" in first[0]["visible"]
 
+    # The chart of the real series: a photo replying to the Telegram message, a file in the
+    # Slack message's thread (files_upload_v2's three steps, checked by the fake).
+    [photo] = await eventually(lambda: fakes.telegram.photos, what="the chart in Telegram")
+    assert photo["reply_to"] == first[0]["message_id"]
+    assert photo["caption"] == "📈 APIDown on binance"
+    [file] = await eventually(lambda: fakes.slack.files, what="the chart in Slack")
+    assert file["thread_ts"] == root["ts"] and file["title"] == "APIDown on binance"
+    for png in (photo["photo"], file["data"]):
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and 10_000 < len(png) < 300_000
+        assert struct.unpack(">II", png[16:24]) == (800, 400)
+    if out := os.environ.get("E2E_CHART_OUT"):  # the README's example chart (docs/)
+        Path(out).write_bytes(file["data"])
+
     exporter.set("binance", healthy=True)
     [reply] = await eventually(lambda: fakes.slack.replies(root["ts"]), what="the resolved reply")
     assert "RESOLVED: APIDown on binance" in reply["text"]
@@ -41,6 +58,7 @@ async def test_firing_then_resolved_arrive_diagnosed_and_threaded(stack, exporte
     await eventually(lambda: len(fakes.telegram.sent) == 2, what="the Telegram reply")
     assert fakes.telegram.sent[1]["reply_to"] == fakes.telegram.sent[0]["message_id"]
 
-    await quiet(svc)  # then nothing extra arrives
+    await quiet(svc)  # then nothing extra arrives: no chart with a follow-up either
     assert len(fakes.slack.messages) == 2 and len(fakes.telegram.sent) == 2
+    assert len(fakes.slack.files) == 1 and len(fakes.telegram.photos) == 1
     assert len(fakes.llm.requests) == 1, "resolved alerts never call the LLM"
