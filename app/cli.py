@@ -1,4 +1,5 @@
-"""`alert-enricher serve | replay FILE.json [--send] | check | probe | list | show ID | retry ID`."""
+"""`alert-enricher serve | replay FILE.json [--send] [--chart OUT.png] | check | probe | list |
+show ID | retry ID`."""
 
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from app import admin, probe
+from app.charts import ChartError, render_async
 from app.config import Settings
 from app.logs import configure_logging
 from app.models import AlertmanagerPayload, EnrichedNotification
 from app.notifiers import slack_blocks, telegram
+from app.notifiers.chart_steps import RENDER_SECONDS, charts_for
 from app.notifiers.console import render
 from app.prometheus import PrometheusError
 from app.prompts import PromptError, Prompts
@@ -85,9 +88,14 @@ def preview(notification: EnrichedNotification, channel: str) -> str:
 
 
 async def replay(
-    settings: Settings, payload: AlertmanagerPayload, send: bool, channel: str = "console"
+    settings: Settings,
+    payload: AlertmanagerPayload,
+    send: bool,
+    channel: str = "console",
+    chart: Path | None = None,
 ) -> int:
-    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send.
+    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send;
+    with `chart`, also write the message's chart(s) there as PNG.
 
     Replay keeps nothing: unless `--store` names one, its store is a temporary file (it never
     creates ./data/ in whatever directory it runs from).
@@ -96,10 +104,12 @@ async def replay(
         with tempfile.TemporaryDirectory(prefix="alert-enricher-replay-") as scratch:
             scratch_url = f"sqlite:///{Path(scratch) / 'replay.db'}"
             throwaway = settings.model_copy(update={"store_url": scratch_url})
-            return await replay(throwaway, payload, send, channel)
+            return await replay(throwaway, payload, send, channel, chart)
     runtime = await build_runtime(settings)
     try:
         notification = await runtime.enricher.enrich(payload)
+        if chart is not None and not await write_charts(notification, chart):
+            return 1
         if not send:
             sys.stdout.write(preview(notification, channel))
             return 0
@@ -111,6 +121,27 @@ async def replay(
         return 0 if not (report.retryable or report.permanent) else 1
     finally:
         await runtime.close()
+
+
+async def write_charts(notification: EnrichedNotification, path: Path) -> bool:
+    """The message's charts as PNG: the first at `path`, the next at `<stem>-2.png`; False (and
+    why, on stderr) when there is none to write."""
+    charts = charts_for(notification)
+    if not charts:
+        reasons = {a.context.unavailable for a in notification.firing if a.context}
+        why = "; ".join(sorted(r for r in reasons if r)) or "no firing alert with metric context"
+        print(f"no chart: {why}", file=sys.stderr)
+        return False
+    for index, data in enumerate(charts, 1):
+        target = path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
+        try:
+            png = await render_async(data, RENDER_SECONDS)
+            target.write_bytes(png)
+        except (ChartError, OSError) as exc:
+            print(f"no chart: {exc}", file=sys.stderr)
+            return False
+        print(f"chart written to {target} ({len(png):,} bytes): {data.title}", file=sys.stderr)
+    return True
 
 
 Probe = Callable[[], Awaitable[str]]
@@ -225,6 +256,12 @@ def parser() -> argparse.ArgumentParser:
         default="console",
         help="print what this channel would be sent (without --send)",
     )
+    replay_cmd.add_argument(
+        "--chart",
+        type=Path,
+        metavar="OUT.png",
+        help="write the message's chart (needs Prometheus and the alert's series)",
+    )
     commands.add_parser("check", help="validate configuration and try every dependency")
     probe_cmd = commands.add_parser(
         "probe", help="probe the exchanges' REST APIs and serve their metrics for Prometheus"
@@ -294,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"invalid --store: {exc}", file=sys.stderr)
                 return 2
             settings = settings.model_copy(update={"store_url": args.store})
-        return asyncio.run(replay(settings, payload, args.send, args.channel))
+        return asyncio.run(replay(settings, payload, args.send, args.channel, args.chart))
     if args.command == "probe":
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():

@@ -92,6 +92,30 @@ def test_replay_previews_a_channels_rendering(env, respx_mock, capsys, channel, 
     assert needle in capsys.readouterr().out
 
 
+def test_replay_writes_the_messages_chart_from_prometheus_series(
+    env, respx_mock, capsys, tmp_path
+) -> None:
+    labels = {"exchange": "binance", "instance": "127.0.0.1:19100", "job": "crypto-api-monitor"}
+    respx_mock.post(f"{PROMETHEUS_URL}/api/v1/query_range").mock(
+        return_value=matrix((labels, [1, 1, 1, 0, 0, 0]))
+    )
+    path = str(FIXTURES / "alertmanager-0.25-firing_apidown_binance.json")
+    out = tmp_path / "out.png"
+    assert main(["replay", path, "--chart", str(out)]) == 0
+    assert out.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    err = capsys.readouterr().err
+    assert f"chart written to {out} ({out.stat().st_size:,} bytes): APIDown on binance" in err
+
+
+def test_replay_says_why_there_is_no_chart(env, respx_mock, capsys, tmp_path) -> None:
+    respx_mock.post(f"{PROMETHEUS_URL}/api/v1/query_range").mock(return_value=matrix())
+    path = str(FIXTURES / "alertmanager-0.25-firing_apidown_binance.json")
+    out = tmp_path / "out.png"
+    assert main(["replay", path, "--chart", str(out)]) == 1
+    assert "no chart: query returned no series" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_check_reaches_prometheus_with_basic_auth_and_tenant_headers(
     env, respx_mock, capsys
 ) -> None:
