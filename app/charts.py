@@ -42,7 +42,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_TIME = 2**37  # unix seconds: year 6325, within datetime's reach
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")  # no red: red is the alert's
 _ALERT = "#d62728"
-_TICK_SECONDS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+_TICK_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
 _TEXT: dict[str, Any] = {"parse_math": False, "usetex": False, "fontfamily": FONT}
 _SCALES: dict[str, tuple[tuple[float, str], ...]] = {
     "seconds": ((86400, " d"), (3600, " h"), (60, " min"), (1, " s"), (1e-3, " ms"), (1e-6, " µs")),
@@ -238,7 +238,8 @@ def _style(ax: Axes, data: ChartData, font: FT2Font) -> None:
     low, high = ax.get_xlim()
     day = high - low <= 20 * 3600
     ticks = _time_ticks(low, high, most=7 if day else 5)
-    ax.set_xticks(ticks, [_clock(t, "%H:%M" if day else "%d %b %H:%M") for t in ticks])
+    layout = "%d %b %H:%M" if not day else "%H:%M:%S" if any(t % 60 for t in ticks) else "%H:%M"
+    ax.set_xticks(ticks, [_clock(t, layout) for t in ticks])
     # Round numbers in the unit shown (1, 2, 3 MiB), not in bytes (0.95, 1.91, 2.86 MiB).
     low, high = ax.get_ylim()
     size = _scale(max(abs(low), abs(high)), data.unit)[0]

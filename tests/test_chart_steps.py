@@ -87,7 +87,7 @@ def test_each_expression_is_a_chart_of_its_own_up_to_the_limit() -> None:
     charts = charts_for(n)
     assert len(charts) == MAX_CHARTS == 2
     assert [c.unit for c in charts] == ["seconds", ""]
-    assert [[s.label for s in c.series] for c in charts] == [[""], [""]]
+    assert [[s.label for s in c.series] for c in charts] == [["a_seconds"], ["b"]]
 
 
 def test_a_gap_in_the_series_is_a_gap_in_the_chart() -> None:

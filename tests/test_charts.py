@@ -119,6 +119,13 @@ def test_times_are_shown_in_utc_hours_and_minutes(drawn: Drawn, tokyo_time: None
     assert drawn.axes.get_title(loc="right") == "UTC"
 
 
+def test_a_window_of_seconds_gets_ticks_in_seconds(drawn: Drawn) -> None:
+    points = [(START + 2 * i, 1.0 if i < 4 else 0.0) for i in range(8)]
+    render(latency(series=[Series("", points)], firing_since=START + 12))
+    labels = [label.get_text() for label in drawn.axes.get_xticklabels()]
+    assert labels == ["09:00:00", "09:00:05", "09:00:10"], "a 14 s window: every 5 s"
+
+
 def test_y_ticks_are_round_numbers_in_the_unit_shown(drawn: Drawn) -> None:
     memory = minutes(30, lambda i: (1 + i / 60) * 2**20)
     render(latency(series=[memory], threshold=3 * 2**20, unit="bytes"))

@@ -54,7 +54,8 @@ def chart(expr: str, alerts: list[AlertView], n: EnrichedNotification) -> ChartD
     series: dict[str, Series] = {}  # by label: alerts of one expression share its other series
     for alert in alerts:
         for plot in alert.context.series if alert.context else []:
-            label = plot.label or (target(alert) or "" if several else "")
+            # A lone series is named by its expression (`api_health_status`), not "value".
+            label = plot.label or (target(alert) if several else None) or expr
             series.setdefault(label, Series(label=label, points=_points(plot)))
     starts = [a.starts_at.timestamp() for a in alerts if a.starts_at]
     return ChartData(
