@@ -7,8 +7,9 @@ COPY prompts ./prompts
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
+# MPLCONFIGDIR: matplotlib (charts) keeps its font cache there; the user's home is read-only.
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    STORE_URL=sqlite:////data/enricher.db
+    STORE_URL=sqlite:////data/enricher.db MPLCONFIGDIR=/tmp/matplotlib
 RUN useradd --system --uid 10001 --home-dir /app enricher \
     && mkdir -p /data && chown enricher /data
 COPY --from=build /wheels /wheels

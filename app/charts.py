@@ -42,7 +42,11 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _MAX_TIME = 2**37  # unix seconds: year 6325, within datetime's reach
 _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b")  # no red: red is the alert's
 _ALERT = "#d62728"
-_TICK_SECONDS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+_TICK_SECONDS = (
+    *(1, 2, 5, 10, 15, 30),  # a window of seconds (a freshly started stack)
+    *(60, 120, 300, 600, 900, 1800),
+    *(3600, 7200, 10800, 21600, 43200, 86400),
+)
 _TEXT: dict[str, Any] = {"parse_math": False, "usetex": False, "fontfamily": FONT}
 _SCALES: dict[str, tuple[tuple[float, str], ...]] = {
     "seconds": ((86400, " d"), (3600, " h"), (60, " min"), (1, " s"), (1e-3, " ms"), (1e-6, " µs")),
