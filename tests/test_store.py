@@ -478,6 +478,23 @@ async def test_alert_history_reads_only_the_latest_notifications_naming_the_aler
     assert [datetime.fromtimestamp(e.started, UTC).hour for e in episodes] == [9, 10]
 
 
+async def test_a_role_has_one_holder_until_its_lease_runs_out_or_it_is_dropped(store) -> None:
+    assert await store.hold_role("telegram-poller", "replica-a", 30)
+    assert not await store.hold_role("telegram-poller", "replica-b", 30), "held by a"
+    assert await store.hold_role("other-role", "replica-b", 30), "roles are independent"
+    store.lease.now += 20
+    assert await store.hold_role("telegram-poller", "replica-a", 30), "a extends its own"
+    store.lease.now += 25
+    assert not await store.hold_role("telegram-poller", "replica-b", 30), "extended to +50"
+    store.lease.now += 10
+    assert await store.hold_role("telegram-poller", "replica-b", 30), "a's lease ran out: b's now"
+    assert not await store.hold_role("telegram-poller", "replica-a", 30)
+    await store.drop_role("telegram-poller", "replica-a")  # not a's to drop: nothing changes
+    assert not await store.hold_role("telegram-poller", "replica-a", 30)
+    await store.drop_role("telegram-poller", "replica-b")
+    assert await store.hold_role("telegram-poller", "replica-a", 30), "dropped: free at once"
+
+
 def test_the_last_diagnosis_prefers_the_lanes_result_and_skips_unreadable_rows() -> None:
     final = json.dumps({"diagnosis": {"diagnosis": "the model's"}, "source": {}})
     shown = json.dumps({"diagnosis": {"diagnosis": "the preliminary rules'"}})

@@ -52,6 +52,18 @@ async def test_a_reboot_voids_every_lease(tmp_path: Path) -> None:
     assert again is not None, "the lease from the last boot (until 90030) does not hold"
 
 
+async def test_a_new_boot_frees_the_roles_of_the_last(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/s.db"
+    before = await SQLiteStore.open(url, lease_clock=Clock(90_000.0), boot="boot-1")
+    assert await before.hold_role("telegram-poller", "old", 30)
+    await before.close()
+    after = await SQLiteStore.open(url, lease_clock=Clock(12.0), boot="boot-2")
+    try:
+        assert await after.hold_role("telegram-poller", "new", 30), "90,030 meant nothing now"
+    finally:
+        await after.close()
+
+
 async def test_a_restart_within_the_same_boot_keeps_every_lease(tmp_path: Path) -> None:
     """Two processes on one machine (a restart, or `replay` beside `serve`): the second must not
     void the live lease of the first."""

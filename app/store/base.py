@@ -289,6 +289,16 @@ class Store(Protocol):
         `within_seconds`, whatever group they came in (incident memory, app/memory.py)."""
         ...
 
+    async def hold_role(self, role: str, owner: str, seconds: float) -> bool:
+        """Take or extend the role `role` for `seconds` when it is free, expired or `owner`'s
+        already; whether `owner` holds it now. One holder at a time across every process sharing
+        the store (a job only one may do, such as long-polling Telegram)."""
+        ...
+
+    async def drop_role(self, role: str, owner: str) -> None:
+        """Give the role up, when `owner` holds it, so another takes it at once."""
+        ...
+
     async def save_enrichment(
         self,
         claim: Claim,

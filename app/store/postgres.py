@@ -40,6 +40,7 @@ from app.store.postgres_db import Conn, Database
 from app.store.postgres_deliveries import PostgresDeliveries
 from app.store.postgres_diagnoses import PostgresDiagnoses
 from app.store.postgres_history import PostgresHistory
+from app.store.postgres_roles import PostgresRoles
 from app.store.postgres_schema import (
     ACCEPT,
     ACCEPTED_BEFORE,
@@ -68,7 +69,9 @@ log = logging.getLogger(__name__)
 PURGE_BATCH = 5000
 
 
-class PostgresStore(PostgresDeliveries, PostgresDiagnoses, PostgresAdmin, PostgresHistory):
+class PostgresStore(
+    PostgresDeliveries, PostgresDiagnoses, PostgresAdmin, PostgresHistory, PostgresRoles
+):
     """The Store on PostgreSQL through a psycopg connection pool."""
 
     def __init__(

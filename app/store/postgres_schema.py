@@ -8,7 +8,7 @@ by a number of seconds: always 0 in the service, moved forwards by the contract 
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-SCHEMA_VERSION = 4  # 4: indexes for incident memory
+SCHEMA_VERSION = 5  # 4: indexes for incident memory; 5: role_leases
 
 # Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
 MIGRATE_LOCK = 0x41450001
@@ -121,6 +121,12 @@ CREATE TABLE IF NOT EXISTS llm_spend (
     prompt_tokens BIGINT NOT NULL DEFAULT 0,
     completion_tokens BIGINT NOT NULL DEFAULT 0,
     calls BIGINT NOT NULL DEFAULT 0
+);
+-- Version 5: roles one replica at a time holds (the Telegram poller), with a lease.
+CREATE TABLE IF NOT EXISTS role_leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    lease_until TIMESTAMPTZ NOT NULL
 )
 """
 

@@ -36,6 +36,7 @@ from app.store.sqlite_admin import SQLiteAdmin
 from app.store.sqlite_deliveries import SQLiteDeliveries
 from app.store.sqlite_diagnoses import SQLiteDiagnoses
 from app.store.sqlite_history import SQLiteHistory
+from app.store.sqlite_roles import SQLiteRoles
 from app.store.sqlite_schema import (
     CLAIM,
     FINISH,
@@ -54,7 +55,7 @@ Params = Sequence[object] | Mapping[str, object]
 log = logging.getLogger(__name__)
 
 
-class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory):
+class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory, SQLiteRoles):
     """SQLite behind one connection owned by one thread; every call runs on that thread."""
 
     def __init__(

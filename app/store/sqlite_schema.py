@@ -7,7 +7,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5  # 5: role_leases
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -98,6 +98,11 @@ CREATE TABLE IF NOT EXISTS llm_spend (
     completion_tokens INTEGER NOT NULL DEFAULT 0,
     calls INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS role_leases (
+    name TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    lease_until REAL NOT NULL
+);
 """
 
 # Version 2 (before page-first): every notification was an alert, ranked with the rest.
@@ -151,6 +156,7 @@ def migrate(conn: sqlite3.Connection, boot: str) -> None:
         # Lease and retry times of another boot mean nothing now: its holders are gone.
         conn.execute("UPDATE notifications SET lease_until = 0, next_attempt_at = 0")
         conn.execute("UPDATE diagnoses SET lease_until = 0")
+        conn.execute("UPDATE role_leases SET lease_until = 0")
         conn.execute(
             "INSERT INTO meta (key, value) VALUES ('boot', ?)"
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
