@@ -146,8 +146,14 @@ class Settings(BaseSettings):
     telegram_thread_id: int | None = None
     telegram_api_url: str = "https://api.telegram.org/bot"
     telegram_matchers: str = ""
+    # Telegram user ids (comma-separated) whose taps on the silence buttons are obeyed; with
+    # ALERTMANAGER_URL, firing messages get the buttons and one replica long-polls getUpdates.
+    telegram_allowed_user_ids: str = ""
 
     alertmanager_url: str | None = None
+    # Slack's app signing secret: with ALERTMANAGER_URL and bot mode, messages get silence buttons
+    # and POST /slack/actions takes their clicks (app/slack_actions.py).
+    slack_signing_secret: SecretStr | None = None
 
     prompts_dir: Path = SHIPPED_PROMPTS_DIR
     # The team's Markdown runbooks, matched to alerts by name (app/runbooks.py); none when unset.
@@ -174,6 +180,7 @@ class Settings(BaseSettings):
         "prometheus_headers",
         "prometheus_ca_file",
         "alertmanager_url",
+        "slack_signing_secret",
         "runbooks_dir",
         mode="before",
     )
@@ -192,6 +199,14 @@ class Settings(BaseSettings):
     def _runbooks_directory(cls, value: Path | None) -> Path | None:
         if value is not None and not value.is_dir():
             raise ValueError(f"{value} is not a directory")
+        return value
+
+    @field_validator("telegram_allowed_user_ids")
+    @classmethod
+    def _user_ids(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip() and not part.strip().isdigit():
+                raise ValueError(f"{part.strip()!r} is not a Telegram user id (digits)")
         return value
 
     @field_validator("slack_matchers", "telegram_matchers")
@@ -316,6 +331,32 @@ class Settings(BaseSettings):
     def telegram_enabled(self) -> bool:
         return self.telegram_bot_token is not None and bool(self.telegram_chat_id)
 
+    @property
+    def slack_buttons(self) -> bool:
+        """Silence buttons in Slack: bot mode (threads to reply in), a signing secret to check
+        clicks with, and the Alertmanager to create silences in."""
+        return bool(
+            self.slack_signing_secret
+            and self.slack_bot_token
+            and self.slack_channel
+            and self.alertmanager_url
+        )
+
+    @property
+    def telegram_allowed_ids(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.telegram_allowed_user_ids.split(",") if p.strip())
+
+    @property
+    def telegram_buttons(self) -> bool:
+        """Silence buttons in Telegram: the bot, someone allowed to tap them, and the Alertmanager
+        to create silences in."""
+        return bool(
+            self.telegram_bot_token
+            and self.telegram_chat_id
+            and self.telegram_allowed_ids
+            and self.alertmanager_url
+        )
+
     def secret_values(self) -> list[str]:
         """The configured secrets, so logs can be scrubbed of them."""
         secrets = [
@@ -327,6 +368,7 @@ class Settings(BaseSettings):
             self.slack_bot_token,
             self.slack_webhook_url,
             self.telegram_bot_token,
+            self.slack_signing_secret,
         ]
         values = [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
         values += url_secrets(self.store_url)

@@ -165,6 +165,11 @@ class Dispatcher:
             self._metrics.time_to_page.labels(severity=severity).observe(
                 time.monotonic() - accepted
             )
+        # Then what illustrates the message (charts): after it is recorded and timed, so neither
+        # waits for a render; their steps are recorded on the same claim, failures given up.
+        attach = getattr(notifier, "attach", None)
+        if attach is not None:
+            await attach(notification, ref, thread, progress)
 
     async def _attempt(
         self,

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from app import slack_actions
 from app.config import Settings
 from app.routes import credentials_configured, router
 from app.runtime import build_runtime
@@ -64,4 +65,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.include_router(router)
+    app.include_router(slack_actions.router)
     return app

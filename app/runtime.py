@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import httpx
 from fastapi import FastAPI
 
+from app.alertmanager import AlertmanagerClient
 from app.config import Settings
 from app.cost import Ledger, PriceTable
 from app.delivery import Dispatcher
@@ -21,13 +22,17 @@ from app.enrich import Enricher
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.notifiers import build_notifiers
+from app.notifiers.slack import SlackBotNotifier
 from app.pipeline import Pipeline
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
 from app.runbooks import Runbooks
+from app.silencing import Silencer
+from app.slack_clicks import SlackActions
 from app.store import Store, open_store
 from app.store.base import ignore_answer
+from app.telegram_poller import TelegramPoller
 from app.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -36,6 +41,7 @@ KNOWN_CHANNELS = ("slack", "telegram", "console")
 # Queries to Prometheus in flight at once. httpx looks at every pooled connection on every request,
 # so a pool as large as WORKERS costs CPU on each query for no gain: a query takes milliseconds.
 PROMETHEUS_CONNECTIONS = 8
+ALERTMANAGER_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -50,6 +56,10 @@ class Runtime:
     workers: WorkerPool
     pipeline: Pipeline
     lane: DiagnosisLane | None = None
+    # With ALERTMANAGER_URL: silences from chat buttons; with Slack buttons on, their endpoint.
+    silencer: Silencer | None = None
+    slack_actions: SlackActions | None = None
+    telegram_poller: TelegramPoller | None = None
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def channels(self) -> dict[str, bool]:
@@ -61,8 +71,12 @@ class Runtime:
         self.workers.start()
         if self.lane is not None:
             self.lane.start()
+        if self.telegram_poller is not None:
+            self.telegram_poller.start()
 
     async def close(self) -> None:
+        if self.telegram_poller is not None:
+            await self.telegram_poller.stop()
         await self.workers.stop()
         if self.lane is not None:
             await self.lane.stop()
@@ -188,6 +202,28 @@ async def build_runtime(settings: Settings) -> Runtime:
     )
     if lane is not None:
         lane.on_edit_queued = workers.wake
+    clients = [prometheus_http, llm_http]
+    silencer, slack_actions, telegram_poller = None, None, None
+    if settings.alertmanager_url:
+        alertmanager_http = httpx.AsyncClient(timeout=ALERTMANAGER_TIMEOUT_SECONDS)
+        clients.append(alertmanager_http)
+        alertmanager = AlertmanagerClient(
+            alertmanager_http, settings.alertmanager_url, ALERTMANAGER_TIMEOUT_SECONDS
+        )
+        silencer = Silencer(store, alertmanager)
+        slack = next((n for n in dispatcher.notifiers if isinstance(n, SlackBotNotifier)), None)
+        secret = settings.slack_signing_secret
+        if settings.slack_buttons and slack is not None and secret is not None:
+            slack_actions = SlackActions(secret.get_secret_value(), silencer, slack)
+        if settings.telegram_buttons and settings.telegram_bot_token and settings.telegram_chat_id:
+            telegram_poller = TelegramPoller(
+                settings.telegram_bot_token.get_secret_value(),
+                settings.telegram_api_url,
+                store,
+                silencer,
+                chat_id=settings.telegram_chat_id,
+                allowed=settings.telegram_allowed_ids,
+            )
     return Runtime(
         settings=settings,
         store=store,
@@ -199,7 +235,10 @@ async def build_runtime(settings: Settings) -> Runtime:
         workers=workers,
         pipeline=pipeline,
         lane=lane,
-        _clients=[prometheus_http, llm_http],
+        silencer=silencer,
+        slack_actions=slack_actions,
+        telegram_poller=telegram_poller,
+        _clients=clients,
     )
 
 

@@ -11,6 +11,7 @@ that way. Every request is recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -260,6 +261,15 @@ class FakeTelegram(LoopbackServer):
     sent: list[dict[str, Any]] = field(default_factory=list)
     edits: list[dict[str, Any]] = field(default_factory=list)
     photos: list[dict[str, Any]] = field(default_factory=list)  # sendPhoto: bytes under "photo"
+    # getUpdates: taps queued by tap() until a poll confirms them (offset), answerCallbackQuery's
+    # bodies, and the 409s given (a second poller, or a webhook set).
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    conflicts: int = 0
+    webhook_set: bool = False
+    _update_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    _news: asyncio.Event = field(default_factory=asyncio.Event)
+    _polls: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     def routes(self, app: web.Application) -> None:
@@ -311,6 +321,11 @@ class FakeTelegram(LoopbackServer):
             return self._edit(body)
         if method == "sendPhoto":
             return self._photo(body)
+        if method == "getUpdates":
+            return await self._get_updates(body)
+        if method == "answerCallbackQuery":
+            self.answers.append(body)
+            return web.json_response({"ok": True, "result": True})
         return web.json_response(
             {"ok": False, "error_code": 404, "description": "Not Found"}, status=404
         )
@@ -338,6 +353,61 @@ class FakeTelegram(LoopbackServer):
             {**body, "message_id": message_id, "reply_to": reply_to, "visible": visible}
         )
         return self._message(body, message_id, visible)
+
+    def tap(
+        self,
+        data: str,
+        message_id: int,
+        user_id: int = 1001,
+        username: str = "ana",
+        chat_id: int = -100123,
+    ) -> None:
+        """A user taps an inline button whose callback_data is `data` under `message_id`."""
+        update_id = next(self._update_ids)
+        self.updates.append(
+            {
+                "update_id": update_id,
+                "callback_query": {
+                    "id": f"cq-{update_id}",
+                    "chat_instance": "ci-1",
+                    "data": data,
+                    "from": {"id": user_id, "is_bot": False, "first_name": username.title(),
+                             "username": username},
+                    "message": {"message_id": message_id, "date": 1700000000,
+                                "chat": {"id": chat_id, "type": "supergroup"}, "text": "…"},
+                },
+            }
+        )  # fmt: skip
+        self._news.set()
+
+    async def _get_updates(self, body: dict[str, Any]) -> web.Response:
+        """A long poll as the Bot API answers it: what is not confirmed by `offset`, at once or
+        when a tap comes within `timeout`; 409 to the older of two pollers, and with a webhook."""
+        if self.webhook_set:
+            self.conflicts += 1
+            return web.json_response({"ok": False, "error_code": 409, "description": (
+                "Conflict: can't use getUpdates method while webhook is active; use deleteWebhook"
+                " to delete the webhook first")}, status=409)  # fmt: skip
+        offset = int(str(body.get("offset") or 0))
+        self.updates = [u for u in self.updates if u["update_id"] >= offset]
+        self._polls += 1
+        poll = self._polls
+        self._news.set()  # an older poll still waiting is terminated by this one
+        self._news = asyncio.Event()
+        deadline = asyncio.get_running_loop().time() + float(str(body.get("timeout") or 0))
+        while not self.updates:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            news = self._news
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(news.wait(), left)
+            if self._polls != poll:
+                self.conflicts += 1
+                return web.json_response({"ok": False, "error_code": 409, "description": (
+                    "Conflict: terminated by other getUpdates request; make sure that only one"
+                    " bot instance is running")}, status=409)  # fmt: skip
+        return web.json_response({"ok": True, "result": self.updates})
 
     def _photo(self, body: dict[str, Any]) -> web.Response:
         """sendPhoto as a multipart upload: the file part must be a PNG or JPEG of at most 10 MB."""

@@ -9,6 +9,7 @@ import math
 import struct
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -48,6 +49,15 @@ def with_series(
         context = MetricContext(expr=expr, comparison="==", threshold=0, series=series)
         firing.append(alert.model_copy(update={"context": context}))
     return n.model_copy(update={"firing": firing})
+
+
+async def delivered(
+    notifier: Any, n: EnrichedNotification, thread: Thread | None, progress: Progress | None = None
+) -> str | None:
+    """What the dispatcher does with a channel: send, then attach the message's charts."""
+    ref = await notifier.send(n, thread, progress)
+    await notifier.attach(n, ref, thread, progress)
+    return ref
 
 
 def png_size(png: bytes) -> tuple[int, int]:
@@ -198,7 +208,7 @@ async def test_telegram_sends_the_chart_as_a_photo_replying_to_the_message(
     telegram_notifier: Callable[..., TelegramNotifier],
 ) -> None:
     n = with_series(sample_notification(GROUP_OF_3))
-    ref = await telegram_notifier().send(n, None)
+    ref = await delivered(telegram_notifier(), n, None)
     (photo,) = telegram.photos
     assert photo["reply_to"] == int(ref or 0) == telegram.sent[0]["message_id"]
     assert png_size(photo["photo"]) == (800, 400)
@@ -211,7 +221,7 @@ async def test_telegram_sends_the_chart_as_a_photo_replying_to_the_message(
 async def test_telegram_with_charts_off_sends_no_photo(
     telegram: FakeTelegram, telegram_notifier: Callable[..., TelegramNotifier]
 ) -> None:
-    await telegram_notifier(charts=False).send(with_series(sample_notification()), None)
+    await delivered(telegram_notifier(charts=False), with_series(sample_notification()), None)
     assert telegram.sent and not telegram.photos
 
 
@@ -225,9 +235,9 @@ async def test_a_retry_sends_neither_the_text_nor_the_chart_again(
 
     n = with_series(sample_notification())
     notifier = telegram_notifier()
-    await notifier.send(n, None, Progress(record=record))
+    await delivered(notifier, n, None, Progress(record=record))
     assert set(recorded) == {"part-1", "chart-1"}
-    await notifier.send(n, None, Progress(recorded))
+    await delivered(notifier, n, None, Progress(recorded))
     assert (len(telegram.sent), len(telegram.photos)) == (1, 1)
 
 
@@ -251,7 +261,7 @@ async def test_a_refused_photo_is_given_up_and_the_message_stands(
         return await original(*args, **kwargs)
 
     notifier._send_photo = refused  # type: ignore[method-assign]
-    ref = await notifier.send(n, None, Progress(record=record))
+    ref = await delivered(notifier, n, None, Progress(record=record))
     assert ref == str(telegram.sent[0]["message_id"]) and not telegram.photos
     assert recorded == {"part-1": ref, "chart-1": None}, "given up: not tried again"
     assert "chart 'apidown on binance' not sent: image_process_failed" in caplog.text.lower()
@@ -266,7 +276,7 @@ async def test_a_chart_that_cannot_be_rendered_never_holds_back_the_message(
         raise ChartError("chart not rendered within 10s")
 
     monkeypatch.setattr(chart_steps, "render_async", broken)
-    ref = await telegram_notifier().send(with_series(sample_notification()), None)
+    ref = await delivered(telegram_notifier(), with_series(sample_notification()), None)
     assert ref and telegram.sent and not telegram.photos
 
 
@@ -291,7 +301,7 @@ async def test_slack_uploads_the_chart_into_the_messages_thread_in_three_steps(
     slack: FakeSlack,
 ) -> None:
     n = with_series(sample_notification(GROUP_OF_3))
-    ref = await slack_notifier(slack).send(n, None)
+    ref = await delivered(slack_notifier(slack), n, None)
     methods = [r.method for r in slack.requests]
     assert methods == [
         "chat.postMessage",
@@ -306,10 +316,10 @@ async def test_slack_uploads_the_chart_into_the_messages_thread_in_three_steps(
 
 
 async def test_an_escalations_chart_goes_into_the_incidents_thread(slack: FakeSlack) -> None:
-    first = await slack_notifier(slack, charts=False).send(sample_notification(), None)
+    first = await delivered(slack_notifier(slack, charts=False), sample_notification(), None)
     assert first
     n = with_series(sample_notification(kind="escalation"))
-    await slack_notifier(slack).send(n, Thread(first))
+    await delivered(slack_notifier(slack), n, Thread(first))
     (file,) = slack.files
     assert file["thread_ts"] == first.partition(":")[2]
 
@@ -326,13 +336,13 @@ async def test_a_token_without_files_write_still_pages(
         return await original(*args, **kwargs)
 
     notifier._upload = scoped  # type: ignore[method-assign]
-    ref = await notifier.send(n, None)
+    ref = await delivered(notifier, n, None)
     assert ref and slack.top_level() and not slack.files
     assert "missing_scope" in caplog.text
 
 
 async def test_slack_with_charts_off_uploads_nothing(slack: FakeSlack) -> None:
-    await slack_notifier(slack, charts=False).send(with_series(sample_notification()), None)
+    await delivered(slack_notifier(slack, charts=False), with_series(sample_notification()), None)
     assert [r.method for r in slack.requests] == ["chat.postMessage"]
 
 

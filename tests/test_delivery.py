@@ -3,13 +3,14 @@
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 
 from app.delivery import Dispatcher, _settle
 from app.lease import Lease
 from app.metrics import Metrics
-from app.notifiers.base import Sent, Thread
+from app.notifiers.base import Progress, Sent, Thread
 from app.routing import parse_matchers
 from app.store import Claim, Delivery, LeaseLostError, MessageRef, SQLiteStore, StoreError
 from tests.fakes import RecordingNotifier, fixture_text, sample_notification
@@ -482,6 +483,33 @@ async def test_time_to_page_is_observed_for_pages_by_severity() -> None:
         "alert_enricher_time_to_page_seconds_sum", {"severity": "critical"}
     )
     assert count is not None and 0 <= count < 60
+
+
+class IllustratingNotifier(RecordingNotifier):
+    """Attaches after sending (charts); records what the store and metrics held by then."""
+
+    def __init__(self, store: DeliveryStore, metrics: Metrics) -> None:
+        super().__init__("chat")
+        self.store, self.metrics = store, metrics
+        self.seen: list[tuple[Any, ...]] = []
+
+    async def attach(self, notification, ref, thread, progress=None) -> None:
+        self.seen.append((ref, list(self.store.of("delivery")), paged(self.metrics, "critical")))
+        await (progress or Progress()).step("chart-1", self._chart)
+
+    async def _chart(self) -> str:
+        return "chart-ref"
+
+
+async def test_what_illustrates_a_page_follows_it_once_it_is_recorded_and_timed() -> None:
+    store, metrics = DeliveryStore(), Metrics()
+    notifier = IllustratingNotifier(store, metrics)
+    dispatcher = Dispatcher([notifier], store, metrics)
+    await dispatcher.deliver(sample_notification(), lease_on(store), accepted=time.monotonic())
+    [(ref, recorded, timed)] = notifier.seen
+    assert ref == "chat-msg-1" and [d[2:4] for d in recorded] == [("chat", "sent")]
+    assert timed == 1, "time to page does not wait for a chart"
+    assert ("chat", "chart-1", "chart-ref") in [w[2:] for w in store.of("step")]
 
 
 def edited(metrics: Metrics, channel: str, outcome: str) -> float:

@@ -42,7 +42,14 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
             retry_handlers=retry_handlers(),
             session=slack_session(),
         )
-        notifiers.append(SlackBotNotifier(client, settings.slack_channel, charts=settings.charts))
+        notifiers.append(
+            SlackBotNotifier(
+                client,
+                settings.slack_channel,
+                charts=settings.charts,
+                buttons=settings.slack_buttons,
+            )
+        )
         if settings.slack_webhook_url:
             log.info("both Slack modes configured: using bot mode (threads); webhook URL unused")
     elif settings.slack_webhook_url:
@@ -62,7 +69,11 @@ def build_notifiers(settings: Settings) -> list[Notifier]:
         )
         notifiers.append(
             TelegramNotifier(
-                bot, settings.telegram_chat_id, settings.telegram_thread_id, charts=settings.charts
+                bot,
+                settings.telegram_chat_id,
+                settings.telegram_thread_id,
+                charts=settings.charts,
+                buttons=settings.telegram_buttons,
             )
         )
     return notifiers or [ConsoleNotifier()]

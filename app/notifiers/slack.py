@@ -84,10 +84,13 @@ class SlackBotNotifier:
 
     name = "slack"
 
-    def __init__(self, client: AsyncWebClient, channel: str, *, charts: bool = False) -> None:
+    def __init__(
+        self, client: AsyncWebClient, channel: str, *, charts: bool = False, buttons: bool = False
+    ) -> None:
         self._client = client
         self._channel = channel
         self._charts = charts
+        self._buttons = buttons
 
     async def send(
         self,
@@ -98,33 +101,40 @@ class SlackBotNotifier:
         """A new message, or a reply in the thread; on resolve, the original is updated as a
         step of its own, so a retry after a failed update does not post the reply again."""
         progress = progress or Progress()
-        body = message(notification)
+        body = message(notification, buttons=self._buttons)
         try:
             if thread is None:
-                ref = await progress.step("post", lambda: self._post(body))
-                channel, _, ts = (ref or "").partition(":")
-            else:
-                channel, _, ts = thread.ref.partition(":")
-                broadcast = notification.kind == "escalation"
-                ref = await progress.step(
-                    "reply",
-                    lambda: self._post(
-                        body, channel=channel, thread_ts=ts, reply_broadcast=broadcast
-                    ),
+                return await progress.step("post", lambda: self._post(body))
+            channel, _, ts = thread.ref.partition(":")
+            broadcast = notification.kind == "escalation"
+            ref = await progress.step(
+                "reply",
+                lambda: self._post(body, channel=channel, thread_ts=ts, reply_broadcast=broadcast),
+            )
+            original = thread.original
+            if notification.status == "resolved" and original is not None:
+                await progress.step(
+                    "update", lambda: self._mark_resolved(channel, ts, original, notification)
                 )
-                original = thread.original
-                if notification.status == "resolved" and original is not None:
-                    await progress.step(
-                        "update", lambda: self._mark_resolved(channel, ts, original, notification)
-                    )
-            if self._charts and ts:
-                upload = functools.partial(self._upload, channel=channel, thread_ts=ts)
-                await send_charts(self.name, notification, progress, upload)
             return ref
         except SlackApiError as exc:
             raise _api_error(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _unreachable(exc) from exc
+
+    async def attach(
+        self,
+        notification: EnrichedNotification,
+        ref: str | None,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> None:
+        """After the message went out (and was recorded): its charts, as files in its thread (an
+        escalation's: the incident's thread)."""
+        channel, _, ts = (thread.ref if thread else ref or "").partition(":")
+        if self._charts and channel and ts:
+            upload = functools.partial(self._upload, channel=channel, thread_ts=ts)
+            await send_charts(self.name, notification, progress or Progress(), upload)
 
     async def edit(
         self,
@@ -138,7 +148,7 @@ class SlackBotNotifier:
         channel, _, ts = (sent.ref or "").partition(":")
         if not channel or not ts:
             raise NotifyError("slack", f"no message to edit (ref {sent.ref!r})", retryable=False)
-        body = message(notification)
+        body = message(notification, buttons=self._buttons)
 
         async def update() -> str:
             await self._client.chat_update(channel=channel, ts=ts, **body, link_names=False)
@@ -146,6 +156,19 @@ class SlackBotNotifier:
 
         try:
             return await (progress or Progress()).step("edit", update)
+        except SlackApiError as exc:
+            raise _api_error(exc) from exc
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _unreachable(exc) from exc
+
+    async def post_in_thread(
+        self, channel: str, thread_ts: str, text: str, blocks: list[dict[str, Any]]
+    ) -> str:
+        """A reply in a message's thread (what a silence button did); NotifyError on failure."""
+        try:
+            return await self._post(
+                {"text": text, "blocks": blocks}, channel=channel, thread_ts=thread_ts
+            )
         except SlackApiError as exc:
             raise _api_error(exc) from exc
         except (TimeoutError, aiohttp.ClientError) as exc:

@@ -24,6 +24,7 @@ from app.notifiers.layout import (
     new_mark,
     resolved_note,
 )
+from app.silencing import DURATIONS_HOURS, silence_value
 
 MAX_BLOCKS = 50
 SECTION_CHARS = 3000
@@ -259,10 +260,32 @@ def color(n: EnrichedNotification) -> str:
     return COLORS.get(n.severity, "#757575")
 
 
-def message(n: EnrichedNotification) -> dict[str, Any]:
-    """chat.postMessage / webhook arguments: blocks in one attachment, for the severity colour."""
+def message(n: EnrichedNotification, *, buttons: bool = False) -> dict[str, Any]:
+    """chat.postMessage / webhook arguments: blocks in one attachment, for the severity colour;
+    with `buttons`, a firing page's silence buttons above its footer."""
     blocks = render_blocks(n) if n.kind in ("new", "escalation") else render_follow_up(n)
+    if buttons and (actions := silence_buttons(n)):
+        blocks = [*blocks[:-1][: MAX_BLOCKS - 2], actions, blocks[-1]]
     return {"text": fallback_text(n), "attachments": [{"color": color(n), "blocks": blocks}]}
+
+
+def silence_buttons(n: EnrichedNotification) -> dict[str, Any] | None:
+    """ "Silence 1h / 4h / 24h" for a new page or escalation the store knows (app/silencing.py)."""
+    if n.kind not in ("new", "escalation") or not n.firing or n.notification_id is None:
+        return None
+    return {
+        "type": "actions",
+        "block_id": "silence",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": f"silence-{hours}h",
+                "text": {"type": "plain_text", "text": f"🔕 Silence {hours}h"},
+                "value": silence_value(n.notification_id, hours),
+            }
+            for hours in DURATIONS_HOURS
+        ],
+    }
 
 
 def diagnosis_message(n: EnrichedNotification) -> dict[str, Any]:

@@ -19,7 +19,13 @@ import html
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from telegram import Bot, InlineKeyboardMarkup, LinkPreviewOptions, ReplyParameters
+from telegram import (
+    Bot,
+    InlineKeyboardButton,
+    InlineKeyboardMarkup,
+    LinkPreviewOptions,
+    ReplyParameters,
+)
 from telegram.error import BadRequest, InvalidToken, TelegramError
 
 from app.charts import ChartData
@@ -40,6 +46,7 @@ from app.notifiers.layout import (
     resolved_note,
 )
 from app.notifiers.telegram_calls import Call, call_with_retries
+from app.silencing import DURATIONS_HOURS, silence_value
 
 LIMIT = 4096
 MAX_ALERTS = 10
@@ -178,6 +185,23 @@ def part_ids(sent: Sent) -> list[int]:
     return ids
 
 
+def silence_keyboard(n: EnrichedNotification) -> InlineKeyboardMarkup | None:
+    """ "Silence 1h / 4h / 24h" under a new page or escalation the store knows; taps arrive through
+    getUpdates (app/telegram_poller.py)."""
+    if n.kind not in ("new", "escalation") or not n.firing or n.notification_id is None:
+        return None
+    return InlineKeyboardMarkup(
+        [
+            [
+                InlineKeyboardButton(
+                    f"🔕 Silence {hours}h", callback_data=silence_value(n.notification_id, hours)
+                )
+                for hours in DURATIONS_HOURS
+            ]
+        ]
+    )
+
+
 class TelegramNotifier:
     name = "telegram"
 
@@ -190,11 +214,13 @@ class TelegramNotifier:
         max_attempts: int = 4,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         charts: bool = False,
+        buttons: bool = False,
     ) -> None:
         self._bot = bot
         self._chat_id = chat_id
         self._thread_id = thread_id
         self._charts = charts
+        self._buttons = buttons
         self._max_attempts = max_attempts
         self._sleep = sleep
 
@@ -204,22 +230,32 @@ class TelegramNotifier:
         thread: Thread | None,
         progress: Progress | None = None,
     ) -> str | None:
-        """Every part is a step of its own: a retry sends only the parts that did not go out.
-        With charts on, the message's charts follow as photos replying to its first part."""
+        """Every part is a step of its own: a retry sends only the parts that did not go out."""
         progress = progress or Progress()
         parts = pack(render(notification))
         reply_to = int(thread.ref) if thread and thread.ref.isdigit() else None
+        keyboard = silence_keyboard(notification) if self._buttons else None
         first: str | None = None
         for index, part in enumerate(parts, 1):
             target = int(first) if first else reply_to
+            markup = keyboard if index == 1 else None
             ref = await progress.step(
-                f"part-{index}", functools.partial(self._send_part, part, target)
+                f"part-{index}", functools.partial(self._send_part, part, target, markup)
             )
             first = first or ref
-        if self._charts and first:
-            photo = functools.partial(self._send_photo, reply_to=int(first))
-            await send_charts(self.name, notification, progress, photo)
         return first
+
+    async def attach(
+        self,
+        notification: EnrichedNotification,
+        ref: str | None,
+        thread: Thread | None,
+        progress: Progress | None = None,
+    ) -> None:
+        """After the message went out (and was recorded): its charts, as photos replying to it."""
+        if self._charts and ref and ref.isdigit():
+            photo = functools.partial(self._send_photo, reply_to=int(ref))
+            await send_charts(self.name, notification, progress or Progress(), photo)
 
     async def _send_photo(self, png: bytes, chart: ChartData, *, reply_to: int) -> str:
         """sendPhoto, a multipart upload, captioned in plain text (no markup to escape)."""
@@ -246,6 +282,8 @@ class TelegramNotifier:
         old ones are sent as replies to part 1 ("edit-extra-1"...). `reply_markup` goes on
         part 1. An unchanged part counts as edited; a deleted message is a permanent error."""
         progress = progress or Progress()
+        if reply_markup is None and self._buttons:  # an edit without it would drop the buttons
+            reply_markup = silence_keyboard(notification)
         old = part_ids(sent)
         if not old:
             raise NotifyError("telegram", f"no message to edit (ref {sent.ref!r})", retryable=False)
@@ -265,12 +303,15 @@ class TelegramNotifier:
     async def _call(self, call: Call, text: str) -> str:
         return await call_with_retries(call, text, attempts=self._max_attempts, sleep=self._sleep)
 
-    async def _send_part(self, text: str, reply_to: int | None) -> str:
+    async def _send_part(
+        self, text: str, reply_to: int | None, reply_markup: InlineKeyboardMarkup | None = None
+    ) -> str:
         async def send(parse_mode: str | None, text: str) -> str:
             message = await self._bot.send_message(
                 chat_id=self._chat_id,
                 text=text,
                 parse_mode=parse_mode,
+                reply_markup=reply_markup,
                 message_thread_id=self._thread_id,
                 reply_parameters=ReplyParameters(reply_to, allow_sending_without_reply=True)
                 if reply_to

@@ -41,6 +41,8 @@ class Stack:
     processes: dict[str, Process] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.am_ports:  # known before anything starts: ALERTMANAGER_URL names the first
+            self.am_ports = [free_port() for _ in range(self.alertmanagers)]
         if not self.replica_ports:
             others = [free_port() for _ in range(self.replicas - 1)]
             self.replica_ports = [self.service_port, *others]
@@ -65,8 +67,11 @@ class Stack:
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.prometheus_port}"
 
+    @property
+    def alertmanager_url(self) -> str:
+        return f"http://127.0.0.1:{self.am_ports[0]}"
+
     def start(self) -> Stack:
-        self.am_ports = [free_port() for _ in range(self.alertmanagers)]
         self.start_services()
         for i, port in enumerate(self.am_ports):
             self._start_alertmanager(i, port)
@@ -172,6 +177,7 @@ class Stack:
             "WEBHOOK_TOKEN": WEBHOOK_TOKEN,
             "STORE_URL": f"sqlite:///{self.tmp / 'store' / 'enricher.db'}",
             "PROMETHEUS_URL": self.prometheus_url,
+            "ALERTMANAGER_URL": self.alertmanager_url,  # silences are made in the first
             "LOG_LEVEL": "INFO",
             **self.service_env,
             **(self.replica_env[replica] if replica < len(self.replica_env) else {}),
