@@ -32,7 +32,7 @@ from app.silencing import Silencer
 from app.slack_clicks import SlackActions
 from app.store import Store, open_store
 from app.store.base import ignore_answer
-from app.telegram_poller import TelegramPoller
+from app.telegram_poller import POLL_SECONDS, RETRY_SECONDS, TelegramPoller
 from app.worker import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -223,6 +223,10 @@ async def build_runtime(settings: Settings) -> Runtime:
                 silencer,
                 chat_id=settings.telegram_chat_id,
                 allowed=settings.telegram_allowed_ids,
+                # LEASE_SECONDS, as for claims: how long a dead replica keeps the role
+                lease_seconds=settings.lease_seconds,
+                poll_seconds=max(1, min(POLL_SECONDS, int(settings.lease_seconds / 3))),
+                retry_seconds=min(RETRY_SECONDS, settings.lease_seconds / 3),
             )
     return Runtime(
         settings=settings,

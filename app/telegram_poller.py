@@ -38,8 +38,8 @@ from app.silencing import SilenceAsk, SilenceError, Silencer, describe, expire_v
 log = logging.getLogger(__name__)
 
 ROLE = "telegram-poller"
-LEASE_SECONDS = 30.0
-POLL_SECONDS = 10  # getUpdates' long-poll timeout: well within the lease
+LEASE_SECONDS = 30.0  # the service passes LEASE_SECONDS
+POLL_SECONDS = 10  # getUpdates' long-poll timeout, at most a third of the lease
 RETRY_SECONDS = 5.0  # a replica without the role tries again after this; a failed poll too
 REFUSAL = "Sorry, you are not allowed to silence alerts from this chat."
 

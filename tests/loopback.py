@@ -322,7 +322,7 @@ class FakeTelegram(LoopbackServer):
         if method == "sendPhoto":
             return self._photo(body)
         if method == "getUpdates":
-            return await self._get_updates(body)
+            return await self._get_updates(body, request)
         if method == "answerCallbackQuery":
             self.answers.append(body)
             return web.json_response({"ok": True, "result": True})
@@ -380,7 +380,7 @@ class FakeTelegram(LoopbackServer):
         )  # fmt: skip
         self._news.set()
 
-    async def _get_updates(self, body: dict[str, Any]) -> web.Response:
+    async def _get_updates(self, body: dict[str, Any], request: web.Request) -> web.Response:
         """A long poll as the Bot API answers it: what is not confirmed by `offset`, at once or
         when a tap comes within `timeout`; 409 to the older of two pollers, and with a webhook."""
         if self.webhook_set:
@@ -403,7 +403,8 @@ class FakeTelegram(LoopbackServer):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(news.wait(), left)
             if self._polls != poll:
-                self.conflicts += 1
+                if request.transport is not None and not request.transport.is_closing():
+                    self.conflicts += 1  # a poller still there (not one killed mid-poll)
                 return web.json_response({"ok": False, "error_code": 409, "description": (
                     "Conflict: terminated by other getUpdates request; make sure that only one"
                     " bot instance is running")}, status=409)  # fmt: skip

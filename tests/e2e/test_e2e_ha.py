@@ -44,6 +44,7 @@ pytestmark = [
 
 T = TypeVar("T")
 LEASE_SECONDS = 3.0
+TAPPER = 1001  # the Telegram user allowed to tap the silence buttons
 LLM_BUDGET_SECONDS = 4.0
 AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 REPLICA_ENV = [{"LLM_MODEL": "replica-0"}, {"LLM_MODEL": "replica-1"}]
@@ -66,6 +67,7 @@ def ha_env(fakes: Fakes, store_url: str, **extra: str) -> dict[str, str]:
         "PAGE_WITHIN_SECONDS": "60",
         "CONTEXT_WINDOW_MINUTES": "1",
         "PROMETHEUS_URL": "http://127.0.0.1:9",  # nothing there: "metrics unavailable", at once
+        "TELEGRAM_ALLOWED_USER_IDS": str(TAPPER),  # silence buttons: one replica polls Telegram
         **extra,
     }
 
@@ -177,6 +179,7 @@ def reset(fakes: Fakes) -> None:
     fakes.slack.messages.clear()
     fakes.slack.webhook_posts.clear()
     fakes.telegram.sent.clear()
+    fakes.telegram.answers.clear()
     for server in (fakes.slack, fakes.telegram, fakes.llm):
         server.requests.clear()
         server._failures.clear()
@@ -374,6 +377,43 @@ async def test_a_killed_replicas_claim_is_taken_over_and_delivered_exactly_once(
     assert done == [1]
     assert slack_per_group(ha_fakes) == {exchange("kil", 0): 1}
     assert telegram_per_group(ha_fakes) == {exchange("kil", 0): 1}
+
+
+def pollers(stack: Stack) -> list[int]:
+    """The replicas whose log says they hold the Telegram polling role now."""
+    held = []
+    for replica in range(stack.replicas):
+        lines = [
+            line
+            for line in stack.logs(stack.replica_name(replica)).splitlines()
+            if "telegram poller: " in line and ("polling getUpdates" in line or "role lost" in line)
+        ]
+        if lines and "polling getUpdates" in lines[-1]:
+            held.append(replica)
+    return held
+
+
+async def test_one_replica_polls_telegram_and_the_other_takes_over_when_it_is_killed(
+    replicas: Stack, ha_fakes: Fakes
+) -> None:
+    [holder] = await eventually(lambda: pollers(replicas) or None, what="a poller")
+    assert ha_fakes.telegram.conflicts == 0, "never two getUpdates at once"
+    async with httpx.AsyncClient() as client:
+        answer = await post(client, replicas.replica_urls[0], notification("tap", 0))
+    page_id = answer.json()["id"]
+    [page] = await eventually(lambda: ha_fakes.telegram.sent, what="the Telegram page")
+    killed_at = time.monotonic()
+    await asyncio.to_thread(replicas.processes[replicas.replica_name(holder)].kill)
+    ha_fakes.telegram.tap(f"silence:{page_id}:1", page["message_id"], user_id=TAPPER)
+    # No Alertmanager runs here: the tap is answered with why nothing was made. What matters is
+    # that the other replica answers it, after the dead one's lease (LEASE_SECONDS) ran out.
+    [tapped] = await eventually(
+        lambda: ha_fakes.telegram.answers, timeout=LEASE_SECONDS + 15, what="the other poller"
+    )
+    print(f"\nkill -9 of the poller: the tap answered after {time.monotonic() - killed_at:.1f}s")
+    assert tapped["text"].startswith("Not done: Alertmanager did not take the silence")
+    assert 1 - holder in pollers(replicas)
+    assert ha_fakes.telegram.conflicts == 0
 
 
 def error_lines(log: str) -> list[str]:
