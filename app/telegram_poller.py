@@ -128,6 +128,9 @@ class TelegramPoller:
             except TelegramError as exc:
                 log.warning("telegram poller: getUpdates failed: %s", exc.message)
                 await asyncio.sleep(self._retry)
+            except Exception:  # a bug in handling one tap must not end the buttons for good
+                log.exception("telegram poller: unexpected error; polling again")
+                await asyncio.sleep(self._retry)
 
     async def poll_once(self) -> None:
         """One long poll; every tap in it handled, and confirmed with the next offset."""

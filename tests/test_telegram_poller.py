@@ -221,3 +221,25 @@ async def test_a_bot_with_a_webhook_stops_polling_with_one_error(
     assert telegram.conflicts == 1 and not poller.polling
     assert "delete the webhook" in caplog.text
     assert await store.hold_role(ROLE, "another", 3.0), "the role is given up"
+
+
+async def test_an_unexpected_error_handling_a_tap_does_not_end_polling(
+    telegram: FakeTelegram, pollers, respx_mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    FakeAlertmanager(respx_mock)
+    poller = pollers()
+    original = poller.handle
+    calls = []
+
+    async def flaky(update: Any) -> None:
+        calls.append(update.update_id)
+        if len(calls) == 1:
+            raise RuntimeError("a bug")
+        await original(update)
+
+    monkeypatch.setattr(poller, "handle", flaky)
+    poller.start()
+    telegram.tap("silence:1:1", message_id=100, user_id=ALLOWED)
+    await until(lambda: calls)
+    telegram.tap("silence:1:1", message_id=100, user_id=ALLOWED)
+    await until(lambda: telegram.sent)
