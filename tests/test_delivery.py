@@ -492,8 +492,10 @@ class IllustratingNotifier(RecordingNotifier):
         super().__init__("chat")
         self.store, self.metrics = store, metrics
         self.seen: list[tuple[Any, ...]] = []
+        self.threads: list[Thread | None] = []
 
     async def attach(self, notification, ref, thread, progress=None) -> None:
+        self.threads.append(thread)
         self.seen.append((ref, list(self.store.of("delivery")), paged(self.metrics, "critical")))
         await (progress or Progress()).step("chart-1", self._chart)
 
@@ -510,6 +512,17 @@ async def test_what_illustrates_a_page_follows_it_once_it_is_recorded_and_timed(
     assert ref == "chat-msg-1" and [d[2:4] for d in recorded] == [("chat", "sent")]
     assert timed == 1, "time to page does not wait for a chart"
     assert ("chat", "chart-1", "chart-ref") in [w[2:] for w in store.of("step")]
+    assert notifier.threads == [None], "a new page is its own thread"
+
+
+async def test_an_escalations_illustration_goes_into_the_incidents_thread() -> None:
+    store, metrics = DeliveryStore(), Metrics()
+    store.threads[(9, "chat")] = MessageRef("chat-root", None)
+    notifier = IllustratingNotifier(store, metrics)
+    escalation = sample_notification(kind="escalation").model_copy(update={"incident_id": 9})
+    await Dispatcher([notifier], store, metrics).deliver(escalation, lease_on(store))
+    [thread] = notifier.threads
+    assert thread is not None and thread.ref == "chat-root"
 
 
 def edited(metrics: Metrics, channel: str, outcome: str) -> float:

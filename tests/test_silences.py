@@ -402,3 +402,43 @@ async def test_a_click_on_an_alert_the_store_forgot_is_answered_in_the_thread(
     (reply,) = slack.replies("1700000000.000001")
     assert "not done: that alert is no longer in the store" in reply["text"]
     assert not fake.posting.called
+
+
+def test_the_buttons_block_is_slacks_actions_shape_on_pages_and_escalations() -> None:
+    for kind in ("new", "escalation"):
+        blocks = message(sample_notification(kind=kind, notification_id=7), buttons=True)
+        [actions] = [
+            b for b in blocks["attachments"][0]["blocks"] if b.get("block_id") == "silence"
+        ]
+        assert actions == {
+            "type": "actions",
+            "block_id": "silence",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": f"silence-{hours}h",
+                    "text": {"type": "plain_text", "text": f"🔕 Silence {hours}h"},
+                    "value": f"silence:7:{hours}",
+                }
+                for hours in (1, 4, 24)
+            ],
+        }
+
+
+async def test_the_diagnosis_edit_keeps_the_buttons(slack: FakeSlack) -> None:
+    from slack_sdk.web.async_client import AsyncWebClient  # noqa: PLC0415
+
+    from app.notifiers.base import Sent  # noqa: PLC0415
+    from app.notifiers.slack import SlackBotNotifier, retry_handlers  # noqa: PLC0415
+
+    client = AsyncWebClient(
+        token=FAKE_SLACK_TOKEN, base_url=slack.api_url, retry_handlers=retry_handlers()
+    )
+    notifier = SlackBotNotifier(client, "#alerts", buttons=True)
+    n = sample_notification(notification_id=7)
+    ref = await notifier.send(n, None)
+    await notifier.edit(n, Sent(ref))
+    assert buttons_of(slack.messages[ref.partition(":")[2]]) == buttons_of(message(n, buttons=True))
+    # A click's reply goes to the channel the click came from, by its id, not the configured name.
+    await notifier.post_in_thread(slack.channel_id, ref.partition(":")[2], "done", [])
+    assert slack.requests[-1].body["channel"] == slack.channel_id

@@ -97,6 +97,7 @@ def test_a_page_the_store_knows_gets_three_silence_buttons_and_follow_ups_none()
     resolved = sample_notification("alertmanager-0.25-resolved_apidown_binance.json")
     assert silence_keyboard(resolved) is None
     assert silence_keyboard(sample_notification(kind="repeat")) is None
+    assert silence_keyboard(sample_notification(kind="escalation", notification_id=42)) is not None
 
 
 async def test_the_buttons_go_under_the_first_part_and_survive_the_diagnosis_edit(
