@@ -25,7 +25,7 @@ from app.notifiers.console import render
 from app.prometheus import PrometheusError
 from app.prompts import PromptError, Prompts
 from app.runbooks import Runbooks
-from app.runtime import build_runtime
+from app.runtime import Runtime, build_runtime
 from app.store import StoreError, shown_url
 from app.store.urls import check_store_url
 
@@ -147,6 +147,41 @@ async def write_charts(notification: EnrichedNotification, path: Path) -> bool:
 Probe = Callable[[], Awaitable[str]]
 
 
+def silence_probes(
+    settings: Settings, runtime: Runtime
+) -> list[tuple[str, Probe | tuple[str, str]]]:
+    """The `silences` line: ALERTMANAGER_URL reachable, and which chats have silence buttons (or why none)."""
+    wanted = [
+        name
+        for name, value in (
+            ("SLACK_SIGNING_SECRET", settings.slack_signing_secret),
+            ("TELEGRAM_ALLOWED_USER_IDS", settings.telegram_allowed_user_ids),
+        )
+        if value
+    ]
+    silencer = runtime.silencer
+    if silencer is None:
+        if not wanted:
+            return []
+        why = f"{' and '.join(wanted)} set, but no ALERTMANAGER_URL: no silence buttons"
+        return [("silences", ("SKIPPED", why))]
+    buttons = []
+    if runtime.slack_actions is not None:
+        buttons.append("Slack (POST /slack/actions)")
+    if runtime.telegram_poller is not None:
+        buttons.append(f"Telegram ({len(settings.telegram_allowed_ids)} users may tap)")
+    if not buttons:
+        buttons.append(
+            "none (SLACK_SIGNING_SECRET with Slack's bot mode, or TELEGRAM_ALLOWED_USER_IDS)"
+        )
+
+    async def alertmanager() -> str:
+        held = await silencer.ping()
+        return f"{settings.alertmanager_url}: {held} silences; buttons: {', '.join(buttons)}"
+
+    return [("silences", alertmanager)]
+
+
 async def check(settings: Settings) -> int:
     """Try each configured dependency; one line each; non-zero exit when any fails."""
     try:
@@ -197,6 +232,7 @@ async def check(settings: Settings) -> int:
     ]
     if settings.runbooks_dir is not None:
         probes.append(("runbooks", ("OK", runbook_summary(settings.runbooks_dir))))
+    probes += silence_probes(settings, runtime)
     for notifier in runtime.dispatcher.notifiers:
         ping = getattr(notifier, "ping", None)
         probes.append((notifier.name, ping if ping else ("OK", "prints to standard output")))

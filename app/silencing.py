@@ -130,6 +130,11 @@ class Silencer:
         except AlertmanagerError as exc:
             raise SilenceError(f"Alertmanager did not take the silence: {exc}") from exc
 
+    async def ping(self) -> int:
+        """How many silences Alertmanager holds (for `check`); AlertmanagerError when it cannot
+        say."""
+        return len(await self._alertmanager.list_silences())
+
     async def expire(self, ask: ExpireAsk) -> None:
         try:
             await self._alertmanager.expire_silence(ask.silence_id)

@@ -277,3 +277,49 @@ def test_a_runbooks_dir_that_is_not_a_directory_stops_at_start(env, capsys, tmp_
     env.setenv("RUNBOOKS_DIR", str(tmp_path / "missing"))
     assert main(["check"]) == 2
     assert "invalid configuration: RUNBOOKS_DIR:" in capsys.readouterr().err
+
+
+def buildinfo(respx_mock) -> None:
+    respx_mock.get(f"{PROMETHEUS_URL}/api/v1/status/buildinfo").mock(
+        return_value=httpx.Response(200, json={"status": "success", "data": {"version": "2.42.0"}})
+    )
+
+
+def test_check_says_which_chats_have_silence_buttons_and_reaches_alertmanager(
+    env, respx_mock, capsys
+) -> None:
+    buildinfo(respx_mock)
+    respx_mock.get("http://am.example:9093/api/v2/silences").mock(
+        return_value=httpx.Response(200, json=[])
+    )
+    env.setenv("ALERTMANAGER_URL", "http://am.example:9093")
+    env.setenv("TELEGRAM_BOT_TOKEN", "123456:FAKE-telegram-token-for-tests")
+    env.setenv("TELEGRAM_CHAT_ID", "-100123")
+    env.setenv("TELEGRAM_ALLOWED_USER_IDS", "12, 34")
+    env.setenv("SLACK_SIGNING_SECRET", "fake-signing-secret")  # webhook-less, bot-less: no Slack
+    respx_mock.post(url__regex=r".*/getMe").mock(return_value=httpx.Response(500))
+    main(["check"])
+    out = capsys.readouterr().out
+    assert (
+        "silences    OK       http://am.example:9093: 0 silences; buttons: Telegram (2 users may tap)"
+    ) in out
+
+
+def test_check_says_why_there_are_no_buttons_without_alertmanager(env, respx_mock, capsys) -> None:
+    buildinfo(respx_mock)
+    env.setenv("SLACK_SIGNING_SECRET", "fake-signing-secret")
+    assert main(["check"]) == 0
+    out = capsys.readouterr().out
+    assert "SLACK_SIGNING_SECRET set, but no ALERTMANAGER_URL: no silence buttons" in out
+
+
+def test_check_fails_when_alertmanager_is_unreachable(env, respx_mock, capsys) -> None:
+    buildinfo(respx_mock)
+    respx_mock.get("http://am.example:9093/api/v2/silences").mock(
+        side_effect=httpx.ConnectError("refused")
+    )
+    env.setenv("ALERTMANAGER_URL", "http://am.example:9093")
+    assert main(["check"]) == 1
+    out = capsys.readouterr().out
+    assert "silences    FAIL     Alertmanager unreachable listing silences (ConnectError)" in out
+    assert "buttons" not in out
