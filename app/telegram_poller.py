@@ -84,6 +84,7 @@ class TelegramPoller:
         self.polling = False  # whether this replica holds the role (for tests and /health)
 
     def start(self) -> None:
+        log.info("telegram poller: started, taking the polling role when it is free")
         self._task = asyncio.create_task(self._run(), name="telegram-poller")
 
     async def stop(self) -> None:
