@@ -18,7 +18,8 @@ from typing import Any, Protocol
 from app.formatting import clean, shorten
 from app.language import ENGLISH, Words
 from app.models import Alert
-from app.store.base import AlertEpisode, IncidentHistory, StoreError
+from app.store.base import StoreError
+from app.store.history import AlertEpisode, IncidentHistory
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from app.alertmanager import (
     exact_matchers,
 )
 from app.formatting import clean, shorten
-from app.models import AlertmanagerPayload
+from app.models import AlertmanagerPayload, EnrichedNotification
 from app.store.base import NotificationRecord, StoreError
 
 DURATIONS_HOURS = (1, 4, 24)
@@ -59,6 +59,26 @@ def silence_value(notification_id: int, hours: int) -> str:
 
 def expire_value(silence_id: str) -> str:
     return f"expire:{silence_id}"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """One silence button: its duration, its label and the value it carries."""
+
+    hours: int
+    label: str
+    value: str
+
+
+def offers(n: EnrichedNotification) -> list[Offer]:
+    """The silence buttons under a new page or escalation the store knows; none under follow-ups
+    (each chat draws them its own way: Slack's actions block, Telegram's inline keyboard)."""
+    if n.kind not in ("new", "escalation") or not n.firing or n.notification_id is None:
+        return []
+    return [
+        Offer(hours, f"🔕 Silence {hours}h", silence_value(n.notification_id, hours))
+        for hours in DURATIONS_HOURS
+    ]
 
 
 def parse(value: object) -> SilenceAsk | ExpireAsk:

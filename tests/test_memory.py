@@ -17,7 +17,8 @@ from app.notifiers.console import render as console_render
 from app.notifiers.slack_blocks import render_blocks
 from app.notifiers.telegram import pack
 from app.notifiers.telegram import render as telegram_render
-from app.store.base import AlertEpisode, IncidentHistory, StoreError, alert_episodes
+from app.store.base import StoreError
+from app.store.history import AlertEpisode, IncidentHistory, alert_episodes
 from tests.fakes import (
     GOOD_DIAGNOSIS,
     LLM_URL,

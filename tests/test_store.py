@@ -22,7 +22,7 @@ import pytest
 
 from app.incident import Transition
 from app.store import DailySpend, LeaseLostError, PostgresStore, SQLiteStore, Store
-from app.store.base import AlertEpisode, IncidentHistory, last_diagnosis
+from app.store.history import AlertEpisode, IncidentHistory, last_diagnosis
 
 
 class Clock:

@@ -24,7 +24,7 @@ from app.notifiers.layout import (
     new_mark,
     resolved_note,
 )
-from app.silencing import DURATIONS_HOURS, silence_value
+from app.silencing import offers
 
 MAX_BLOCKS = 50
 SECTION_CHARS = 3000
@@ -270,22 +270,17 @@ def message(n: EnrichedNotification, *, buttons: bool = False) -> dict[str, Any]
 
 
 def silence_buttons(n: EnrichedNotification) -> dict[str, Any] | None:
-    """ "Silence 1h / 4h / 24h" for a new page or escalation the store knows (app/silencing.py)."""
-    if n.kind not in ("new", "escalation") or not n.firing or n.notification_id is None:
-        return None
-    return {
-        "type": "actions",
-        "block_id": "silence",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": f"silence-{hours}h",
-                "text": {"type": "plain_text", "text": f"🔕 Silence {hours}h"},
-                "value": silence_value(n.notification_id, hours),
-            }
-            for hours in DURATIONS_HOURS
-        ],
-    }
+    """The page's silence buttons (app/silencing.py) as an actions block; None without any."""
+    buttons = [
+        {
+            "type": "button",
+            "action_id": f"silence-{offer.hours}h",
+            "text": {"type": "plain_text", "text": offer.label},
+            "value": offer.value,
+        }
+        for offer in offers(n)
+    ]
+    return {"type": "actions", "block_id": "silence", "elements": buttons} if buttons else None
 
 
 def diagnosis_message(n: EnrichedNotification) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from app.notifiers.layout import (
     resolved_note,
 )
 from app.notifiers.telegram_calls import Call, call_with_retries
-from app.silencing import DURATIONS_HOURS, silence_value
+from app.silencing import offers
 
 LIMIT = 4096
 MAX_ALERTS = 10
@@ -186,20 +186,10 @@ def part_ids(sent: Sent) -> list[int]:
 
 
 def silence_keyboard(n: EnrichedNotification) -> InlineKeyboardMarkup | None:
-    """ "Silence 1h / 4h / 24h" under a new page or escalation the store knows; taps arrive through
+    """The page's silence buttons (app/silencing.py) as an inline keyboard; taps arrive through
     getUpdates (app/telegram_poller.py)."""
-    if n.kind not in ("new", "escalation") or not n.firing or n.notification_id is None:
-        return None
-    return InlineKeyboardMarkup(
-        [
-            [
-                InlineKeyboardButton(
-                    f"🔕 Silence {hours}h", callback_data=silence_value(n.notification_id, hours)
-                )
-                for hours in DURATIONS_HOURS
-            ]
-        ]
-    )
+    row = [InlineKeyboardButton(offer.label, callback_data=offer.value) for offer in offers(n)]
+    return InlineKeyboardMarkup([row]) if row else None
 
 
 class TelegramNotifier:

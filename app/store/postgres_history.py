@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from app.store.base import (
+from app.store.history import (
     ALERT_HISTORY_ROWS,
     HISTORY_ROWS,
     AlertEpisode,
