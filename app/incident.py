@@ -17,8 +17,41 @@ it, its thread references and its first message for as long as Alertmanager keep
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from app.models import AlertmanagerPayload, Kind
+from app.models import Alert, AlertmanagerPayload, Kind
+
+FINGERPRINT_CHARS = 64  # Alertmanager's are 16 hex digits; longer ones are not its own
+
+
+class Firing(NamedTuple):
+    """One firing of one alert as a notification reports it (Unix seconds on Alertmanager's
+    clock): the store keeps one row per (fingerprint, started), the incident memory of the alert
+    itself (app/memory.py), and the end once a notification said it resolved."""
+
+    fingerprint: str
+    started: float
+    ended: float | None
+
+
+def firing_of(alert: Alert) -> Firing | None:
+    """The alert's firing, or None without a fingerprint (Alertmanager's) or a start."""
+    if not alert.fingerprint or len(alert.fingerprint) > FINGERPRINT_CHARS:
+        return None
+    if alert.starts_at is None:
+        return None
+    ended = alert.ends_at.timestamp() if alert.status == "resolved" and alert.ends_at else None
+    return Firing(alert.fingerprint, alert.starts_at.timestamp(), ended)
+
+
+def firings_of(alerts: list[Alert]) -> tuple[Firing, ...]:
+    """Each distinct firing once (a payload naming one twice keeps what it says of its end)."""
+    found: dict[tuple[str, float], Firing] = {}
+    for alert in alerts:
+        if (f := firing_of(alert)) is not None:
+            known = found.get((f.fingerprint, f.started))
+            found[(f.fingerprint, f.started)] = f if known is None or known.ended is None else known
+    return tuple(found.values())
 
 
 @dataclass(frozen=True)
@@ -38,6 +71,7 @@ class Transition:
     group_id: str
     incident_id: int | None  # the incident it belongs to; None: it opens one (or has none)
     firing: frozenset[str]  # what fires once it is processed
+    firings: tuple[Firing, ...] = ()  # each alert's firing, for the store's memory of alerts
 
     @property
     def opens(self) -> bool:
@@ -70,4 +104,5 @@ def transition(payload: AlertmanagerPayload, incident: Incident | None) -> Trans
         group_id=payload.group_id,
         incident_id=incident.id if incident else None,
         firing=frozenset(a.identity for a in payload.firing),
+        firings=firings_of(payload.alerts),
     )

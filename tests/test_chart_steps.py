@@ -4,6 +4,7 @@ back or repeats the text message."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import struct
@@ -17,7 +18,7 @@ import respx
 from slack_sdk.web.async_client import AsyncWebClient
 from telegram import Bot
 
-from app.charts import PNG_SIGNATURE, ChartError
+from app.charts import PNG_SIGNATURE, ChartError, render_async
 from app.enrich import PromptBudget, prompt_data
 from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext, PlotSeries
 from app.notifiers import chart_steps
@@ -350,3 +351,55 @@ def test_a_notifications_series_survive_the_store_round_trip() -> None:
     n = with_series(sample_notification())
     again = EnrichedNotification.model_validate(json.loads(n.model_dump_json()))
     assert charts_for(again) == charts_for(n)
+
+
+# Both channels
+
+
+async def test_slack_and_telegram_sending_one_message_share_one_rendering_of_its_chart(
+    slack: FakeSlack,
+    telegram: FakeTelegram,
+    telegram_notifier: Callable[..., TelegramNotifier],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    drawn: list[str] = []
+
+    async def counting(data, timeout):
+        drawn.append(data.title)
+        return await render_async(data, timeout)
+
+    monkeypatch.setattr(chart_steps, "render_async", counting)
+    n = with_series(sample_notification(GROUP_OF_3))
+    await asyncio.gather(
+        delivered(slack_notifier(slack), n, None), delivered(telegram_notifier(), n, None)
+    )
+    assert drawn == ["APIDown on binance, bybit and okx"]
+    (file,) = slack.files
+    (photo,) = telegram.photos
+    assert file["data"] == photo["photo"]
+    other = with_series(sample_notification(GROUP_OF_3), labels=["x", "y"])
+    await delivered(telegram_notifier(), other, None)
+    assert len(drawn) == 2, "another chart is drawn anew"
+
+
+async def test_in_a_storm_a_chart_past_the_renderers_queue_is_given_up_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = asyncio.Event()
+
+    async def slow(data, timeout):
+        await release.wait()
+        return PNG_SIGNATURE
+
+    monkeypatch.setattr(chart_steps, "render_async", slow)
+    charts = [
+        charts_for(with_series(sample_notification(GROUP_OF_3), labels=[str(i)]))[0]
+        for i in range(chart_steps.RENDERS_QUEUED + 1)
+    ]
+    queued = [chart_steps.rendering(data) for data in charts[:-1]]
+    assert chart_steps.rendering(charts[0]) is queued[0], "the same chart is shared, not refused"
+    with pytest.raises(ChartError, match=r"renderer busy \(4 charts queued\)"):
+        chart_steps.rendering(charts[-1])
+    release.set()
+    assert await asyncio.gather(*queued) == [PNG_SIGNATURE] * len(queued)
+    assert await chart_steps.rendering(charts[-1]) == PNG_SIGNATURE

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 import respx
 
+from app.incident import Firing
 from app.language import ENGLISH, VIETNAMESE
 from app.memory import LOOKUP_SECONDS, WINDOW_SECONDS, AlertMemory, Memory, minutes, recall
 from app.models import Alert, AlertmanagerPayload
@@ -18,7 +19,7 @@ from app.notifiers.slack_blocks import render_blocks
 from app.notifiers.telegram import pack
 from app.notifiers.telegram import render as telegram_render
 from app.store.base import StoreError
-from app.store.history import AlertEpisode, IncidentHistory, alert_episodes
+from app.store.history import AlertEpisode, IncidentHistory, alert_episodes, firings_in
 from tests.fakes import (
     GOOD_DIAGNOSIS,
     LLM_URL,
@@ -309,30 +310,38 @@ def firing_json(
     }
 
 
-def test_episodes_are_one_per_start_and_end_once_a_notification_says_resolved() -> None:
+def test_a_payloads_firings_are_one_per_start_with_the_end_once_it_says_resolved() -> None:
     def payload(*alerts: dict) -> str:
         return json.dumps({"status": "firing", "alerts": list(alerts)})
 
-    payloads = [
-        payload(firing_json("f", "2026-11-21T10:00:00Z")),
-        payload(
-            firing_json("f", "2026-11-21T10:00:00Z"), firing_json("other", "2026-11-21T09:00:00Z")
-        ),
-        payload(firing_json("f", "2026-11-21T10:00:00Z", "resolved", "2026-11-21T10:05:00Z")),
-        payload(firing_json("f", "2026-11-21T10:00:00Z")),  # an older repeat, read after the end
-        payload(firing_json("f", "2026-11-21T11:00:00.123456789Z")),
-        payload({"status": "firing", "labels": {}, "fingerprint": "f"}),  # invalid: no labels
-        payload(firing_json("f", "0001-01-01T00:00:00Z")),  # no start
-        json.dumps({"alerts": "f"}),
-        json.dumps(["f"]),
-        "not json f",
-    ]
     start = datetime(2026, 11, 21, 10, tzinfo=UTC).timestamp()
-    assert alert_episodes(payloads, "f") == [
-        AlertEpisode(start, start + 300),
-        AlertEpisode(start + 3600.123456, None),
+    ended = firing_json("f", "2026-11-21T10:00:00Z", "resolved", "2026-11-21T10:05:00Z")
+    assert firings_in(
+        payload(
+            firing_json("f", "2026-11-21T10:00:00Z"),
+            firing_json("other", "2026-11-21T09:00:00Z", "resolved", "2026-11-21T09:30:00Z"),
+            ended,
+            firing_json("f", "2026-11-21T10:00:00Z"),  # named again, still resolved
+            firing_json("f", "2026-11-21T11:00:00.123456789Z"),
+            {"status": "firing", "labels": {}, "fingerprint": "f"},  # invalid: no labels
+            firing_json("f", "0001-01-01T00:00:00Z"),  # no start
+            firing_json("", "2026-11-21T10:00:00Z"),  # no fingerprint
+            firing_json("f" * 65, "2026-11-21T10:00:00Z"),  # not Alertmanager's
+        )
+    ) == (
+        Firing("f", start, start + 300),
+        Firing("other", start - 3600, start - 1800),
+        Firing("f", start + 3600.123456, None),
+    )
+    for unreadable in (json.dumps({"alerts": "f"}), json.dumps(["f"]), "not json f"):
+        assert firings_in(unreadable) == ()
+
+
+def test_an_alerts_episodes_are_the_stores_rows_oldest_first() -> None:
+    assert alert_episodes([(20.0, None), (10.0, 15.0)]) == [
+        AlertEpisode(10.0, 15.0),
+        AlertEpisode(20.0, None),
     ]
-    assert alert_episodes(payloads, "absent") == []
 
 
 async def test_an_alert_that_fired_in_another_group_before_is_paged_with_its_own_count(

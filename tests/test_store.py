@@ -22,7 +22,7 @@ import pytest
 
 from app.incident import Transition
 from app.store import DailySpend, LeaseLostError, PostgresStore, SQLiteStore, Store
-from app.store.history import AlertEpisode, IncidentHistory, last_diagnosis
+from app.store.history import AlertEpisode, IncidentHistory, firings_in, last_diagnosis
 
 
 class Clock:
@@ -436,21 +436,46 @@ async def test_incident_history_is_the_groups_ended_incidents_in_the_window_and_
     assert len((await store.incident_history("g", 7 * 86400)).ended) == 2
 
 
-async def test_alert_history_finds_an_alerts_firings_in_any_groups_payloads_within_the_window(
+def reporting(*alerts: dict[str, str]) -> str:
+    """A stored webhook payload with these alerts (APIDown, fingerprint and times as given)."""
+    items = []
+    for alert in alerts:
+        status = alert.get("status", "firing")
+        items.append(
+            {"status": status, "labels": {"alertname": "APIDown"}, "endsAt": "2026-11-21T10:05:00Z"}
+            | alert
+        )
+    return json.dumps({"status": "firing", "alerts": items})
+
+
+async def process(store: Any, key: str, group: str, payload: str) -> None:
+    """Accept, claim and enrich one notification, as the pipeline does, reporting its firings."""
+    await store.accept(key, group, payload, 600)
+    held = (await store.claim("w", 30)).claim
+    change = Transition("new", group, None, frozenset(), firings_in(payload))
+    await store.save_enrichment(held, "{}", change)
+    await store.finish(held)
+
+
+async def test_alert_history_is_the_alerts_firings_any_group_reported_within_the_window(
     store,
 ) -> None:
-    def payload(fingerprint: str, starts: str, status: str = "firing", **extra: str) -> str:
-        alert = {"status": status, "labels": {"alertname": "APIDown"}, "startsAt": starts}
-        alert |= {"endsAt": "2026-11-21T10:05:00Z", "fingerprint": fingerprint, **extra}
-        return json.dumps({"status": status, "alerts": [alert]})
+    def alert(fingerprint: str, starts: str, **extra: str) -> dict[str, str]:
+        return {"fingerprint": fingerprint, "startsAt": starts, **extra}
 
-    await store.accept("too-old", "g1", payload("f1", "2026-11-01T10:00:00Z"), 600)
+    await process(store, "too-old", "g1", reporting(alert("f1", "2026-11-01T10:00:00Z")))
     store.clock.now += 8 * 86400
-    await store.accept("a", "g1", payload("f1", "2026-11-21T10:00:00Z"), 600)
-    await store.accept("b", "g2", payload("f1", "2026-11-21T10:00:00Z", "resolved"), 600)
-    await store.accept("c", "g3", payload("f1", "2026-11-21T11:00:00Z"), 600)
-    await store.accept("d", "g3", payload("f2", "2026-11-21T09:00:00Z", note="about f1"), 600)
-    await store.accept("e", "g4", payload("f1%_", "2026-11-21T08:00:00Z"), 600)
+    await process(store, "a", "g1", reporting(alert("f1", "2026-11-21T10:00:00Z")))
+    resolved = alert("f1", "2026-11-21T10:00:00Z", status="resolved")
+    await process(store, "b", "g2", reporting(resolved))
+    await process(
+        store, "b2", "g1", reporting(alert("f1", "2026-11-21T10:00:00Z"))
+    )  # an old repeat
+    await process(store, "c", "g3", reporting(alert("f1", "2026-11-21T11:00:00Z")))
+    mention = alert("f2", "2026-11-21T09:00:00Z", note="about f1")
+    await process(store, "d", "g3", reporting(mention))
+    await process(store, "e", "g4", reporting(alert("f1%_", "2026-11-21T08:00:00Z")))
+    await store.accept("unprocessed", "g5", reporting(alert("f1", "2026-11-21T12:00:00Z")), 600)
     start = datetime(2026, 11, 21, 10, tzinfo=UTC).timestamp()
     assert await store.alert_history("f1", 7 * 86400) == [
         AlertEpisode(start, start + 300),
@@ -461,21 +486,61 @@ async def test_alert_history_finds_an_alerts_firings_in_any_groups_payloads_with
     assert await store.alert_history("f3", 7 * 86400) == []
 
 
-async def test_alert_history_reads_only_the_latest_notifications_naming_the_alert(
+async def test_alert_history_is_the_latest_firings_at_most(
     backend: Backend, store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     module = "sqlite" if backend.name == "sqlite" else "postgres"
     monkeypatch.setattr(f"app.store.{module}_history.ALERT_HISTORY_ROWS", 2)
-    for hour in (8, 9, 10):
-        alert = {
-            "status": "firing",
-            "labels": {"a": "b"},
-            "startsAt": f"2026-11-21T{hour:02}:00:00Z",
-        }
-        body = json.dumps({"alerts": [alert | {"fingerprint": "f1"}]})
-        await store.accept(f"n{hour}", f"g{hour}", body, 600)
+    for hour in (10, 8, 9):
+        starts = f"2026-11-21T{hour:02}:00:00Z"
+        await process(
+            store, f"n{hour}", f"g{hour}", reporting({"fingerprint": "f1", "startsAt": starts})
+        )
     episodes = await store.alert_history("f1", 7 * 86400)
     assert [datetime.fromtimestamp(e.started, UTC).hour for e in episodes] == [9, 10]
+
+
+async def test_purge_forgets_firings_no_notification_reported_within_retention(store) -> None:
+    await process(
+        store, "a", "g", reporting({"fingerprint": "f1", "startsAt": "2026-11-21T08:00:00Z"})
+    )
+    store.clock.now += 3 * 86400
+    await process(
+        store, "b", "g", reporting({"fingerprint": "f2", "startsAt": "2026-11-21T09:00:00Z"})
+    )
+    store.clock.now += 3 * 86400
+    await store.purge(4 * 86400)
+    assert await store.alert_history("f1", 30 * 86400) == []
+    assert len(await store.alert_history("f2", 30 * 86400)) == 1
+
+
+async def test_an_upgrade_to_schema_6_remembers_the_firings_of_the_notifications_kept(
+    backend: Backend,
+) -> None:
+    old = await backend.open()
+    ended = {"fingerprint": "f1", "startsAt": "2026-11-21T10:00:00Z", "status": "resolved"}
+    await old.accept("a", "g", reporting(ended), 600)
+    await old.accept(
+        "b", "h", reporting({"fingerprint": "f1", "startsAt": "2026-11-21T11:00:00Z"}), 600
+    )
+    await old.accept("c", "h", "not a payload", 600)
+    await old.close()
+    downgrade = ["DROP TABLE alert_firings"]
+    if backend.name == "sqlite":
+        with contextlib.closing(sqlite3.connect(backend.url.removeprefix("sqlite:///"))) as conn:
+            conn.executescript("DROP TABLE alert_firings; PRAGMA user_version = 5;")
+    else:
+        downgrade.append("UPDATE alert_enricher_meta SET value = '5' WHERE key = 'schema_version'")
+        async with await psycopg.AsyncConnection.connect(backend.url, autocommit=True) as conn:
+            for statement in downgrade:
+                await conn.execute(statement)
+    upgraded = await backend.open()
+    start = datetime(2026, 11, 21, 10, tzinfo=UTC).timestamp()
+    assert await upgraded.alert_history("f1", 86400) == [
+        AlertEpisode(start, start + 300),
+        AlertEpisode(start + 3600, None),
+    ]
+    await upgraded.close()
 
 
 async def test_a_role_has_one_holder_until_its_lease_runs_out_or_it_is_dropped(store) -> None:

@@ -6,18 +6,21 @@ have series (the escalation's new alerts first), at most MAX_CHARTS: the alerts 
 
 Each chart is a delivery step of its own (`chart-1`, `chart-2`), taken after the text went out: a
 retry never sends a chart twice, and a chart that cannot be rendered or uploaded is logged and given
-up, never retried and never a failure of the delivery (app/charts.py renders off the event loop,
-bounded in time and size).
+up, never retried and never a failure of the delivery (app/charts.py renders in a process of its
+own, bounded in time and size). Channels sending the same chart share one rendering.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import hashlib
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from app.charts import ChartData, Series, render_async, unit_for
+from app.charts import ChartData, ChartError, Series, render_async, unit_for
 from app.models import AlertView, EnrichedNotification, PlotSeries
 from app.notifiers.base import Progress
 
@@ -27,7 +30,15 @@ MAX_CHARTS = 2
 RENDER_SECONDS = 10.0  # includes the wait behind other charts and matplotlib's first import
 TARGET_LABELS = ("exchange", "instance", "job")
 
+RENDERS_KEPT = 8  # charts rendered lately, for the other channels of the same message
+# Charts drawing or waiting to be drawn at most: past it (a storm) a new chart is given up at once,
+# so pages and their workers never queue behind the renderer (one chart takes 70-500 ms).
+RENDERS_QUEUED = 4
+
 Upload = Callable[[bytes, ChartData], Awaitable[str | None]]
+# Renderings by the chart's content, on the event loop that started them.
+_renders: OrderedDict[str, tuple[asyncio.AbstractEventLoop, asyncio.Task[bytes]]] = OrderedDict()
+_queued: set[asyncio.Task[bytes]] = set()
 
 
 def charts_for(n: EnrichedNotification) -> list[ChartData]:
@@ -87,9 +98,29 @@ async def send_charts(
         )
 
 
+def rendering(data: ChartData) -> asyncio.Task[bytes]:
+    """The chart's rendering: the one another channel started for the same chart, else a new one."""
+    loop = asyncio.get_running_loop()
+    key = hashlib.sha256(repr(data).encode()).hexdigest()
+    known = _renders.get(key)
+    if known is not None and known[0] is loop:
+        _renders.move_to_end(key)
+        return known[1]
+    waiting = [t for t in _queued if t.get_loop() is loop]
+    if len(waiting) >= RENDERS_QUEUED:
+        raise ChartError(f"renderer busy ({len(waiting)} charts queued)")
+    task = loop.create_task(render_async(data, RENDER_SECONDS))
+    _queued.add(task)
+    task.add_done_callback(_queued.discard)
+    _renders[key] = (loop, task)
+    while len(_renders) > RENDERS_KEPT:
+        _renders.popitem(last=False)
+    return task
+
+
 async def _best_effort(channel: str, data: ChartData, upload: Upload) -> str | None:
     try:
-        png = await render_async(data, RENDER_SECONDS)
+        png = await asyncio.shield(rendering(data))
         return await upload(png, data)
     except Exception as exc:
         log.warning("%s: chart %r not sent: %s", channel, data.title, exc)

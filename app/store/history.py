@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
+from app.incident import Firing, firings_of
 from app.models import Alert
 
 
@@ -23,7 +24,7 @@ class IncidentHistory:
 
 
 HISTORY_ROWS = 10  # of a group's latest notifications, searched for its last diagnosis
-ALERT_HISTORY_ROWS = 200  # of the latest notifications naming an alert, searched for its firings
+ALERT_HISTORY_ROWS = 200  # an alert's latest firings remembered
 
 
 @dataclass(frozen=True)
@@ -36,35 +37,27 @@ class AlertEpisode:
     ended: float | None = None
 
 
-def alert_episodes(payloads: Iterable[str], fingerprint: str) -> list[AlertEpisode]:
-    """The distinct firings of the alert `fingerprint` in stored webhook payloads, oldest first.
-    Alertmanager keeps an alert's startsAt while it fires, so one firing seen in many notifications
-    (repeats, group changes) is one episode; unreadable payloads and alerts are skipped."""
-    ends: dict[float, float | None] = {}
-    for text in payloads:
-        for alert in _alerts_in(text):
-            if alert.fingerprint != fingerprint or alert.starts_at is None:
-                continue
-            started = alert.starts_at.timestamp()
-            ended = (
-                alert.ends_at.timestamp() if alert.status == "resolved" and alert.ends_at else None
-            )
-            ends[started] = ends.get(started) or ended
-    return [AlertEpisode(started, ended) for started, ended in sorted(ends.items())]
+def alert_episodes(rows: Iterable[tuple[float, float | None]]) -> list[AlertEpisode]:
+    """The store's rows of an alert's firings, (started, ended) newest first: oldest first."""
+    return [
+        AlertEpisode(float(s), None if e is None else float(e)) for s, e in reversed(list(rows))
+    ]
 
 
-def _alerts_in(text: str) -> list[Alert]:
+def firings_in(text: str) -> tuple[Firing, ...]:
+    """The firings a stored webhook payload reports (unreadable payloads and alerts skipped): what
+    an upgrade to the alert_firings table reads from the notifications kept before it."""
     try:
         items = json.loads(text)["alerts"]
     except (ValueError, KeyError, TypeError):
-        return []
+        return ()
     alerts = []
     for item in items if isinstance(items, list) else []:
         try:
             alerts.append(Alert.model_validate(item))
         except ValidationError:
             continue
-    return alerts
+    return firings_of(alerts)
 
 
 def last_diagnosis(rows: list[tuple[str | None, str | None]]) -> str | None:

@@ -54,12 +54,15 @@ from app.store.postgres_schema import (
     HELD,
     NOW,
     OLDEST_OPEN_AGE,
+    PURGE_FIRINGS,
     PURGE_INCIDENTS,
     PURGE_LOCK,
     PURGE_NOTIFICATIONS,
     RELEASE,
     RENEW,
     RETRY,
+    SAVE_FIRINGS,
+    firing_params,
     text,
 )
 
@@ -261,6 +264,10 @@ class PostgresStore(
                 " WHERE id = %(id)s",
                 {**params, "incident": incident_id},
             )
+            if transition.firings:
+                await conn.execute(
+                    SAVE_FIRINGS, {**params, "seen": None, **firing_params(transition.firings)}
+                )
             if owed is not None:
                 await self._owe(conn, claim.notification_id, owed)
             return incident_id
@@ -299,8 +306,9 @@ class PostgresStore(
             if not (locked and locked[0]):
                 return None  # another replica is purging right now
             incidents = await conn.execute(PURGE_INCIDENTS, params)
+            firings = await conn.execute(PURGE_FIRINGS, params)
             notifications = await conn.execute(PURGE_NOTIFICATIONS, params)
-            return incidents.rowcount, notifications.rowcount
+            return max(incidents.rowcount, firings.rowcount), notifications.rowcount
 
         purged = 0
         while (counts := await self._run(batch)) is not None:

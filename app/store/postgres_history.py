@@ -29,11 +29,10 @@ WHERE n.group_id = %(group)s AND n.enrichment IS NOT NULL
     AND n.received_at >= {NOW} - make_interval(secs => %(within)s)
 ORDER BY n.id DESC LIMIT %(rows)s
 """
-# strpos: a substring search with no pattern characters to escape; the rows are parsed to be sure
-NAMING = f"""
-SELECT payload FROM notifications
-WHERE received_at >= {NOW} - make_interval(secs => %(within)s) AND strpos(payload, %(fp)s) > 0
-ORDER BY id DESC LIMIT %(rows)s
+FIRINGS = f"""
+SELECT started, ended FROM alert_firings
+WHERE fingerprint = %(fp)s AND seen_at >= {NOW} - make_interval(secs => %(within)s)
+ORDER BY started DESC LIMIT %(rows)s
 """
 
 
@@ -41,6 +40,8 @@ class PostgresHistory(PostgresPrimitives):
     async def incident_history(self, group_id: str, within_seconds: float) -> IncidentHistory:
         params = self._params(group=text(group_id), within=within_seconds, rows=HISTORY_ROWS)
         ended = await self._fetch(ENDED, params)
+        if not ended:  # no past incident: its last diagnosis would not be shown
+            return IncidentHistory([])
         diagnoses = await self._fetch(DIAGNOSES, params)
         return IncidentHistory(
             [(float(o), float(e)) for o, e in ended], last_diagnosis(list(diagnoses))
@@ -48,5 +49,4 @@ class PostgresHistory(PostgresPrimitives):
 
     async def alert_history(self, fingerprint: str, within_seconds: float) -> list[AlertEpisode]:
         params = self._params(fp=text(fingerprint), within=within_seconds, rows=ALERT_HISTORY_ROWS)
-        rows = await self._fetch(NAMING, params)
-        return alert_episodes((payload for (payload,) in rows), fingerprint)
+        return alert_episodes(await self._fetch(FIRINGS, params))

@@ -8,7 +8,12 @@ by a number of seconds: always 0 in the service, moved forwards by the contract 
 # ruff: noqa: S608 (every statement is fixed text; values travel as query parameters)
 from __future__ import annotations
 
-SCHEMA_VERSION = 5  # 4: indexes for incident memory; 5: role_leases
+from collections.abc import Sequence
+from typing import Any
+
+from app.incident import Firing
+
+SCHEMA_VERSION = 6  # 4: indexes for incident memory; 5: role_leases; 6: alert_firings
 
 # Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
 MIGRATE_LOCK = 0x41450001
@@ -127,7 +132,26 @@ CREATE TABLE IF NOT EXISTS role_leases (
     name TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
     lease_until TIMESTAMPTZ NOT NULL
-)
+);
+-- Version 6: each alert's firings (Unix seconds on Alertmanager's clock), its incident memory.
+CREATE TABLE IF NOT EXISTS alert_firings (
+    fingerprint TEXT NOT NULL,
+    started DOUBLE PRECISION NOT NULL,
+    ended DOUBLE PRECISION,
+    seen_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (fingerprint, started)
+);
+CREATE INDEX IF NOT EXISTS alert_firings_seen ON alert_firings (seen_at)
+"""
+
+# Firings a processed notification reports (app/incident.py: Firing), in one statement; an end
+# is kept once known. `seen`: when the notification was received, NULL for now.
+SAVE_FIRINGS = f"""
+INSERT INTO alert_firings AS a (fingerprint, started, ended, seen_at)
+SELECT f, s, e, COALESCE(%(seen)s::timestamptz, {NOW})
+FROM unnest(%(fingerprints)s::text[], %(starts)s::float8[], %(ends)s::float8[]) AS u (f, s, e)
+ON CONFLICT (fingerprint, started) DO UPDATE SET
+    ended = COALESCE(a.ended, excluded.ended), seen_at = GREATEST(a.seen_at, excluded.seen_at)
 """
 
 # Seconds since the oldest notification not finished was accepted (NULL with none).
@@ -238,6 +262,10 @@ PURGE_INCIDENTS = (
     "DELETE FROM incidents WHERE id IN (SELECT id FROM incidents"
     f" WHERE COALESCE(ended_at, updated_at) < {_CUTOFF} LIMIT %(batch)s)"
 )
+PURGE_FIRINGS = (
+    "DELETE FROM alert_firings WHERE (fingerprint, started) IN (SELECT fingerprint, started"
+    f" FROM alert_firings WHERE seen_at < {_CUTOFF} LIMIT %(batch)s)"
+)
 PURGE_NOTIFICATIONS = (
     "DELETE FROM notifications WHERE id IN (SELECT n.id FROM notifications n"
     f" WHERE state IN ('done', 'failed') AND finished_at < {_CUTOFF} AND NOT EXISTS"
@@ -268,3 +296,12 @@ RENEW = f"lease_until = {NOW} + make_interval(secs => %(lease)s)"
 def text(value: str) -> str:
     """PostgreSQL text cannot hold NUL, which an alert's group key can: map it to U+FFFD."""
     return value.replace("\x00", "\ufffd")
+
+
+def firing_params(firings: Sequence[Firing]) -> dict[str, list[Any]]:
+    """SAVE_FIRINGS's arrays, one element per firing."""
+    return {
+        "fingerprints": [text(f.fingerprint) for f in firings],
+        "starts": [f.started for f in firings],
+        "ends": [f.ended for f in firings],
+    }

@@ -45,6 +45,7 @@ from app.store.sqlite_schema import (
     OLDEST_OPEN,
     RELEASE,
     RETRY,
+    SAVE_FIRING,
     boot_id,
     migrate,
 )
@@ -256,6 +257,7 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory,
                 "UPDATE notifications SET enrichment = ?, incident_id = ? WHERE id = ?",
                 (enrichment, incident_id, claim.notification_id),
             )
+            conn.executemany(SAVE_FIRING, ((*f, now) for f in transition.firings))
             if owed is not None:
                 self._owe(conn, claim.notification_id, owed)
             return incident_id
@@ -288,6 +290,7 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory,
                 "                WHERE notification_id IS NOT NULL)",
                 (cutoff,),
             )
+            conn.execute("DELETE FROM alert_firings WHERE seen_at < ?", (cutoff,))
             return cursor.rowcount
 
         return await self._tx(purge)

@@ -21,6 +21,8 @@ class SQLiteHistory(SQLitePrimitives):
             " WHERE group_id = ? AND ended_at IS NOT NULL AND ended_at >= ? ORDER BY opened_at",
             (group_id, since),
         )
+        if not ended:  # no past incident: its last diagnosis would not be shown
+            return IncidentHistory([])
         diagnoses = await self._fetch(
             "SELECT d.result, n.enrichment FROM notifications n"
             " LEFT JOIN diagnoses d ON d.notification_id = n.id"
@@ -34,8 +36,8 @@ class SQLiteHistory(SQLitePrimitives):
 
     async def alert_history(self, fingerprint: str, within_seconds: float) -> list[AlertEpisode]:
         rows = await self._fetch(
-            "SELECT payload FROM notifications WHERE received_at >= ? AND instr(payload, ?) > 0"
-            " ORDER BY id DESC LIMIT ?",
-            (self._clock() - within_seconds, fingerprint, ALERT_HISTORY_ROWS),
+            "SELECT started, ended FROM alert_firings WHERE fingerprint = ? AND seen_at >= ?"
+            " ORDER BY started DESC LIMIT ?",
+            (fingerprint, self._clock() - within_seconds, ALERT_HISTORY_ROWS),
         )
-        return alert_episodes((payload for (payload,) in rows), fingerprint)
+        return alert_episodes(rows)
