@@ -110,8 +110,9 @@ class SQLiteDiagnoses(SQLitePrimitives):
 
     async def llm_backlog(self) -> int:
         def count(conn: sqlite3.Connection) -> int:
+            # The states of the partial index diagnoses_open: not a scan of every answer kept.
             row = conn.execute(
-                "SELECT COUNT(*) FROM diagnoses WHERE state != 'answered'"
+                "SELECT COUNT(*) FROM diagnoses WHERE state IN ('queued', 'running')"
             ).fetchone()
             return int(row[0])
 
