@@ -200,16 +200,20 @@ async def ack(bench: Bench, server: Server, service: bool) -> Figures:
     bodies = [n.body for n in groups(round(bench.rate * bench.duration), 10)]
     closed_bodies = [n.body for n in groups(bench.posts, 10)]
     figures: Figures = {}
+    # A session per load: connections left idle while the backlog drains are closed by the server
+    # after its keep-alive (5 s), and a POST racing that close fails as a reset.
     async with client() as session:
         for note in groups(bench.warmup, 10):
             await post(session, server, note.body)
         if service:
             await drain(session, server, 120)
+    async with client() as session:
         began = time.monotonic()
         steady = await open_loop(session, server, bodies, bench.rate)
         if service:
             figures["drain"] = await drain(session, server, 600)
             figures["processed"] = len(bodies) / (time.monotonic() - began)
+    async with client() as session:
         closed = await closed_loop(session, server, closed_bodies, bench.clients)
     figures |= {
         "p50": percentile(steady.latencies, 50) * 1000,

@@ -398,7 +398,7 @@ async def test_in_a_storm_a_chart_past_the_renderers_queue_is_given_up_at_once(
     ]
     queued = [chart_steps.rendering(data) for data in charts[:-1]]
     assert chart_steps.rendering(charts[0]) is queued[0], "the same chart is shared, not refused"
-    with pytest.raises(ChartError, match=r"renderer busy \(4 charts queued\)"):
+    with pytest.raises(chart_steps.RendererBusyError, match=r"renderer busy \(4 charts queued\)"):
         chart_steps.rendering(charts[-1])
     release.set()
     assert await asyncio.gather(*queued) == [PNG_SIGNATURE] * len(queued)

@@ -98,6 +98,10 @@ async def send_charts(
         )
 
 
+class RendererBusyError(ChartError):
+    """The chart was given up at once: a storm, not a fault (logged at INFO, not WARNING)."""
+
+
 def rendering(data: ChartData) -> asyncio.Task[bytes]:
     """The chart's rendering: the one another channel started for the same chart, else a new one."""
     loop = asyncio.get_running_loop()
@@ -108,7 +112,7 @@ def rendering(data: ChartData) -> asyncio.Task[bytes]:
         return known[1]
     waiting = [t for t in _queued if t.get_loop() is loop]
     if len(waiting) >= RENDERS_QUEUED:
-        raise ChartError(f"renderer busy ({len(waiting)} charts queued)")
+        raise RendererBusyError(f"renderer busy ({len(waiting)} charts queued)")
     task = loop.create_task(render_async(data, RENDER_SECONDS))
     _queued.add(task)
     task.add_done_callback(_queued.discard)
@@ -122,6 +126,9 @@ async def _best_effort(channel: str, data: ChartData, upload: Upload) -> str | N
     try:
         png = await asyncio.shield(rendering(data))
         return await upload(png, data)
+    except RendererBusyError as exc:
+        log.info("%s: chart %r skipped: %s", channel, data.title, exc)
+        return None
     except Exception as exc:
         log.warning("%s: chart %r not sent: %s", channel, data.title, exc)
         return None

@@ -104,7 +104,9 @@ class PostgresDiagnoses(PostgresPrimitives):
 
     async def llm_backlog(self) -> int:
         async def count(conn: Conn) -> int:
-            cursor = await conn.execute("SELECT count(*) FROM diagnoses WHERE state IN ('queued', 'running')")
+            cursor = await conn.execute(
+                "SELECT count(*) FROM diagnoses WHERE state IN ('queued', 'running')"
+            )
             row = await cursor.fetchone()
             return int(row[0]) if row else 0
 
