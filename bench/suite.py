@@ -110,6 +110,9 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--samples", type=int, help="pipeline notifications (default 100)")
     root.add_argument("--groups", type=int, help="storm groups (default 200)")
     root.add_argument(
+        "--workers", type=int, default=32, help="the service's WORKERS (default 32)"
+    )
+    root.add_argument(
         "--phase",
         choices=[name for name, _ in PHASES],
         action="append",
@@ -133,6 +136,7 @@ def make_bench(args: argparse.Namespace, launcher: Launcher, fakes: Fakes) -> Be
         samples=args.samples or (20 if quick else 100),
         groups=args.groups or (32 if quick else 200),
         warmup=8 if quick else 20,
+        workers=args.workers,
     )
 
 
