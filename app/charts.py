@@ -1,12 +1,9 @@
 """A PNG of an alert's metric around the moment it crossed its threshold, for a phone at night.
 
 `render` draws with matplotlib's object API on the Agg canvas, never pyplot (global state, not
-thread-safe), imported on first use. `render_async` runs it in a process of its own, started on the
-first chart and at a lower CPU priority (nice +10): drawing holds the interpreter for 70-500 ms a
-chart, which on the service's own thread or a thread of its process would stall the webhook and
-the pages, and in a storm the charts get the CPU pages and diagnoses leave. One chart at a time; a
-chart still queued at its timeout never runs. Every failure is one `ChartError`: a chart must
-never hold back the message.
+thread-safe), imported on first use. The service never calls it itself: app/chart_process.py runs
+it in a renderer process of its own. Every failure is one `ChartError`: a chart must never hold
+back the message.
 
 Titles and labels are untrusted text, drawn only as text: no mathtext, control characters and glyphs
 the font lacks replaced, long ones cut in the middle. The first MAX_SERIES series are drawn (put the
@@ -16,16 +13,11 @@ Prometheus' graphs; with no finite value at all, ChartError, not an empty frame.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import math
-import multiprocessing
-import os
 import re
 import threading
 import unicodedata
-from concurrent.futures import Executor, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -60,36 +52,7 @@ _SCALES: dict[str, tuple[tuple[float, str], ...]] = {
     "count": ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1, "")),
 }
 
-RENDERER_NICENESS = 10
-_EXECUTOR: Executor | None = None  # the renderer process, from the first chart on
 _DRAWING = threading.Lock()  # matplotlib's cached fonts are shared between threads, and not safe
-
-
-def _lower_priority() -> None:
-    """The renderer's start: below the service, so drawing only gets the CPU it leaves."""
-    os.nice(RENDERER_NICENESS)
-
-
-def _renderer() -> Executor:
-    global _EXECUTOR  # noqa: PLW0603 - one renderer per process, started on first use
-    if _EXECUTOR is None:
-        # spawn, not fork: the service has threads (the store's, the event loop's executors).
-        _EXECUTOR = ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_lower_priority,
-        )
-    return _EXECUTOR
-
-
-def stop_renderer(broken: Executor | None = None) -> None:
-    """End the renderer process (`broken`: only if it is still that one); charts queued fail."""
-    global _EXECUTOR  # noqa: PLW0603
-    executor = _EXECUTOR
-    if executor is None or (broken is not None and executor is not broken):
-        return
-    _EXECUTOR = None
-    executor.shutdown(wait=False, cancel_futures=True)
 
 
 class ChartError(Exception):
@@ -191,20 +154,6 @@ def render(data: ChartData) -> bytes:
     if not png.startswith(PNG_SIGNATURE) or len(png) > MAX_PNG_BYTES:
         raise ChartError(f"chart not a PNG under {MAX_PNG_BYTES} bytes ({len(png)} bytes)")
     return png
-
-
-# The timeout is the contract, not the caller's: it turns into ChartError like any other failure.
-async def render_async(data: ChartData, timeout: float = 5.0) -> bytes:  # noqa: ASYNC109
-    """`render` in the renderer process; `timeout` includes the wait behind earlier charts."""
-    loop = asyncio.get_running_loop()
-    executor = _renderer()
-    try:
-        return await asyncio.wait_for(loop.run_in_executor(executor, render, data), timeout)
-    except TimeoutError as exc:
-        raise ChartError(f"chart not rendered within {timeout:g}s") from exc
-    except BrokenProcessPool as exc:  # the renderer died (killed, out of memory): a new one next
-        stop_renderer(executor)
-        raise ChartError("chart renderer process died") from exc
 
 
 def _draw(data: ChartData) -> bytes:

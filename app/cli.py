@@ -14,7 +14,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from app import admin, probe
-from app.charts import ChartError, render_async
+from app.chart_process import render_async
+from app.charts import ChartError
 from app.checks import check
 from app.config import Settings
 from app.logs import configure_logging

@@ -14,7 +14,7 @@ import httpx
 from fastapi import FastAPI
 
 from app.alertmanager import AlertmanagerClient
-from app.charts import stop_renderer
+from app.chart_process import stop_renderer
 from app.config import Settings
 from app.cost import Ledger, PriceTable
 from app.delivery import Dispatcher
@@ -88,7 +88,7 @@ class Runtime:
         for client in self._clients:
             await client.aclose()
         await self.store.close()
-        stop_renderer()
+        await stop_renderer()
 
 
 def prometheus_http_client(settings: Settings) -> httpx.AsyncClient:

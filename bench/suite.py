@@ -109,9 +109,7 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--clients", type=int, default=16, help="concurrent clients (default 16)")
     root.add_argument("--samples", type=int, help="pipeline notifications (default 100)")
     root.add_argument("--groups", type=int, help="storm groups (default 200)")
-    root.add_argument(
-        "--workers", type=int, default=32, help="the service's WORKERS (default 32)"
-    )
+    root.add_argument("--workers", type=int, default=32, help="the service's WORKERS (default 32)")
     root.add_argument(
         "--phase",
         choices=[name for name, _ in PHASES],

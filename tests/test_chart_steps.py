@@ -18,7 +18,8 @@ import respx
 from slack_sdk.web.async_client import AsyncWebClient
 from telegram import Bot
 
-from app.charts import PNG_SIGNATURE, ChartError, render_async
+from app.chart_process import render_async, stop_renderer
+from app.charts import PNG_SIGNATURE, ChartError
 from app.enrich import PromptBudget, prompt_data
 from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext, PlotSeries
 from app.notifiers import chart_steps
@@ -403,3 +404,9 @@ async def test_in_a_storm_a_chart_past_the_renderers_queue_is_given_up_at_once(
     release.set()
     assert await asyncio.gather(*queued) == [PNG_SIGNATURE] * len(queued)
     assert await chart_steps.rendering(charts[-1]) == PNG_SIGNATURE
+
+
+@pytest.fixture(autouse=True)
+async def no_renderer_left() -> AsyncIterator[None]:
+    yield
+    await stop_renderer()

@@ -3,17 +3,12 @@ text, readable ticks in the metric's unit and UTC, and one ChartError for every 
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
-import signal
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -21,7 +16,6 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.legend import Legend
 
-from app import charts
 from app.charts import (
     HEIGHT_PX,
     MAX_LABEL_CHARS,
@@ -35,7 +29,6 @@ from app.charts import (
     Unit,
     format_value,
     render,
-    render_async,
     unit_for,
 )
 
@@ -251,88 +244,6 @@ def test_unit_for_guesses_from_prometheus_naming(expr: str, unit: str) -> None:
 
 def test_unit_for_prefers_the_metric_name_it_is_given() -> None:
     assert unit_for("max_over_time(x[5m])", "x_bytes") == "bytes"
-
-
-async def test_render_async_returns_the_png() -> None:
-    assert png_size(await render_async(latency())) == (WIDTH_PX, HEIGHT_PX)
-
-
-async def test_render_async_raises_chart_error_for_a_failed_chart() -> None:
-    with pytest.raises(ChartError, match="no finite value"):
-        await render_async(latency(series=[]))
-
-
-class StuckRender:
-    """Stands in for render: blocks until released, and records the charts it started."""
-
-    def __init__(self) -> None:
-        self.release = threading.Event()
-        self.started: list[ChartData] = []
-
-    def __call__(self, data: ChartData) -> bytes:
-        self.started.append(data)
-        self.release.wait(10)
-        return PNG_SIGNATURE
-
-
-@pytest.fixture
-def stuck_render(monkeypatch: pytest.MonkeyPatch) -> Iterator[StuckRender]:
-    """`render` replaced in this process: the renderer is a thread here, not a process."""
-    stuck = StuckRender()
-    monkeypatch.setattr(charts, "render", stuck)
-    executor = ThreadPoolExecutor(max_workers=1)
-    monkeypatch.setattr(charts, "_EXECUTOR", executor)
-    yield stuck
-    stuck.release.set()
-    executor.shutdown()
-
-
-async def test_render_async_raises_chart_error_on_timeout(stuck_render: StuckRender) -> None:
-    with pytest.raises(ChartError, match=r"within 0\.05s"):
-        await render_async(latency(), timeout=0.05)
-
-
-async def test_a_chart_still_queued_at_its_timeout_never_runs(stuck_render: StuckRender) -> None:
-    first, queued, later = latency(), latency(title="queued"), latency(title="later")
-    for data in (first, queued):
-        with pytest.raises(ChartError):
-            await render_async(data, timeout=0.05)
-    stuck_render.release.set()
-    assert await render_async(later) == PNG_SIGNATURE
-    assert stuck_render.started == [first, later]
-
-
-async def test_charts_are_drawn_in_a_process_of_their_own_at_a_lower_priority() -> None:
-    assert png_size(await render_async(latency())) == (WIDTH_PX, HEIGHT_PX)
-    renderer = charts._renderer()
-    loop = asyncio.get_running_loop()
-    assert await loop.run_in_executor(renderer, os.getpid) != os.getpid()
-    niceness = await loop.run_in_executor(renderer, os.nice, 0)
-    assert niceness == min(os.nice(0) + charts.RENDERER_NICENESS, 19)
-
-
-def test_the_service_process_never_loads_matplotlib_to_draw() -> None:
-    code = (
-        "import asyncio, sys; from app import charts;"
-        "data = charts.ChartData('x', [charts.Series('x', [(0.0, 1.0), (60.0, 2.0)])]);"
-        "png = asyncio.run(charts.render_async(data, 30)); charts.stop_renderer();"
-        "sys.exit(0 if png.startswith(charts.PNG_SIGNATURE) and 'matplotlib' not in sys.modules"
-        " else 1)"
-    )
-    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
-
-
-async def test_a_renderer_that_died_fails_its_chart_and_the_next_chart_gets_a_new_one() -> None:
-    await render_async(latency())
-    renderer = charts._renderer()
-    pid = await asyncio.get_running_loop().run_in_executor(renderer, os.getpid)
-    os.kill(pid, signal.SIGKILL)
-    with pytest.raises(ChartError, match="renderer process died"):
-        for _ in range(50):  # until the pool has seen its process go
-            await render_async(latency())
-            await asyncio.sleep(0.1)
-    assert png_size(await render_async(latency())) == (WIDTH_PX, HEIGHT_PX)
-    assert charts._renderer() is not renderer
 
 
 def test_importing_charts_leaves_matplotlib_unloaded() -> None:

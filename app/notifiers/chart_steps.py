@@ -20,7 +20,8 @@ import math
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 
-from app.charts import ChartData, ChartError, Series, render_async, unit_for
+from app.chart_process import render_async
+from app.charts import ChartData, ChartError, Series, unit_for
 from app.models import AlertView, EnrichedNotification, PlotSeries
 from app.notifiers.base import Progress
 

@@ -1,0 +1,145 @@
+"""The chart renderer: `python -m app.chart_process`, a process of its own at a lower CPU priority.
+
+Drawing holds the Python interpreter for 70-500 ms a chart; on the service's thread, or on a thread
+of its process, it stalled the webhook and the pages. So the service starts one renderer with its
+first chart (`RendererProcess`) and sends it charts one at a time over a pipe: a request is a pickled
+`ChartData`, an answer a pickled ("ok", png) or ("error", reason), each after a 4-byte length. The
+renderer runs at nice +10, so in a storm it only gets the CPU the pages and diagnoses leave.
+
+Not `multiprocessing`: its spawned children import the parent's main script again, which for a
+console script or a test runner is whole programs (under mutmut it failed outright). This child
+imports `app.charts` and nothing else of the service. It ends when its stdin closes: when the
+service stops, or dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import pickle
+import struct
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from app.charts import ChartData, ChartError, render
+
+NICENESS = 10
+HEADER = struct.Struct(">I")
+MAX_ANSWER_BYTES = 4 * 2**20  # a PNG is at most 300 kB (app/charts.py); anything larger is a fault
+CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # the `app` the service itself runs
+COMMAND = (sys.executable, "-m", "app.chart_process")
+
+
+def serve(requests: BinaryIO, answers: BinaryIO) -> None:
+    """The renderer's loop: draw each chart asked for until the service closes the pipe."""
+    while header := requests.read(HEADER.size):
+        (size,) = HEADER.unpack(header)
+        data = pickle.loads(requests.read(size))  # noqa: S301 - from the service that started us
+        try:
+            answer: tuple[str, bytes | str] = ("ok", render(data))
+        except ChartError as exc:
+            answer = ("error", str(exc))
+        encoded = pickle.dumps(answer)
+        answers.write(HEADER.pack(len(encoded)) + encoded)
+        answers.flush()
+
+
+class RendererProcess:
+    """The service's side: one renderer, started on the first chart and again after it died;
+    charts wait their turn, and a chart's timeout includes that wait."""
+
+    def __init__(self, command: Sequence[str] = COMMAND) -> None:
+        self._command = list(command)
+        self._process: asyncio.subprocess.Process | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: asyncio.Lock | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    async def render(self, data: ChartData, timeout: float) -> bytes:  # noqa: ASYNC109
+        try:
+            async with asyncio.timeout(timeout):
+                async with self._lock():
+                    return await self._ask(pickle.dumps(data))
+        except TimeoutError as exc:
+            raise ChartError(f"chart not rendered within {timeout:g}s") from exc
+
+    async def stop(self) -> None:
+        """End the renderer: its stdin closes, and it is killed if it does not exit at once."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 1.0)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+    def _lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._turn is None:
+            self._forget()  # a renderer of another event loop (tests run one loop each)
+            self._loop, self._turn = loop, asyncio.Lock()
+        return self._turn
+
+    def _forget(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._process.pid, 9)
+        self._process = None
+
+    async def _started(self) -> asyncio.subprocess.Process:
+        if self._process is None or self._process.returncode is not None:
+            path = os.pathsep.join(filter(None, [CODE_ROOT, os.environ.get("PYTHONPATH")]))
+            self._process = await asyncio.create_subprocess_exec(
+                *self._command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        return self._process
+
+    async def _ask(self, request: bytes) -> bytes:
+        process = await self._started()
+        assert process.stdin is not None and process.stdout is not None
+        try:
+            process.stdin.write(HEADER.pack(len(request)) + request)
+            await process.stdin.drain()
+            (size,) = HEADER.unpack(await process.stdout.readexactly(HEADER.size))
+            if size > MAX_ANSWER_BYTES:
+                raise ChartError(f"chart renderer answered {size} bytes")
+            kind, value = pickle.loads(await process.stdout.readexactly(size))  # noqa: S301
+        except (asyncio.IncompleteReadError, ConnectionError) as exc:
+            await self.stop()
+            raise ChartError("chart renderer process died") from exc
+        except BaseException:  # cancelled or refused mid-answer: the pipe is out of step now
+            self._forget()
+            raise
+        if kind != "ok":
+            raise ChartError(str(value))
+        return bytes(value)
+
+
+RENDERER = RendererProcess()  # the service's one renderer
+
+
+async def render_async(data: ChartData, timeout: float = 5.0) -> bytes:  # noqa: ASYNC109
+    """The chart drawn by the renderer process; ChartError on any failure, or past `timeout`
+    (which includes the wait behind earlier charts: a chart still waiting then is never drawn)."""
+    return await RENDERER.render(data, timeout)
+
+
+async def stop_renderer() -> None:
+    await RENDERER.stop()
+
+
+if __name__ == "__main__":
+    os.nice(NICENESS)
+    serve(sys.stdin.buffer, sys.stdout.buffer)
