@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -228,10 +230,22 @@ async def test_a_listener_that_cannot_connect_backs_off_to_five_seconds_and_warn
 
 
 async def test_a_listener_hears_each_channel_and_listens_again_after_a_restart(
-    stoppable_postgres: tuple[PostgresServer, str], caplog: pytest.LogCaptureFixture
+    stoppable_postgres: tuple[PostgresServer, str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server, url = stoppable_postgres
     caplog.set_level(logging.INFO, logger="app.store.postgres_db")
+    waits: list[float] = []  # the listener's, between attempts
+    sleep = asyncio.sleep
+
+    async def noted(delay: float) -> None:
+        caller = sys._getframe(1).f_code.co_filename
+        if caller.endswith(os.path.join("app", "store", "postgres_db.py")):
+            waits.append(delay)
+        await sleep(delay)
+
+    monkeypatch.setattr(asyncio, "sleep", noted)
     db = Database(url, pool_size=2, wait_seconds=1)
     heard: list[tuple[str, str]] = []
     connected = asyncio.Event()
@@ -264,6 +278,8 @@ async def test_a_listener_hears_each_channel_and_listens_again_after_a_restart(
         await asyncio.sleep(1)  # a few failed attempts
         server.start()
         await asyncio.wait_for(connected.wait(), LISTEN_RETRY_SECONDS[1] + 5)
+        # Listening had succeeded: the first retry after the restart comes at the shortest wait.
+        assert waits[0] == LISTEN_RETRY_SECONDS[0] and waits == sorted(waits)
         notify("answers", "43")
         await hears([("work", ""), ("answers", "42"), ("answers", "43")])
     finally:
