@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import Sequence
@@ -30,7 +31,8 @@ NICENESS = 10
 HEADER = struct.Struct(">I")
 MAX_ANSWER_BYTES = 4 * 2**20  # a PNG is at most 300 kB (app/charts.py); anything larger is a fault
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # the `app` the service itself runs
-COMMAND = (sys.executable, "-m", "app.chart_process")
+# -P: the working directory is not put first on sys.path (an `app` there is not the service's).
+COMMAND = (sys.executable, "-P", "-m", "app.chart_process")
 
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
@@ -114,12 +116,15 @@ class RendererProcess:
             await process.stdin.drain()
             (size,) = HEADER.unpack(await process.stdout.readexactly(HEADER.size))
             if size > MAX_ANSWER_BYTES:
-                raise ChartError(f"chart renderer answered {size} bytes")
+                raise ValueError(f"{size} bytes")
             kind, value = pickle.loads(await process.stdout.readexactly(size))  # noqa: S301
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self.stop()
             raise ChartError("chart renderer process died") from exc
-        except BaseException:  # cancelled or refused mid-answer: the pipe is out of step now
+        except Exception as exc:  # an answer not of the protocol: the pipe is out of step now
+            self._forget()
+            raise ChartError(f"chart renderer answered out of protocol: {exc}") from exc
+        except BaseException:  # cancelled (the chart's timeout) mid-answer: out of step too
             self._forget()
             raise
         if kind != "ok":
@@ -140,6 +145,16 @@ async def stop_renderer() -> None:
     await RENDERER.stop()
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The renderer process: below the service's priority; answers on a private copy of stdout,
+    so whatever a library prints goes to stderr, never into the protocol; Ctrl-C in the
+    service's terminal is the service's to handle (this ends when its input closes)."""
     os.nice(NICENESS)
-    serve(sys.stdin.buffer, sys.stdout.buffer)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    serve(sys.stdin.buffer, answers)
+
+
+if __name__ == "__main__":
+    main()

@@ -16,12 +16,14 @@ it, its thread references and its first message for as long as Alertmanager keep
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from app.models import Alert, AlertmanagerPayload, Kind
 
-FINGERPRINT_CHARS = 64  # Alertmanager's are 16 hex digits; longer ones are not its own
+# Alertmanager's fingerprints are 16 hex digits; anything else (NUL, markup, 10 kB) is not its own.
+FINGERPRINT = re.compile(r"[0-9A-Za-z_.:-]{1,64}")
 
 
 class Firing(NamedTuple):
@@ -36,7 +38,7 @@ class Firing(NamedTuple):
 
 def firing_of(alert: Alert) -> Firing | None:
     """The alert's firing, or None without a fingerprint (Alertmanager's) or a start."""
-    if not alert.fingerprint or len(alert.fingerprint) > FINGERPRINT_CHARS:
+    if not FINGERPRINT.fullmatch(alert.fingerprint):
         return None
     if alert.starts_at is None:
         return None
@@ -45,13 +47,14 @@ def firing_of(alert: Alert) -> Firing | None:
 
 
 def firings_of(alerts: list[Alert]) -> tuple[Firing, ...]:
-    """Each distinct firing once (a payload naming one twice keeps what it says of its end)."""
+    """Each distinct firing once (a payload naming one twice keeps what it says of its end), in
+    key order: concurrent writers then lock the same rows in the same order."""
     found: dict[tuple[str, float], Firing] = {}
     for alert in alerts:
         if (f := firing_of(alert)) is not None:
             known = found.get((f.fingerprint, f.started))
             found[(f.fingerprint, f.started)] = f if known is None or known.ended is None else known
-    return tuple(found.values())
+    return tuple(sorted(found.values(), key=lambda f: (f.fingerprint, f.started)))
 
 
 @dataclass(frozen=True)

@@ -87,8 +87,10 @@ class Runtime:
                 await close()
         for client in self._clients:
             await client.aclose()
-        await self.store.close()
-        await stop_renderer()
+        try:
+            await self.store.close()
+        finally:
+            await stop_renderer()
 
 
 def prometheus_http_client(settings: Settings) -> httpx.AsyncClient:

@@ -90,9 +90,9 @@ def test_the_service_process_never_loads_matplotlib_to_draw() -> None:
 async def test_a_chart_past_its_timeout_ends_the_renderer_and_the_next_gets_a_new_one(
     tmp_path: Path,
 ) -> None:
-    renderer, log = stand_in(tmp_path, delay=5)
-    with pytest.raises(ChartError, match=r"within 0\.2s"):
-        await renderer.render(latency(title="slow"), 0.2)
+    renderer, log = stand_in(tmp_path, delay=30)
+    with pytest.raises(ChartError, match=r"within 2s"):
+        await renderer.render(latency(title="slow"), 2)
     # An answer still on its way would be read as the next chart's: that renderer is gone.
     assert renderer.pid is None and drawn(log) == ["slow"]
     quick, _ = stand_in(tmp_path, delay=0)
@@ -156,3 +156,29 @@ def test_the_renderer_draws_what_it_reads_until_its_input_ends() -> None:
     assert [kind for kind, _ in replies] == ["ok", "error"]
     assert replies[0][1].startswith(PNG_SIGNATURE)
     assert "no finite value" in replies[1][1]
+
+
+async def test_an_answer_out_of_protocol_is_a_chart_error_and_the_next_chart_gets_a_new_renderer(
+    tmp_path: Path,
+) -> None:
+    babbler = "import sys; sys.stdin.buffer.read(4); sys.stdout.buffer.write(b'\\x00\\x00\\x00\\x05hello'); sys.stdout.flush(); sys.stdin.read()"  # noqa: E501
+    renderer = RendererProcess([sys.executable, "-c", babbler])
+    with pytest.raises(ChartError, match="out of protocol"):
+        await renderer.render(latency(), 5)
+    assert renderer.pid is None, "a renderer out of step is not asked again"
+
+
+async def test_what_a_library_prints_in_the_renderer_never_reaches_the_protocol() -> None:
+    # matplotlib and friends may print; main() sends stdout to stderr and answers on a copy.
+    code = (
+        "import sys\n"
+        "from app import chart_process, charts\n"
+        "def noisy(data):\n"
+        "    print('a library talking', flush=True)\n"
+        "    return charts.render(data)\n"
+        "chart_process.render = noisy\n"
+        "chart_process.main()\n"
+    )
+    renderer = RendererProcess([sys.executable, "-c", code])
+    assert png_size(await renderer.render(latency(), 30)) == (WIDTH_PX, HEIGHT_PX)
+    await renderer.stop()

@@ -20,9 +20,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from app.incident import Transition
+from app.incident import Firing, Transition, firings_of
+from app.models import Alert
 from app.store import DailySpend, LeaseLostError, PostgresStore, SQLiteStore, Store
-from app.store.history import AlertEpisode, IncidentHistory, firings_in, last_diagnosis
+from app.store.history import AlertEpisode, IncidentHistory, last_diagnosis
 
 
 class Clock:
@@ -448,6 +449,10 @@ def reporting(*alerts: dict[str, str]) -> str:
     return json.dumps({"status": "firing", "alerts": items})
 
 
+def firings_in(payload: str) -> tuple[Firing, ...]:
+    return firings_of([Alert.model_validate(a) for a in json.loads(payload)["alerts"]])
+
+
 async def process(store: Any, key: str, group: str, payload: str) -> None:
     """Accept, claim and enrich one notification, as the pipeline does, reporting its firings."""
     await store.accept(key, group, payload, 600)
@@ -514,16 +519,12 @@ async def test_purge_forgets_firings_no_notification_reported_within_retention(s
     assert len(await store.alert_history("f2", 30 * 86400)) == 1
 
 
-async def test_an_upgrade_to_schema_6_remembers_the_firings_of_the_notifications_kept(
+async def test_an_upgrade_to_schema_6_starts_the_alerts_memory_and_fills_it_from_then_on(
     backend: Backend,
 ) -> None:
     old = await backend.open()
-    ended = {"fingerprint": "f1", "startsAt": "2026-11-21T10:00:00Z", "status": "resolved"}
-    await old.accept("a", "g", reporting(ended), 600)
-    await old.accept(
-        "b", "h", reporting({"fingerprint": "f1", "startsAt": "2026-11-21T11:00:00Z"}), 600
-    )
-    await old.accept("c", "h", "not a payload", 600)
+    before = {"fingerprint": "f1", "startsAt": "2026-11-21T10:00:00Z", "status": "resolved"}
+    await process(old, "a", "g", reporting(before))
     await old.close()
     downgrade = ["DROP TABLE alert_firings"]
     if backend.name == "sqlite":
@@ -535,11 +536,11 @@ async def test_an_upgrade_to_schema_6_remembers_the_firings_of_the_notifications
             for statement in downgrade:
                 await conn.execute(statement)
     upgraded = await backend.open()
-    start = datetime(2026, 11, 21, 10, tzinfo=UTC).timestamp()
-    assert await upgraded.alert_history("f1", 86400) == [
-        AlertEpisode(start, start + 300),
-        AlertEpisode(start + 3600, None),
-    ]
+    assert await upgraded.alert_history("f1", 86400) == [], "not read back from old payloads"
+    after = {"fingerprint": "f1", "startsAt": "2026-11-21T11:00:00Z"}
+    await process(upgraded, "b", "h", reporting(after))
+    start = datetime(2026, 11, 21, 11, tzinfo=UTC).timestamp()
+    assert await upgraded.alert_history("f1", 86400) == [AlertEpisode(start, None)]
     await upgraded.close()
 
 

@@ -7,11 +7,6 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
-from app.incident import Firing, firings_of
-from app.models import Alert
-
 
 @dataclass(frozen=True)
 class IncidentHistory:
@@ -42,22 +37,6 @@ def alert_episodes(rows: Iterable[tuple[float, float | None]]) -> list[AlertEpis
     return [
         AlertEpisode(float(s), None if e is None else float(e)) for s, e in reversed(list(rows))
     ]
-
-
-def firings_in(text: str) -> tuple[Firing, ...]:
-    """The firings a stored webhook payload reports (unreadable payloads and alerts skipped): what
-    an upgrade to the alert_firings table reads from the notifications kept before it."""
-    try:
-        items = json.loads(text)["alerts"]
-    except (ValueError, KeyError, TypeError):
-        return ()
-    alerts = []
-    for item in items if isinstance(items, list) else []:
-        try:
-            alerts.append(Alert.model_validate(item))
-        except ValidationError:
-            continue
-    return firings_of(alerts)
 
 
 def last_diagnosis(rows: list[tuple[str | None, str | None]]) -> str | None:

@@ -265,9 +265,7 @@ class PostgresStore(
                 {**params, "incident": incident_id},
             )
             if transition.firings:
-                await conn.execute(
-                    SAVE_FIRINGS, {**params, "seen": None, **firing_params(transition.firings)}
-                )
+                await conn.execute(SAVE_FIRINGS, {**params, **firing_params(transition.firings)})
             if owed is not None:
                 await self._owe(conn, claim.notification_id, owed)
             return incident_id

@@ -18,14 +18,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from app.store.base import StoreError
-from app.store.history import firings_in
-from app.store.postgres_schema import (
-    MIGRATE_LOCK,
-    SAVE_FIRINGS,
-    SCHEMA,
-    SCHEMA_VERSION,
-    firing_params,
-)
+from app.store.postgres_schema import MIGRATE_LOCK, SCHEMA, SCHEMA_VERSION
 
 T = TypeVar("T")
 Conn = psycopg.AsyncConnection[Any]
@@ -146,26 +139,12 @@ class Database:
                     self._migrated = True
                     return
                 await conn.execute(SCHEMA)
-                if version is not None and version < 6:  # before alert_firings
-                    await self._backfill_firings(conn)
                 await conn.execute(
                     "INSERT INTO alert_enricher_meta (key, value) VALUES ('schema_version', %s)"
                     " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (str(SCHEMA_VERSION),),
                 )
             self._migrated = True
-
-    @staticmethod
-    async def _backfill_firings(conn: Conn) -> None:
-        """The alert firings the notifications kept before version 6 report, as if processed."""
-        cursor = await conn.execute(
-            "SELECT payload, received_at FROM notifications WHERE kind = 'alert' ORDER BY id"
-        )
-        for payload, received_at in await cursor.fetchall():
-            if firings := firings_in(payload):
-                await conn.execute(
-                    SAVE_FIRINGS, {"seen": received_at, "skew": 0, **firing_params(firings)}
-                )
 
     @staticmethod
     async def _schema_version(conn: Conn) -> int | None:

@@ -145,10 +145,11 @@ CREATE INDEX IF NOT EXISTS alert_firings_seen ON alert_firings (seen_at)
 """
 
 # Firings a processed notification reports (app/incident.py: Firing), in one statement; an end
-# is kept once known. `seen`: when the notification was received, NULL for now.
+# is kept once known. An upgrade from version 5 starts the table empty: it fills as notifications
+# are processed (reading 7 days of payloads at start could outlast the store's time bound).
 SAVE_FIRINGS = f"""
 INSERT INTO alert_firings AS a (fingerprint, started, ended, seen_at)
-SELECT f, s, e, COALESCE(%(seen)s::timestamptz, {NOW})
+SELECT f, s, e, {NOW}
 FROM unnest(%(fingerprints)s::text[], %(starts)s::float8[], %(ends)s::float8[]) AS u (f, s, e)
 ON CONFLICT (fingerprint, started) DO UPDATE SET
     ended = COALESCE(a.ended, excluded.ended), seen_at = GREATEST(a.seen_at, excluded.seen_at)

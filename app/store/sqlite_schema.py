@@ -7,8 +7,6 @@ import sqlite3
 import time
 from pathlib import Path
 
-from app.store.history import firings_in
-
 SCHEMA_VERSION = 6  # 5: role_leases; 6: alert_firings
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notifications (
@@ -120,7 +118,8 @@ CREATE INDEX IF NOT EXISTS alert_firings_seen ON alert_firings (seen_at);
 SAVE_FIRING = """
 INSERT INTO alert_firings (fingerprint, started, ended, seen_at) VALUES (?, ?, ?, ?)
 ON CONFLICT (fingerprint, started) DO UPDATE SET
-    ended = COALESCE(alert_firings.ended, excluded.ended), seen_at = excluded.seen_at
+    ended = COALESCE(alert_firings.ended, excluded.ended),
+    seen_at = MAX(alert_firings.seen_at, excluded.seen_at)
 """
 
 # Version 2 (before page-first): every notification was an alert, ranked with the rest.
@@ -168,13 +167,6 @@ def migrate(conn: sqlite3.Connection, boot: str) -> None:
     if "groups" in tables:
         for statement in filter(str.strip, MIGRATE_GROUPS.split(";")):
             conn.execute(statement)
-    if "notifications" in tables and "alert_firings" not in tables:  # before version 6
-        rows = conn.execute(
-            "SELECT payload, received_at FROM notifications WHERE kind = 'alert' ORDER BY id"
-        )
-        conn.executemany(
-            SAVE_FIRING, ((*f, at) for payload, at in rows for f in firings_in(payload))
-        )
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     row = conn.execute("SELECT value FROM meta WHERE key = 'boot'").fetchone()
     if row is None or row[0] != boot:
