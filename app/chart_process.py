@@ -58,6 +58,7 @@ class RendererProcess:
         self._process: asyncio.subprocess.Process | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._turn: asyncio.Lock | None = None
+        self._reaping: set[asyncio.Task[int]] = set()
 
     @property
     def pid(self) -> int | None:
@@ -92,10 +93,20 @@ class RendererProcess:
         return self._turn
 
     def _forget(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self._process.pid, 9)
-        self._process = None
+        """Kill the renderer without waiting; on its own event loop it is reaped meanwhile."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, 9)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        if running is self._loop:
+            reaping = running.create_task(process.wait())
+            self._reaping.add(reaping)
+            reaping.add_done_callback(self._reaping.discard)
 
     async def _started(self) -> asyncio.subprocess.Process:
         if self._process is None or self._process.returncode is not None:
