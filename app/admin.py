@@ -17,8 +17,9 @@ from typing import TextIO
 from pydantic import ValidationError
 
 from app.config import Settings
-from app.enrich import PromptBudget, prompt_data, title
+from app.enrich import title
 from app.models import AlertmanagerPayload, EnrichedNotification
+from app.prompt_data import PromptBudget, prompt_data
 from app.prompts import Prompts
 from app.store import NotificationRecord, Store, StoreError, open_store
 

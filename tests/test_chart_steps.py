@@ -20,7 +20,6 @@ from telegram import Bot
 
 from app.chart_process import render_async, stop_renderer
 from app.charts import PNG_SIGNATURE, ChartError
-from app.enrich import PromptBudget, prompt_data
 from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext, PlotSeries
 from app.notifiers import chart_steps
 from app.notifiers.base import Progress, Thread
@@ -29,6 +28,7 @@ from app.notifiers.slack import SlackBotNotifier, retry_handlers
 from app.notifiers.telegram import TelegramNotifier
 from app.notifiers.telegram_http import AiohttpRequest
 from app.prometheus import ContextBuilder, PrometheusClient, Series, plot_series, varying
+from app.prompt_data import PromptBudget, prompt_data
 from tests.fakes import PROMETHEUS_URL, fixture_text, sample_notification
 from tests.loopback import FakeSlack, FakeTelegram
 

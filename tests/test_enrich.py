@@ -8,11 +8,12 @@ from tenacity import wait_none
 
 from app.config import SHIPPED_PROMPTS_DIR
 from app.cost import Ledger, PriceTable
-from app.enrich import Enricher, PromptBudget, assemble, prompt_data, silence_url, title
+from app.enrich import Enricher, assemble, silence_url, title
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.models import AlertmanagerPayload, DiagnosisSource, EnrichedNotification, MetricContext
 from app.prometheus import ContextBuilder, PrometheusClient
+from app.prompt_data import PromptBudget, prompt_data
 from app.prompts import Prompts
 from app.runbooks import Runbooks
 from app.store import DailySpend

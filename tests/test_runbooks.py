@@ -12,8 +12,8 @@ import httpx
 import pytest
 import respx
 
-from app.enrich import PromptBudget, prompt_data
 from app.models import AlertmanagerPayload
+from app.prompt_data import PromptBudget, prompt_data
 from app.rules import diagnose
 from app.runbooks import MAX_FILE_BYTES, MAX_STEP_CHARS, MAX_STEPS, Runbooks, first_steps, parse
 from tests.fakes import GOOD_DIAGNOSIS, LLM_URL, chat_reply, fixture_payload, fixture_text
