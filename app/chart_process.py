@@ -73,17 +73,19 @@ class RendererProcess:
             raise ChartError(f"chart not rendered within {timeout:g}s") from exc
 
     async def stop(self) -> None:
-        """End the renderer: its stdin closes, and it is killed if it does not exit at once."""
+        """End the renderer: its stdin closes, and it is killed if it does not exit at once;
+        renderers killed earlier on this event loop are reaped by then too."""
         process, self._process = self._process, None
-        if process is None or process.returncode is not None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 1.0)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        if process is not None and process.returncode is None:
+            if process.stdin is not None:
+                process.stdin.close()
+            try:
+                await asyncio.wait_for(process.wait(), 1.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        if self._reaping and asyncio.get_running_loop() is self._loop:
+            await asyncio.wait(self._reaping, timeout=1.0)
 
     def _lock(self) -> asyncio.Lock:
         loop = asyncio.get_running_loop()

@@ -13,6 +13,7 @@ import sys
 import textwrap
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +46,21 @@ STAND_IN = textwrap.dedent(
 async def no_renderer_left() -> AsyncIterator[None]:
     yield
     await stop_renderer()
+
+
+@pytest.fixture
+def started(monkeypatch: pytest.MonkeyPatch) -> list[asyncio.subprocess.Process]:
+    """Every renderer process started during the test (a process left unreaped when its event
+    loop closes is one that warns, much later, in another test)."""
+    processes: list[asyncio.subprocess.Process] = []
+    spawn = asyncio.create_subprocess_exec
+
+    async def recording(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        processes.append(await spawn(*args, **kwargs))
+        return processes[-1]
+
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", recording)
+    return processes
 
 
 def stand_in(tmp_path: Path, delay: float) -> tuple[RendererProcess, Path]:
@@ -88,7 +104,7 @@ def test_the_service_process_never_loads_matplotlib_to_draw() -> None:
 
 
 async def test_a_chart_past_its_timeout_ends_the_renderer_and_the_next_gets_a_new_one(
-    tmp_path: Path,
+    tmp_path: Path, started: list[asyncio.subprocess.Process]
 ) -> None:
     renderer, log = stand_in(tmp_path, delay=30)
     with pytest.raises(ChartError, match=r"within 2s"):
@@ -98,6 +114,8 @@ async def test_a_chart_past_its_timeout_ends_the_renderer_and_the_next_gets_a_ne
     quick, _ = stand_in(tmp_path, delay=0)
     assert await quick.render(latency(title="next"), 5) == PNG_SIGNATURE
     await quick.stop()
+    await renderer.stop()
+    assert [p.returncode for p in started] == [-signal.SIGKILL, 0]
 
 
 async def test_a_chart_still_waiting_its_turn_at_its_timeout_is_never_drawn(
@@ -159,13 +177,15 @@ def test_the_renderer_draws_what_it_reads_until_its_input_ends() -> None:
 
 
 async def test_an_answer_out_of_protocol_is_a_chart_error_and_the_next_chart_gets_a_new_renderer(
-    tmp_path: Path,
+    started: list[asyncio.subprocess.Process],
 ) -> None:
     babbler = "import sys; sys.stdin.buffer.read(4); sys.stdout.buffer.write(b'\\x00\\x00\\x00\\x05hello'); sys.stdout.flush(); sys.stdin.read()"  # noqa: E501
     renderer = RendererProcess([sys.executable, "-c", babbler])
     with pytest.raises(ChartError, match="out of protocol"):
         await renderer.render(latency(), 5)
     assert renderer.pid is None, "a renderer out of step is not asked again"
+    await renderer.stop()
+    assert [p.returncode for p in started] == [-signal.SIGKILL], "killed, and reaped by stop()"
 
 
 async def test_what_a_library_prints_in_the_renderer_never_reaches_the_protocol() -> None:
