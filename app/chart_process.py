@@ -22,17 +22,15 @@ import signal
 import struct
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import BinaryIO
 
 from app.charts import ChartData, ChartError, render
+from app.child_process import child_env, module_command
 
 NICENESS = 10
 HEADER = struct.Struct(">I")
 MAX_ANSWER_BYTES = 4 * 2**20  # a PNG is at most 300 kB (app/charts.py); anything larger is a fault
-CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # the `app` the service itself runs
-# -P: the working directory is not put first on sys.path (an `app` there is not the service's).
-COMMAND = (sys.executable, "-P", "-m", "app.chart_process")
+COMMAND = module_command("app.chart_process")
 
 
 def serve(requests: BinaryIO, answers: BinaryIO) -> None:
@@ -112,12 +110,11 @@ class RendererProcess:
 
     async def _started(self) -> asyncio.subprocess.Process:
         if self._process is None or self._process.returncode is not None:
-            path = os.pathsep.join(filter(None, [CODE_ROOT, os.environ.get("PYTHONPATH")]))
             self._process = await asyncio.create_subprocess_exec(
                 *self._command,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
-                env={**os.environ, "PYTHONPATH": path},
+                env=child_env(),
             )
         return self._process
 

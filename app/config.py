@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     # Pipeline workers. More than LLM_CONCURRENCY: a notification waiting for an LLM slot (or on a
     # chat API's Retry-After) holds one worker, and the others keep sending what needs no LLM.
     workers: int = Field(32, ge=1, le=1024)
+    # `serve` runs the workers, the LLM lane and the Telegram poller in a process of their own
+    # at a lower CPU priority (app/pipeline_process.py), so the webhook's answers never wait
+    # behind a pipeline's Python; false runs them in the webhook's process.
+    pipeline_process: bool = True
     max_processing_attempts: int = Field(8, ge=1)
     retention_hours: float = Field(168, gt=0)
 

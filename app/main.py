@@ -24,7 +24,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime = await build_runtime(settings)
         app.state.runtime = runtime
-        runtime.start()
+        try:
+            await runtime.run_pipeline()
+        except BaseException:
+            await runtime.close()
+            raise
         channels = [name for name, on in runtime.channels().items() if on]
         log.info(
             "alert-enricher ready: store %s, LLM %s, channels %s",

@@ -1,8 +1,19 @@
-"""The service's own metrics, on a registry per app (so tests can build many apps)."""
+"""The service's own metrics, on a registry per app (so tests can build many apps).
+
+With the pipeline in a process of its own (app/pipeline_process.py), each process counts its own
+side: the webhook's process what it accepts and the store's backlog, the pipeline's process the
+rest; `/metrics` shows the webhook's side and the pipeline's text, each family once.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from collections.abc import Iterator
+from typing import Literal
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+
+Side = Literal["all", "webhook", "pipeline"]
 
 
 class Metrics:
@@ -117,9 +128,45 @@ class Metrics:
             "Age of the oldest notification accepted and not yet finished (0 with none).",
             registry=r,
         )
+        self.pipeline_up = Gauge(
+            "alert_enricher_pipeline_up",
+            "1 when the workers answered this scrape (with PIPELINE_PROCESS, from the pipeline's"
+            " process); 0 while a new pipeline process is starting.",
+            registry=r,
+        )
         self.prometheus_queries = Counter(
             "alert_enricher_prometheus_queries_total",
             "Prometheus API queries for metric context, by outcome (ok, empty, error).",
             ["outcome"],
             registry=r,
         )
+
+    def webhook_families(self) -> frozenset[str]:
+        """What the webhook's process counts: requests, alerts accepted, ack time and the store's
+        backlog (read from the store at each scrape)."""
+        own = (
+            self.webhooks,
+            self.alerts_received,
+            self.ack_seconds,
+            self.backlog,
+            self.pipeline_up,
+        )
+        return frozenset(m.name for c in (*own, self.queue_oldest_age) for m in c.describe())
+
+    def exposition(self, side: Side = "all") -> bytes:
+        """The text exposition of every family (`all`), or of one process's side."""
+        if side == "all":
+            return generate_latest(self.registry)
+        return generate_latest(_Families(self.registry, self.webhook_families(), side))
+
+
+class _Families:
+    """The families of one side, for generate_latest (it only calls collect)."""
+
+    def __init__(self, registry: CollectorRegistry, webhook: frozenset[str], side: Side) -> None:
+        self._registry, self._webhook, self._side = registry, webhook, side
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            if (family.name in self._webhook) == (self._side == "webhook"):
+                yield family

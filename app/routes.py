@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 
 from app.config import Settings
@@ -206,7 +206,7 @@ async def receive_alerts(request: Request) -> Response:
     if accepted.duplicate:
         services.metrics.webhooks.labels(outcome="duplicate").inc()
         return JSONResponse({"status": "duplicate", "id": accepted.id}, 200)
-    services.workers.wake()
+    services.wake()
     services.metrics.webhooks.labels(outcome="accepted").inc()
     for alert in payload.alerts:
         services.metrics.alerts_received.labels(status=alert.status).inc()
@@ -234,13 +234,16 @@ async def health(request: Request) -> Response:
         llm_backlog = await services.store.llm_backlog()
     except StoreError as exc:
         store = {"status": "error", "backend": backend, "error": str(exc)}
+    alive, size, _ = await services.pipeline_status()
     workers = {
-        "status": "ok" if services.workers.alive == services.workers.size else "degraded",
-        "alive": services.workers.alive,
-        "size": services.workers.size,
+        "status": "ok" if alive == size else "degraded",
+        "alive": alive,
+        "size": size,
         "backlog": backlog,
         "llm_backlog": llm_backlog,
     }
+    if services.pipeline_process is not None:
+        workers["process"] = services.pipeline_process.pid
     status = "ok"
     if workers["status"] != "ok":
         status = "degraded"
@@ -265,4 +268,7 @@ async def metrics(request: Request) -> Response:
     with contextlib.suppress(StoreError):
         services.metrics.backlog.set(await services.store.backlog())
         services.metrics.queue_oldest_age.set(await services.store.oldest_backlog_age())
-    return Response(generate_latest(services.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    _, _, pipeline = await services.pipeline_status()
+    services.metrics.pipeline_up.set(pipeline is not None)
+    text = services.metrics.exposition("webhook") + (pipeline or b"")
+    return Response(text, media_type=CONTENT_TYPE_LATEST)

@@ -25,6 +25,7 @@ from app.metrics import Metrics
 from app.notifiers import build_notifiers
 from app.notifiers.slack import SlackBotNotifier
 from app.pipeline import Pipeline
+from app.pipeline_process import PipelineProcess
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
@@ -61,14 +62,42 @@ class Runtime:
     silencer: Silencer | None = None
     slack_actions: SlackActions | None = None
     telegram_poller: TelegramPoller | None = None
+    # `serve` with PIPELINE_PROCESS: the workers, lane and poller run there, not in this process.
+    pipeline_process: PipelineProcess | None = None
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def channels(self) -> dict[str, bool]:
         names = {n.name for n in self.dispatcher.notifiers}
         return {name: name in names for name in KNOWN_CHANNELS}
 
+    async def run_pipeline(self) -> None:
+        """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (the
+        service's default), else in this one."""
+        if self.settings.pipeline_process:
+            self.pipeline_process = PipelineProcess(self.settings)
+            await self.pipeline_process.start()
+        else:
+            self.start()
+
+    def wake(self) -> None:
+        """A notification was accepted: one worker, wherever they run, looks now."""
+        if self.pipeline_process is not None:
+            self.pipeline_process.wake()
+        else:
+            self.workers.wake()
+
+    async def pipeline_status(self) -> tuple[int, int, bytes | None]:
+        """Workers alive, WORKERS, and the pipeline's metrics: None when its process does not
+        answer (it died and a new one is starting)."""
+        if self.pipeline_process is None:
+            return self.workers.alive, self.workers.size, self.metrics.exposition("pipeline")
+        status = await self.pipeline_process.status()
+        if status is None:
+            return 0, self.settings.workers, None
+        return status.alive, status.size, status.metrics
+
     def start(self) -> None:
-        """The page workers and, with a model configured, the LLM lane."""
+        """The page workers and, with a model configured, the LLM lane, in this process."""
         self.workers.start()
         if self.lane is not None:
             self.lane.start()
@@ -76,6 +105,8 @@ class Runtime:
             self.telegram_poller.start()
 
     async def close(self) -> None:
+        if self.pipeline_process is not None:
+            await self.pipeline_process.stop()
         if self.telegram_poller is not None:
             await self.telegram_poller.stop()
         await self.workers.stop()

@@ -32,6 +32,7 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "llm_base_url": LLM_URL,
             "llm_concurrency": 2,
             "workers": 2,
+            "pipeline_process": False,  # in the test's process (a child runs in e2e tests)
             "_env_file": None,
         }
         values.update(overrides)

@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from app.store.group_commit import GroupCommit
+from app.store import group_commit
+from app.store.group_commit import GroupCommit, WriterLock
 
 
 def connector(path: Path) -> Callable[[], sqlite3.Connection]:
@@ -146,3 +148,69 @@ async def test_a_dying_thread_fails_its_callers_instead_of_leaving_them_waiting(
         await asyncio.wait_for(writer.call(exit_thread), 5)
     with pytest.raises(sqlite3.OperationalError, match="closed"):
         await asyncio.wait_for(writer.run(insert(1)), 5)
+
+
+# Processes sharing one file take turns through the writer lock
+
+
+async def test_a_write_waits_while_another_process_writes_and_goes_on_when_it_is_done(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.db"
+    writer = GroupCommit(connector(path), lock=WriterLock(f"{path}-writer"))
+    other = WriterLock(f"{path}-writer")  # another process's turn, taken from this test
+    with other.held():
+        write = asyncio.ensure_future(writer.run(insert(1)))
+        await asyncio.sleep(0.3)
+        assert not write.done(), "a write never runs during another's turn"
+    assert await asyncio.wait_for(write, 1) == 1
+    assert committed(path) == [1]
+    await writer.stop()
+
+
+def test_a_writer_that_just_had_its_turn_queues_behind_one_that_was_waiting(
+    tmp_path: Path,
+) -> None:
+    path = f"{tmp_path}/s.db-writer"
+    busy, waiting = WriterLock(path), WriterLock(path)
+    turns: list[str] = []
+    asked = threading.Event()
+
+    def wait_for_a_turn() -> None:
+        asked.set()
+        with waiting.held():
+            turns.append("waiting")
+
+    with busy.held():
+        thread = threading.Thread(target=wait_for_a_turn)
+        thread.start()
+        asked.wait(5)
+        time.sleep(0.2)  # the other writer is blocked on the lock now
+    with busy.held():  # released and taken again at once, as a busy pipeline does
+        turns.append("busy again")
+    thread.join(5)
+    assert turns == ["waiting", "busy again"]
+
+
+async def test_with_a_writer_lock_a_long_batch_commits_in_short_turns(tmp_path: Path) -> None:
+    def slow_insert(v: int) -> Callable[[sqlite3.Connection], int]:
+        def run(c: sqlite3.Connection) -> int:
+            time.sleep(group_commit.TURN_SECONDS / 2)
+            return insert(v)(c)
+
+        return run
+
+    for lock, turns in ((None, range(1, 2)), (WriterLock(f"{tmp_path}/a.db-writer"), range(5, 11))):
+        path = tmp_path / ("a.db" if lock else "b.db")
+        writer = GroupCommit(connector(path), lock=lock)
+        release, blocker = await hold_thread(writer)
+        writes = [asyncio.ensure_future(writer.run(slow_insert(v))) for v in range(10)]
+        await asyncio.sleep(0.05)
+        release.set()
+        await blocker
+        assert await asyncio.gather(*writes) == [1] * 10
+        assert committed(path) == list(range(10))
+        assert writer.batches in turns, (
+            "at most two slow jobs a turn with the lock; one batch without"
+        )
+        await writer.stop()

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 
 from app.config import Settings
+from app.metrics import Metrics
 from app.models import AlertmanagerPayload
 from app.routes import (
     BodyTooLargeError,
@@ -158,6 +159,31 @@ async def test_metrics_expose_webhook_outcomes(make_settings, running_app) -> No
     assert 'alert_enricher_webhooks_total{outcome="accepted"} 1.0' in text
     assert 'alert_enricher_webhooks_total{outcome="invalid"} 1.0' in text
     assert "alert_enricher_webhook_ack_seconds_bucket" in text
+
+
+async def test_metrics_show_every_family_once_with_the_pipeline_up(
+    make_settings, running_app
+) -> None:
+    _, client = await running_app(make_settings())
+    text = (await client.get("/metrics")).text
+    types = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(types) == len(set(types)), "no family twice"
+    families = {family.name for family in Metrics().registry.collect()}
+    assert families == {t.removesuffix("_total") for t in types if not t.endswith("_created")}
+    assert "alert_enricher_pipeline_up 1.0" in text
+
+
+def test_the_webhooks_and_the_pipelines_processes_each_show_their_own_families() -> None:
+    metrics = Metrics()
+    metrics.processed.labels(outcome="done").inc()
+    metrics.webhooks.labels(outcome="accepted").inc()
+    webhook = metrics.exposition("webhook").decode()
+    pipeline = metrics.exposition("pipeline").decode()
+    assert "alert_enricher_webhooks_total" in webhook and "webhooks_total" not in pipeline
+    assert "notifications_processed_total" in pipeline and "processed_total" not in webhook
+    assert sorted((webhook + pipeline).splitlines()) == sorted(
+        metrics.exposition().decode().splitlines()
+    )
 
 
 async def test_openapi_describes_the_webhook_body(make_settings, running_app) -> None:

@@ -31,7 +31,7 @@ from app.store.base import (
     ignore_answer,
     open_incident_from,
 )
-from app.store.group_commit import GroupCommit
+from app.store.group_commit import GroupCommit, WriterLock
 from app.store.sqlite_admin import SQLiteAdmin
 from app.store.sqlite_deliveries import SQLiteDeliveries
 from app.store.sqlite_diagnoses import SQLiteDiagnoses
@@ -72,7 +72,8 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory,
         self._boot = boot or boot_id()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
-        self._thread = GroupCommit(self._connect)
+        lock = WriterLock(f"{path}-writer") if path != ":memory:" else None
+        self._thread = GroupCommit(self._connect, lock=lock)
 
     @classmethod
     async def open(
@@ -298,7 +299,8 @@ class SQLiteStore(SQLiteDiagnoses, SQLiteDeliveries, SQLiteAdmin, SQLiteHistory,
     async def watch(
         self, wake: Callable[[], None], answered: Callable[[int], None] = ignore_answer
     ) -> None:
-        """Nothing to listen to: one process owns the file, and its webhook wakes its workers."""
+        """Nothing to listen to: the webhook wakes the workers itself (over the pipeline
+        process's pipe when they run there)."""
         await asyncio.Event().wait()
 
     async def close(self) -> None:

@@ -1,0 +1,309 @@
+"""The pipeline in a process of its own: `serve` answers webhooks in its process, and the workers,
+the LLM lane and the Telegram poller run in a child (`python -m app.pipeline_process`) at nice +10.
+
+In one process the webhook's answers waited behind the pipeline's Python (one interpreter lock,
+one event loop): at 200 posts/s with the backlog being processed, ack p50 was 56 ms. Apart, each
+has its own interpreter, and the webhook's process comes first for the CPU.
+
+Protocol, over two pipes of the child's own (its stdin, stdout and stderr stay the service's, so
+the console channel and the logs go where they always went):
+- service to child: the Settings (a 4-byte length, then a pickle), then one message at a time:
+  `w`, a notification was accepted (one worker looks now instead of at its next poll); `s` and a
+  4-byte sequence number, the status is asked for.
+- child to service: frames of a 4-byte length and JSON: {"ready": true} once the workers run,
+  then {"seq": n, "alive": workers alive, "size": WORKERS, "metrics": text exposition} per `s`.
+
+The child ends when its input closes (the service stopped, or died: nothing is left behind), or
+on SIGTERM; either way its workers hand their claims back as a stopping service does. If it dies,
+the service starts another (1 s, then up to 30 s apart) and `/health` says degraded meanwhile;
+what was accepted waits in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from app.child_process import child_env, module_command
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+NICENESS = 10
+HEADER = struct.Struct(">I")
+WAKE = b"w"
+STATUS = b"s"
+COMMAND = module_command("app.pipeline_process")
+START_SECONDS = 60.0  # building the runtime: the store's bound, prompts, runbooks
+STOP_SECONDS = 20.0  # the workers' grace (10 s) and closing the clients
+STATUS_SECONDS = 2.0
+RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_RUN_SECONDS = 60.0  # a child that ran this long starts the backoff over
+MAX_FRAME_BYTES = 16 * 2**20
+
+
+class PipelineStartError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    alive: int
+    size: int
+    metrics: bytes
+
+
+@dataclass
+class _Child:
+    process: asyncio.subprocess.Process
+    requests: asyncio.WriteTransport
+    reader: asyncio.Task[None]
+    ready: asyncio.Future[None]
+
+
+class PipelineProcess:
+    """The service's side: starts the child, wakes it, asks its status, starts a new one after
+    it died, and stops it."""
+
+    def __init__(self, settings: Settings, command: Sequence[str] = COMMAND) -> None:
+        self._settings = settings
+        self._command = list(command)
+        self._child: _Child | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._seq = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        child = self._child
+        return child.process.pid if child and child.process.returncode is None else None
+
+    async def start(self) -> None:
+        """The child started and its workers running; PipelineStartError if it could not."""
+        self._child = await self._spawn()
+        self._supervisor = asyncio.create_task(self._supervise(), name="pipeline-supervisor")
+
+    def wake(self) -> None:
+        child = self._child
+        if child is not None and not child.requests.is_closing():
+            child.requests.write(WAKE)
+
+    async def status(self, timeout: float = STATUS_SECONDS) -> PipelineStatus | None:  # noqa: ASYNC109
+        """The child's workers and metrics; None if it is not running or does not answer."""
+        child = self._child
+        if child is None or not child.ready.done() or child.requests.is_closing():
+            return None
+        seq = next(self._seq)
+        answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = answer
+        try:
+            child.requests.write(STATUS + HEADER.pack(seq))
+            body = await asyncio.wait_for(answer, timeout)
+            return PipelineStatus(
+                int(body["alive"]), int(body["size"]), str(body["metrics"]).encode()
+            )
+        except (TimeoutError, KeyError, ValueError, TypeError):
+            return None
+        finally:
+            self._waiting.pop(seq, None)
+
+    async def stop(self) -> None:
+        """Close the child's input (it hands its claims back and exits); kill it past 20 s."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        child, self._child = self._child, None
+        if child is not None:
+            await _end(child, STOP_SECONDS)
+
+    async def _spawn(self) -> _Child:
+        child_reads, to_child = os.pipe()
+        from_child, child_writes = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._command,
+                str(child_reads),
+                str(child_writes),
+                pass_fds=(child_reads, child_writes),
+                env=child_env(),
+            )
+        except BaseException:
+            for fd in (to_child, from_child):
+                os.close(fd)
+            raise
+        finally:
+            os.close(child_reads)
+            os.close(child_writes)
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=MAX_FRAME_BYTES)
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(from_child, "rb", 0)
+        )
+        requests, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(to_child, "wb", 0))
+        settings = pickle.dumps(self._settings)
+        requests.write(HEADER.pack(len(settings)) + settings)
+        ready: asyncio.Future[None] = loop.create_future()
+        child = _Child(process, requests, asyncio.create_task(self._read(reader, ready)), ready)
+        try:
+            await asyncio.wait_for(asyncio.shield(ready), START_SECONDS)
+        except (TimeoutError, PipelineStartError) as exc:
+            await _end(child, 1.0)
+            code = process.returncode
+            raise PipelineStartError(
+                f"the pipeline process did not start (exit code {code})"
+                if code is not None
+                else f"the pipeline process was not ready within {START_SECONDS:g}s"
+            ) from exc
+        log.info("pipeline process %d running at nice +%d", process.pid, NICENESS)
+        return child
+
+    async def _read(self, reader: asyncio.StreamReader, ready: asyncio.Future[None]) -> None:
+        """The child's frames, until its output closes."""
+        try:
+            while True:
+                (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if size > MAX_FRAME_BYTES:
+                    raise ValueError(f"a frame of {size} bytes")
+                body = json.loads(await reader.readexactly(size))
+                if body.get("ready") and not ready.done():
+                    ready.set_result(None)
+                waiting = self._waiting.get(body.get("seq", -1))
+                if waiting is not None and not waiting.done():
+                    waiting.set_result(body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except (ValueError, AttributeError) as exc:
+            log.error("the pipeline process answered out of protocol: %s", exc)
+        finally:
+            if not ready.done():
+                ready.set_exception(PipelineStartError("the pipeline process ended"))
+                ready.exception()  # retrieved: a start that timed out first never looks
+
+    async def _supervise(self) -> None:
+        """A new child after one died, sooner after a long run than after a quick failure."""
+        failures = 0
+        while not self._stopping:
+            child = self._child
+            assert child is not None
+            started = time.monotonic()
+            code = await child.process.wait()
+            await _end(child, 1.0)
+            self._child = None
+            if self._stopping:
+                return
+            failures = 1 if time.monotonic() - started > HEALTHY_RUN_SECONDS else failures + 1
+            delay = _backoff(failures)
+            log.error("the pipeline process exited (code %s); a new one starts in %gs", code, delay)
+            await asyncio.sleep(delay)
+            while self._child is None and not self._stopping:
+                try:
+                    self._child = await self._spawn()
+                    self.restarts += 1
+                except (PipelineStartError, OSError) as exc:
+                    failures += 1
+                    delay = _backoff(failures)
+                    log.error("%s; trying again in %gs", exc, delay)
+                    await asyncio.sleep(delay)
+
+
+def _backoff(failures: int) -> float:
+    """1 s after the first failure in a row, then 2, 5, 10 and 30 s."""
+    return RESTART_SECONDS[min(failures, len(RESTART_SECONDS)) - 1]
+
+
+async def _end(child: _Child, timeout: float) -> None:  # noqa: ASYNC109
+    """Close the child's input and wait for it; kill it if it outlives `timeout`."""
+    child.requests.close()
+    try:
+        await asyncio.wait_for(child.process.wait(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            child.process.kill()
+        await child.process.wait()
+    child.reader.cancel()
+    await asyncio.gather(child.reader, return_exceptions=True)
+
+
+# The child
+
+
+async def run(requests_fd: int, answers_fd: int) -> None:
+    """Build the runtime from the service's Settings, run the workers, answer until input ends."""
+    from app.logs import configure_logging  # noqa: PLC0415 - the child's own imports
+    from app.runtime import build_runtime  # noqa: PLC0415
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=MAX_FRAME_BYTES)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(requests_fd, "rb", 0)
+    )
+    answers, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(answers_fd, "wb", 0))
+
+    def send(body: dict[str, Any]) -> None:
+        encoded = json.dumps(body).encode()
+        answers.write(HEADER.pack(len(encoded)) + encoded)
+
+    try:
+        (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+        settings = pickle.loads(await reader.readexactly(size))  # noqa: S301 - from our parent
+    except asyncio.IncompleteReadError:
+        return  # the service went away before it said anything
+    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    # This process is where the pipeline runs: the runtime's own, not another process's.
+    runtime = await build_runtime(settings.model_copy(update={"pipeline_process": False}))
+    stopping = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    try:
+        runtime.start()
+        send({"ready": True})
+        serving = asyncio.create_task(_serve(reader, runtime, send))
+        stopped = asyncio.create_task(stopping.wait())
+        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (serving, stopped):
+            task.cancel()
+    finally:
+        await runtime.close()
+        answers.close()
+
+
+async def _serve(reader: asyncio.StreamReader, runtime: Any, send: Any) -> None:
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            kind = await reader.readexactly(1)
+            if kind == WAKE:
+                runtime.workers.wake()
+            elif kind == STATUS:
+                (seq,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+                metrics = runtime.metrics.exposition("pipeline").decode()
+                workers = runtime.workers
+                send({"seq": seq, "alive": workers.alive, "size": workers.size, "metrics": metrics})
+            else:
+                log.error("unknown message %r from the service; ending", kind)
+                return
+
+
+def main() -> None:
+    """The pipeline process: below the webhook's priority; Ctrl-C in the terminal reaches the
+    whole process group, but stopping is the service's to decide (it closes our input)."""
+    os.nice(NICENESS)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(run(int(sys.argv[1]), int(sys.argv[2])))
+
+
+if __name__ == "__main__":
+    main()

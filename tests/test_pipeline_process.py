@@ -1,0 +1,153 @@
+"""The pipeline's process (app/pipeline_process.py), driven by the service's side: started with the
+service's settings, woken per accepted notification, asked for its status, started again after it
+died, and stopped by closing its input. The child here is a stand-in speaking the same protocol;
+tests/e2e/test_e2e_pipeline_process.py runs the real one under `serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from app import pipeline_process
+from app.config import Settings
+from app.pipeline_process import PipelineProcess, PipelineStartError, PipelineStatus
+
+# Notes in `log` the settings' WORKERS and every wake; answers a status with 3 of 4 workers alive.
+# With a mode of "exit" it ends before it is ready; with "mute" it never answers a status.
+STAND_IN = textwrap.dedent(
+    """
+    import json, os, pickle, struct, sys
+    log, mode, requests, answers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    header = struct.Struct(">I")
+    def read(n):
+        data = b""
+        while len(data) < n:
+            chunk = os.read(requests, n - len(data))
+            if not chunk:
+                sys.exit(0)
+            data += chunk
+        return data
+    def send(body):
+        out = json.dumps(body).encode()
+        os.write(answers, header.pack(len(out)) + out)
+    settings = pickle.loads(read(header.unpack(read(4))[0]))
+    with open(log, "a") as f:
+        f.write(f"workers={settings.workers}\\n")
+    if mode == "exit":
+        sys.exit(3)
+    send({"ready": True})
+    while True:
+        kind = read(1)
+        if kind == b"w":
+            with open(log, "a") as f:
+                f.write("wake\\n")
+        elif kind == b"s":
+            (seq,) = header.unpack(read(4))
+            if mode != "mute":
+                send({"seq": seq, "alive": 3, "size": 4, "metrics": "x 1\\n"})
+    """
+)
+
+
+def lines(log: Path) -> list[str]:
+    return log.read_text().split() if log.exists() else []
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def pipeline(
+    tmp_path: Path, make_settings: Callable[..., Settings]
+) -> AsyncIterator[Callable[..., PipelineProcess]]:
+    made: list[PipelineProcess] = []
+
+    def make(mode: str = "serve") -> PipelineProcess:
+        command = [sys.executable, "-c", STAND_IN, str(tmp_path / "child.log"), mode]
+        made.append(PipelineProcess(make_settings(workers=7), command))
+        return made[-1]
+
+    yield make
+    for process in made:
+        await process.stop()
+
+
+async def test_the_child_gets_the_services_settings_and_one_wake_per_notification(
+    pipeline: Callable[..., PipelineProcess], tmp_path: Path
+) -> None:
+    process = pipeline()
+    await process.start()
+    for _ in range(3):
+        process.wake()
+    log = tmp_path / "child.log"
+    await until(lambda: lines(log).count("wake") == 3)
+    assert lines(log)[0] == "workers=7"
+
+
+async def test_the_status_is_the_childs_workers_and_metrics(
+    pipeline: Callable[..., PipelineProcess],
+) -> None:
+    process = pipeline()
+    await process.start()
+    statuses = await asyncio.gather(*(process.status() for _ in range(3)))
+    assert statuses == [PipelineStatus(alive=3, size=4, metrics=b"x 1\n")] * 3
+
+
+async def test_a_child_that_does_not_answer_has_no_status(
+    pipeline: Callable[..., PipelineProcess],
+) -> None:
+    process = pipeline("mute")
+    await process.start()
+    began = time.monotonic()
+    assert await process.status(timeout=0.3) is None
+    assert time.monotonic() - began < 1
+
+
+async def test_a_child_that_died_is_replaced_and_the_new_one_answers(
+    pipeline: Callable[..., PipelineProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_process, "RESTART_SECONDS", (0.05,))
+    process = pipeline()
+    await process.start()
+    first = process.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await until(lambda: process.pid not in (None, first))
+    assert process.restarts == 1
+    assert await process.status() == PipelineStatus(3, 4, b"x 1\n")
+
+
+async def test_stopping_closes_the_childs_input_and_it_exits(
+    pipeline: Callable[..., PipelineProcess],
+) -> None:
+    process = pipeline()
+    await process.start()
+    pid = process.pid
+    assert pid is not None
+    began = time.monotonic()
+    await process.stop()
+    assert time.monotonic() - began < 2, "it exits at once, not when killed"
+    assert process.pid is None and await process.status() is None
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # exited and reaped
+    process.wake()  # after stop: nothing to wake, and no error
+
+
+async def test_a_child_that_ends_before_it_is_ready_fails_the_start(
+    pipeline: Callable[..., PipelineProcess], tmp_path: Path
+) -> None:
+    with pytest.raises(PipelineStartError, match=r"did not start \(exit code 3\)"):
+        await pipeline("exit").start()
+    assert lines(tmp_path / "child.log") == ["workers=7"]
