@@ -103,7 +103,7 @@ def figures(backend: str, bench: Bench, token_unit: str) -> list[Figure]:
         Figure("mixed_unpaged", "  mixed storm groups not paged", 0, exactly(0)),
         Figure("tokens_1", f"prompt, 1 alert ({token_unit})", 0, at_most(1500)),
         Figure("tokens_100", f"prompt, 100-alert group ({token_unit})", 0, at_most(6000)),
-        Figure("rss_storm", "peak RSS after the storm (MiB)", 0, at_most(150)),
+        Figure("rss_storm", "peak RSS after the storm, webhook + pipeline (MiB)", 0, at_most(150)),
         Figure("rss_ack", f"  peak RSS after the ack phase at {rate} (MiB)", 0),
     ]
 

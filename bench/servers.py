@@ -6,6 +6,7 @@ from tests/pgserver.py, for each service process).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -56,6 +57,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def vm_hwm_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
 def inherited_env() -> dict[str, str]:
     """The bench's environment without anything the service would read as a setting."""
     return {k: v for k, v in os.environ.items() if not k.upper().startswith(SETTING_PREFIXES)}
@@ -75,11 +83,18 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def peak_rss_mib(self) -> float:
-        """VmHWM of the process: the most resident memory it has had, in MiB."""
-        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError("no VmHWM in /proc/PID/status")
+        """VmHWM, the most resident memory each has had, in MiB: of the process and of its
+        pipeline process, summed (not the chart renderer: a process at nice +10, drawing only)."""
+        return sum(vm_hwm_mib(pid) for pid in (self.process.pid, *self.pipeline_pids()))
+
+    def pipeline_pids(self) -> list[int]:
+        pids = []
+        for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
+            for pid in map(int, children.read_text().split()):
+                with contextlib.suppress(OSError):
+                    if b"app.pipeline_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                        pids.append(pid)
+        return pids
 
     def log_tail(self, chars: int = 2000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""

@@ -20,7 +20,7 @@ programs are installed):
      page (and the warnings'), stopped once every group is paged;
   g. prompt tokens of the real prompts the service sends for 1 alert and a 100-alert group,
      counted with cl100k_base (bpe-openai, offline), else estimated as characters / 4;
-  h. peak RSS (VmHWM) of the server after the storm.
+  h. peak RSS (VmHWM) of the server after the storm: its process and its pipeline process, summed.
 Then one table per backend: each figure's median and spread over the runs, against its target.
 
 Fakes (bench/fakes.py) run in a process of their own. `--app-dir` runs the service from another
