@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.cost import Price, parse_prices
 from app.routing import parse_matchers
-from app.store.urls import check_store_url, url_secrets
+from app.store.urls import backend_name, check_store_url, url_secrets
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -96,8 +96,9 @@ class Settings(BaseSettings):
     workers: int = Field(32, ge=1, le=1024)
     # `serve` runs the workers, the LLM lane and the Telegram poller in a process of their own
     # at a lower CPU priority (app/pipeline_process.py), so the webhook's answers never wait
-    # behind a pipeline's Python; false runs them in the webhook's process.
-    pipeline_process: bool = True
+    # behind the pipeline's Python; false runs them in the webhook's process. `auto`: apart on
+    # SQLite, together on PostgreSQL (measured: README, "Performance").
+    pipeline_process: bool | Literal["auto"] = "auto"
     max_processing_attempts: int = Field(8, ge=1)
     retention_hours: float = Field(168, gt=0)
 
@@ -326,6 +327,14 @@ class Settings(BaseSettings):
     @property
     def llm_enabled(self) -> bool:
         return self.llm_api_key is not None
+
+    @property
+    def pipeline_apart(self) -> bool:
+        """PIPELINE_PROCESS, with `auto` decided by the store: on PostgreSQL the benchmark's
+        tail and storms were slower apart (its server shares the CPU), on SQLite much faster."""
+        if self.pipeline_process == "auto":
+            return backend_name(self.store_url) == "sqlite"
+        return self.pipeline_process
 
     @property
     def slack_bot_enabled(self) -> bool:

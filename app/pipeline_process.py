@@ -16,7 +16,8 @@ the console channel and the logs go where they always went):
 The child ends when its input closes (the service stopped, or died: nothing is left behind), or
 on SIGTERM; either way its workers hand their claims back as a stopping service does. If it dies,
 the service starts another (1 s, then up to 30 s apart) and `/health` says degraded meanwhile;
-what was accepted waits in the store.
+what was accepted waits in the store. One that answers no status for a minute (its event loop is
+stuck) is killed, and so replaced.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import contextlib
 import itertools
 import json
 import logging
+import math
 import os
 import pickle
 import signal
@@ -51,6 +53,8 @@ STOP_SECONDS = 20.0  # the workers' grace (10 s) and closing the clients
 STATUS_SECONDS = 2.0
 RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 HEALTHY_RUN_SECONDS = 60.0  # a child that ran this long starts the backoff over
+PING_SECONDS = 10.0  # the supervisor asks the child's status this often
+WATCHDOG_SECONDS = 60.0  # and kills one that answered nothing for this long
 MAX_FRAME_BYTES = 16 * 2**20
 
 
@@ -201,7 +205,7 @@ class PipelineProcess:
             child = self._child
             assert child is not None
             started = time.monotonic()
-            code = await child.process.wait()
+            code = await self._watched(child)
             await _end(child, 1.0)
             self._child = None
             if self._stopping:
@@ -219,6 +223,28 @@ class PipelineProcess:
                     delay = _backoff(failures)
                     log.error("%s; trying again in %gs", exc, delay)
                     await asyncio.sleep(delay)
+
+    async def _watched(self, child: _Child) -> int | None:
+        """The child's exit code, once it exits. One that answers no status for
+        WATCHDOG_SECONDS has a stuck event loop (nothing would page): it is killed."""
+        exited = asyncio.ensure_future(child.process.wait())
+        answered = time.monotonic()
+        try:
+            while not (await asyncio.wait({exited}, timeout=PING_SECONDS))[0]:
+                if await self.status(timeout=PING_SECONDS) is not None:
+                    answered = time.monotonic()
+                elif time.monotonic() - answered > WATCHDOG_SECONDS:
+                    log.error(
+                        "the pipeline process %d has answered nothing for %gs: killing it",
+                        child.process.pid,
+                        WATCHDOG_SECONDS,
+                    )
+                    with contextlib.suppress(ProcessLookupError):
+                        child.process.kill()
+                    answered = math.inf  # once
+            return exited.result()
+        finally:
+            exited.cancel()
 
 
 def _backoff(failures: int) -> float:

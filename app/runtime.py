@@ -71,9 +71,9 @@ class Runtime:
         return {name: name in names for name in KNOWN_CHANNELS}
 
     async def run_pipeline(self) -> None:
-        """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (the
-        service's default), else in this one."""
-        if self.settings.pipeline_process:
+        """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (by
+        default on SQLite), else in this one."""
+        if self.settings.pipeline_apart:
             self.pipeline_process = PipelineProcess(self.settings)
             await self.pipeline_process.start()
         else:

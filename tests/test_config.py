@@ -59,3 +59,22 @@ def test_prometheus_header_values_are_scrubbed_like_secrets() -> None:
     assert s.prometheus_header_map == {"X-Scope-OrgID": "tenant-1", "X-Api-Key": "fake-header-key"}
     assert {"fake-prom-pass", "fake-header-key"} <= set(s.secret_values())
     assert "fake-header-key" not in repr(s)
+
+
+def test_the_pipeline_runs_apart_on_sqlite_and_together_on_postgresql_unless_told() -> None:
+    sqlite, postgres = "sqlite:///data/enricher.db", "postgresql://u:fake-password@db/enricher"
+    decided = {
+        (setting, url): Settings(
+            _env_file=None, store_url=url, pipeline_process=setting
+        ).pipeline_apart
+        for setting in ("auto", "true", "false")
+        for url in (sqlite, postgres)
+    }
+    assert decided == {
+        ("auto", sqlite): True,
+        ("auto", postgres): False,
+        ("true", sqlite): True,
+        ("true", postgres): True,
+        ("false", sqlite): False,
+        ("false", postgres): False,
+    }

@@ -151,3 +151,19 @@ async def test_a_child_that_ends_before_it_is_ready_fails_the_start(
     with pytest.raises(PipelineStartError, match=r"did not start \(exit code 3\)"):
         await pipeline("exit").start()
     assert lines(tmp_path / "child.log") == ["workers=7"]
+
+
+async def test_a_child_that_answers_nothing_for_a_while_is_killed_and_replaced(
+    pipeline: Callable[..., PipelineProcess],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    for name, seconds in (("PING_SECONDS", 0.05), ("WATCHDOG_SECONDS", 0.3)):
+        monkeypatch.setattr(pipeline_process, name, seconds)
+    monkeypatch.setattr(pipeline_process, "RESTART_SECONDS", (0.05,))
+    process = pipeline("mute")  # alive, but its loop never answers: as if stuck
+    await process.start()
+    first = process.pid
+    await until(lambda: process.restarts >= 1)
+    assert process.pid != first
+    assert f"the pipeline process {first} has answered nothing for 0.3s: killing it" in caplog.text
