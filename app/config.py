@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app.cost import Price, parse_prices
 from app.routing import parse_matchers
-from app.store.urls import backend_name, check_store_url, url_secrets
+from app.store.urls import backend_name, check_store_url, sqlite_path, url_secrets
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 
@@ -332,6 +332,8 @@ class Settings(BaseSettings):
     def pipeline_apart(self) -> bool:
         """PIPELINE_PROCESS, with `auto` decided by the store: on PostgreSQL the benchmark's
         tail and storms were slower apart (its server shares the CPU), on SQLite much faster."""
+        if backend_name(self.store_url) == "sqlite" and sqlite_path(self.store_url) == ":memory:":
+            return False  # a process of its own would have a database of its own
         if self.pipeline_process == "auto":
             return backend_name(self.store_url) == "sqlite"
         return self.pipeline_process

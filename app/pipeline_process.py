@@ -13,11 +13,11 @@ the console channel and the logs go where they always went):
 - child to service: frames of a 4-byte length and JSON: {"ready": true} once the workers run,
   then {"seq": n, "alive": workers alive, "size": WORKERS, "metrics": text exposition} per `s`.
 
-The child ends when its input closes (the service stopped, or died: nothing is left behind), or
-on SIGTERM; either way its workers hand their claims back as a stopping service does. If it dies,
+The child ends when its input closes (the service stopped, or died: nothing is left behind); its
+workers hand their claims back as a stopping service does. If it dies,
 the service starts another (1 s, then up to 30 s apart) and `/health` says degraded meanwhile;
-what was accepted waits in the store. One that answers no status for a minute (its event loop is
-stuck) is killed, and so replaced.
+what was accepted waits in the store. One that answers no status for a minute or so (its event
+loop is stuck; asked every 10 s, each ask waiting 10 s) is killed, and so replaced.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ HEALTHY_RUN_SECONDS = 60.0  # a child that ran this long starts the backoff over
 PING_SECONDS = 10.0  # the supervisor asks the child's status this often
 WATCHDOG_SECONDS = 60.0  # and kills one that answered nothing for this long
 MAX_FRAME_BYTES = 16 * 2**20
+MAX_WAKES_BUFFERED = 4096
 
 
 class PipelineStartError(RuntimeError):
@@ -100,10 +101,14 @@ class PipelineProcess:
         """The child started and its workers running; PipelineStartError if it could not."""
         self._child = await self._spawn()
         self._supervisor = asyncio.create_task(self._supervise(), name="pipeline-supervisor")
+        self._supervisor.add_done_callback(_log_failure)
 
     def wake(self) -> None:
         child = self._child
-        if child is not None and not child.requests.is_closing():
+        if child is None or child.requests.is_closing():
+            return
+        # A child not reading has had plenty: its workers also look every second on their own.
+        if child.requests.get_write_buffer_size() < MAX_WAKES_BUFFERED:
             child.requests.write(WAKE)
 
     async def status(self, timeout: float = STATUS_SECONDS) -> PipelineStatus | None:  # noqa: ASYNC109
@@ -173,6 +178,9 @@ class PipelineProcess:
                 if code is not None
                 else f"the pipeline process was not ready within {START_SECONDS:g}s"
             ) from exc
+        except BaseException:  # cancelled: the service stops while this one starts
+            await _end(child, 1.0)
+            raise
         log.info("pipeline process %d running at nice +%d", process.pid, NICENESS)
         return child
 
@@ -197,6 +205,9 @@ class PipelineProcess:
             if not ready.done():
                 ready.set_exception(PipelineStartError("the pipeline process ended"))
                 ready.exception()  # retrieved: a start that timed out first never looks
+            for waiting in self._waiting.values():  # no answer is coming: none, at once
+                if not waiting.done():
+                    waiting.set_result({})
 
     async def _supervise(self) -> None:
         """A new child after one died, sooner after a long run than after a quick failure."""
@@ -247,6 +258,11 @@ class PipelineProcess:
             exited.cancel()
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.critical("the pipeline's supervisor stopped", exc_info=task.exception())
+
+
 def _backoff(failures: int) -> float:
     """1 s after the first failure in a row, then 2, 5, 10 and 30 s."""
     return RESTART_SECONDS[min(failures, len(RESTART_SECONDS)) - 1]
@@ -292,22 +308,25 @@ async def run(requests_fd: int, answers_fd: int) -> None:
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
     # This process is where the pipeline runs: the runtime's own, not another process's.
     runtime = await build_runtime(settings.model_copy(update={"pipeline_process": False}))
-    stopping = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stopping.set)
     try:
         runtime.start()
         send({"ready": True})
-        serving = asyncio.create_task(_serve(reader, runtime, send))
-        stopped = asyncio.create_task(stopping.wait())
-        await asyncio.wait({serving, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (serving, stopped):
-            task.cancel()
+        await _serve(reader, runtime, send)
     finally:
         await runtime.close()
         answers.close()
 
 
 async def _serve(reader: asyncio.StreamReader, runtime: Any, send: Any) -> None:
+    answering: set[asyncio.Task[None]] = set()
+
+    async def answer(seq: int) -> None:
+        workers = runtime.workers
+        # Workers whose store fails claim nothing: not alive, as far as pages go.
+        alive = workers.alive if await _store_ok(runtime) else 0
+        metrics = runtime.metrics.exposition("pipeline").decode()
+        send({"seq": seq, "alive": alive, "size": workers.size, "metrics": metrics})
+
     with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
         while True:
             kind = await reader.readexactly(1)
@@ -315,19 +334,32 @@ async def _serve(reader: asyncio.StreamReader, runtime: Any, send: Any) -> None:
                 runtime.workers.wake()
             elif kind == STATUS:
                 (seq,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-                metrics = runtime.metrics.exposition("pipeline").decode()
-                workers = runtime.workers
-                send({"seq": seq, "alive": workers.alive, "size": workers.size, "metrics": metrics})
+                task = asyncio.create_task(answer(seq))  # wakes are read meanwhile
+                answering.add(task)
+                task.add_done_callback(answering.discard)
             else:
                 log.error("unknown message %r from the service; ending", kind)
                 return
 
 
+async def _store_ok(runtime: Any) -> bool:
+    from app.store.base import StoreError  # noqa: PLC0415 - the child's own imports
+
+    try:
+        await runtime.store.ping()
+    except StoreError:
+        return False
+    return True
+
+
 def main() -> None:
-    """The pipeline process: below the webhook's priority; Ctrl-C in the terminal reaches the
-    whole process group, but stopping is the service's to decide (it closes our input)."""
+    """The pipeline process: below the webhook's priority. Ctrl-C in the terminal and a SIGTERM
+    to the process group (systemd, `docker stop` of a shell-less image) reach it too, but
+    stopping is the service's to decide: it closes our input once its own shutdown begins, and a
+    child that ended on its own before that would be replaced meanwhile."""
     os.nice(NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     asyncio.run(run(int(sys.argv[1]), int(sys.argv[2])))
 
 

@@ -78,3 +78,9 @@ def test_the_pipeline_runs_apart_on_sqlite_and_together_on_postgresql_unless_tol
         ("false", sqlite): False,
         ("false", postgres): False,
     }
+
+
+def test_an_in_memory_store_keeps_the_pipeline_in_the_webhooks_process() -> None:
+    for setting in ("auto", "true"):
+        memory = Settings(_env_file=None, store_url="sqlite:///:memory:", pipeline_process=setting)
+        assert not memory.pipeline_apart, "a child would have a database of its own"

@@ -4,6 +4,7 @@ durable when it is not."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import sqlite3
 import threading
 import time
@@ -214,3 +215,19 @@ async def test_with_a_writer_lock_a_long_batch_commits_in_short_turns(tmp_path: 
             "at most two slow jobs a turn with the lock; one batch without"
         )
         await writer.stop()
+
+
+async def test_a_file_system_without_flock_writes_without_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(group_commit.fcntl, "flock", no_locks)
+    path = tmp_path / "s.db"
+    writer = GroupCommit(connector(path), lock=WriterLock(f"{path}-writer"))
+    assert await writer.run(insert(1)) == 1
+    assert await writer.run(insert(2)) == 1, "the thread goes on"
+    assert committed(path) == [1, 2]
+    assert caplog.text.count("no writer lock") == 1
+    await writer.stop()

@@ -21,7 +21,8 @@ from app.config import Settings
 from app.pipeline_process import PipelineProcess, PipelineStartError, PipelineStatus
 
 # Notes in `log` the settings' WORKERS and every wake; answers a status with 3 of 4 workers alive.
-# With a mode of "exit" it ends before it is ready; with "mute" it never answers a status.
+# Modes: "exit" ends before it is ready, "slow" is never ready (and notes its pid), "mute" never
+# answers a status, "crash" exits when asked one.
 STAND_IN = textwrap.dedent(
     """
     import json, os, pickle, struct, sys
@@ -43,6 +44,10 @@ STAND_IN = textwrap.dedent(
         f.write(f"workers={settings.workers}\\n")
     if mode == "exit":
         sys.exit(3)
+    if mode == "slow":
+        with open(log, "a") as f:
+            f.write(f"pid={os.getpid()}\\n")
+        read(1)
     send({"ready": True})
     while True:
         kind = read(1)
@@ -51,6 +56,8 @@ STAND_IN = textwrap.dedent(
                 f.write("wake\\n")
         elif kind == b"s":
             (seq,) = header.unpack(read(4))
+            if mode == "crash":
+                sys.exit(5)
             if mode != "mute":
                 send({"seq": seq, "alive": 3, "size": 4, "metrics": "x 1\\n"})
     """
@@ -167,3 +174,29 @@ async def test_a_child_that_answers_nothing_for_a_while_is_killed_and_replaced(
     await until(lambda: process.restarts >= 1)
     assert process.pid != first
     assert f"the pipeline process {first} has answered nothing for 0.3s: killing it" in caplog.text
+
+
+async def test_a_child_that_ends_while_asked_for_its_status_answers_none_at_once(
+    pipeline: Callable[..., PipelineProcess], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pipeline_process, "RESTART_SECONDS", (30.0,))
+    process = pipeline("crash")
+    await process.start()
+    began = time.monotonic()
+    assert await process.status(timeout=5) is None
+    assert time.monotonic() - began < 2, "not at the end of its timeout"
+
+
+async def test_a_child_still_starting_when_the_service_stops_is_ended_too(
+    pipeline: Callable[..., PipelineProcess], tmp_path: Path
+) -> None:
+    process = pipeline("slow")
+    starting = asyncio.create_task(process.start())
+    log = tmp_path / "child.log"
+    await until(lambda: any(line.startswith("pid=") for line in lines(log)))
+    pid = int(next(line for line in lines(log) if line.startswith("pid="))[4:])
+    starting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await starting
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # ended and reaped, not left running

@@ -11,9 +11,11 @@ and the workers' writes share the disk. Durability per call is unchanged:
   kept: the webhook answers 503 and Alertmanager sends the notification again.
 
 Several processes on one file (the webhook's and the pipeline's) take turns through lock files
-beside it (`WriterLock`): a transaction runs holding one, for at most TURN_SECONDS of jobs. SQLite
+beside it (`WriterLock`): a transaction runs holding one. SQLite
 alone would make the second writer retry after sleeping 1, 2, 5 ... 100 ms (its busy handler); in
 the benchmark that put 260 ms into the webhook's p99. A waiter is woken as the lock is released.
+A transaction takes no more jobs once TURN_SECONDS have passed (it still ends with the job under
+way and its COMMIT).
 
 Jobs of one caller run in the order they were submitted; a job submitted while a batch commits
 waits for the next batch (a few hundred microseconds at most on an idle disk). A job whose caller
@@ -75,11 +77,16 @@ class WriterLock:
             yield
             return
         queue_fd, lock_fd = fds
-        fcntl.flock(queue_fd, fcntl.LOCK_EX)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-        finally:
-            fcntl.flock(queue_fd, fcntl.LOCK_UN)
+            fcntl.flock(queue_fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(queue_fd, fcntl.LOCK_UN)
+        except OSError as exc:  # a file system without flock (some network mounts)
+            self._warn(exc)
+            yield
+            return
         try:
             yield
         finally:
@@ -101,10 +108,13 @@ class WriterLock:
             except OSError as exc:
                 for fd in opened:
                     os.close(fd)
-                if not self._warned:
-                    self._warned = True
-                    log.warning("no writer lock at %s: %s", self._paths[1], exc.strerror or exc)
+                self._warn(exc)
         return self._fds
+
+    def _warn(self, exc: OSError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("no writer lock at %s: %s", self._paths[1], exc.strerror or exc)
 
 
 class GroupCommit:
@@ -162,9 +172,19 @@ class GroupCommit:
             except BaseException as exc:  # never leave a caller waiting on a dead thread
                 log.critical("the store's thread stopped: %s: %s", type(exc).__name__, exc)
                 self._stopped = True
+                self._release_file()
                 self._settle([(job.future, None, exc) for job in jobs])
                 self._fail_queued(exc)
                 return
+        if self._lock is not None:
+            self._lock.close()
+
+    def _release_file(self) -> None:
+        """A dying thread leaves no transaction open: another process would wait on it."""
+        with contextlib.suppress(Exception):
+            conn = self._connect()
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
         if self._lock is not None:
             self._lock.close()
 
