@@ -3,13 +3,14 @@
 Drawing holds the Python interpreter for 70-500 ms a chart; on the service's thread, or on a thread
 of its process, it stalled the webhook and the pages. So the service starts one renderer with its
 first chart (`RendererProcess`) and sends it charts one at a time over a pipe: a request is a pickled
-`ChartData`, an answer a pickled ("ok", png) or ("error", reason), each after a 4-byte length. The
-renderer runs at nice +10, so in a storm it only gets the CPU the pages and diagnoses leave.
+`ChartData`, an answer a pickled ("ok", png) or ("error", reason), each a frame (app/child_process.py:
+a 4-byte length, then the bytes). The renderer runs at nice +10, so in a storm it only gets the CPU
+the pages and diagnoses leave.
 
 Not `multiprocessing`: its spawned children import the parent's main script again, which for a
 console script or a test runner is whole programs (under mutmut it failed outright). This child
-imports `app.charts` and nothing else of the service. It ends when its stdin closes: when the
-service stops, or dies.
+imports `app.charts` and `app.child_process`, nothing else of the service. It ends when its stdin
+closes: when the service stops, or dies.
 """
 
 from __future__ import annotations
@@ -19,16 +20,14 @@ import contextlib
 import os
 import pickle
 import signal
-import struct
 import sys
 from collections.abc import Sequence
 from typing import BinaryIO
 
 from app.charts import ChartData, ChartError, render
-from app.child_process import child_env, module_command
+from app.child_process import HEADER, child_env, frame, module_command, read_frame
 
 NICENESS = 10
-HEADER = struct.Struct(">I")
 MAX_ANSWER_BYTES = 4 * 2**20  # a PNG is at most 300 kB (app/charts.py); anything larger is a fault
 COMMAND = module_command("app.chart_process")
 
@@ -43,7 +42,7 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
         except ChartError as exc:
             answer = ("error", str(exc))
         encoded = pickle.dumps(answer)
-        answers.write(HEADER.pack(len(encoded)) + encoded)
+        answers.write(frame(encoded))
         answers.flush()
 
 
@@ -122,12 +121,10 @@ class RendererProcess:
         process = await self._started()
         assert process.stdin is not None and process.stdout is not None
         try:
-            process.stdin.write(HEADER.pack(len(request)) + request)
+            process.stdin.write(frame(request))
             await process.stdin.drain()
-            (size,) = HEADER.unpack(await process.stdout.readexactly(HEADER.size))
-            if size > MAX_ANSWER_BYTES:
-                raise ValueError(f"{size} bytes")
-            kind, value = pickle.loads(await process.stdout.readexactly(size))  # noqa: S301
+            answer = await read_frame(process.stdout, MAX_ANSWER_BYTES)
+            kind, value = pickle.loads(answer)  # noqa: S301 - from the renderer we started
         except (asyncio.IncompleteReadError, ConnectionError) as exc:
             await self.stop()
             raise ChartError("chart renderer process died") from exc

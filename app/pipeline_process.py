@@ -1,5 +1,5 @@
 """The pipeline in a process of its own: `serve` answers webhooks in its process, and the workers,
-the LLM lane and the Telegram poller run in a child (`python -m app.pipeline_process`) at nice +10.
+the LLM lane and the Telegram poller run in a child (`python -m app.pipeline_child`) at nice +10.
 
 In one process the webhook's answers waited behind the pipeline's Python (one interpreter lock,
 one event loop): at 200 posts/s with the backlog being processed, ack p50 was 56 ms. Apart, each
@@ -7,10 +7,11 @@ has its own interpreter, and the webhook's process comes first for the CPU.
 
 Protocol, over two pipes of the child's own (its stdin, stdout and stderr stay the service's, so
 the console channel and the logs go where they always went):
-- service to child: the Settings (a 4-byte length, then a pickle), then one message at a time:
+- service to child: the Settings (a frame, app/child_process.py, of a pickle), then one message
+  at a time:
   `w`, a notification was accepted (one worker looks now instead of at its next poll); `s` and a
   4-byte sequence number, the status is asked for.
-- child to service: frames of a 4-byte length and JSON: {"ready": true} once the workers run,
+- child to service: frames of JSON: {"ready": true} once the workers run,
   then {"seq": n, "alive": workers alive, "size": WORKERS, "metrics": text exposition} per `s`.
 
 The child ends when its input closes (the service stopped, or died: nothing is left behind); its
@@ -30,24 +31,20 @@ import logging
 import math
 import os
 import pickle
-import signal
-import struct
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from app.child_process import child_env, module_command
+from app.child_process import HEADER, child_env, frame, module_command, pipe_streams, read_frame
 from app.config import Settings
 
 log = logging.getLogger(__name__)
 
 NICENESS = 10
-HEADER = struct.Struct(">I")
 WAKE = b"w"
 STATUS = b"s"
-COMMAND = module_command("app.pipeline_process")
+COMMAND = module_command("app.pipeline_child")
 START_SECONDS = 60.0  # building the runtime: the store's bound, prompts, runbooks
 STOP_SECONDS = 20.0  # the workers' grace (10 s) and closing the clients
 STATUS_SECONDS = 2.0
@@ -158,15 +155,9 @@ class PipelineProcess:
         finally:
             os.close(child_reads)
             os.close(child_writes)
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=MAX_FRAME_BYTES)
-        await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(from_child, "rb", 0)
-        )
-        requests, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(to_child, "wb", 0))
-        settings = pickle.dumps(self._settings)
-        requests.write(HEADER.pack(len(settings)) + settings)
-        ready: asyncio.Future[None] = loop.create_future()
+        reader, requests = await pipe_streams(from_child, to_child, MAX_FRAME_BYTES)
+        requests.write(frame(pickle.dumps(self._settings)))
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         child = _Child(process, requests, asyncio.create_task(self._read(reader, ready)), ready)
         try:
             await asyncio.wait_for(asyncio.shield(ready), START_SECONDS)
@@ -188,10 +179,7 @@ class PipelineProcess:
         """The child's frames, until its output closes."""
         try:
             while True:
-                (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-                if size > MAX_FRAME_BYTES:
-                    raise ValueError(f"a frame of {size} bytes")
-                body = json.loads(await reader.readexactly(size))
+                body = json.loads(await read_frame(reader, MAX_FRAME_BYTES))
                 if body.get("ready") and not ready.done():
                     ready.set_result(None)
                 waiting = self._waiting.get(body.get("seq", -1))
@@ -279,89 +267,3 @@ async def _end(child: _Child, timeout: float) -> None:  # noqa: ASYNC109
         await child.process.wait()
     child.reader.cancel()
     await asyncio.gather(child.reader, return_exceptions=True)
-
-
-# The child
-
-
-async def run(requests_fd: int, answers_fd: int) -> None:
-    """Build the runtime from the service's Settings, run the workers, answer until input ends."""
-    from app.logs import configure_logging  # noqa: PLC0415 - the child's own imports
-    from app.runtime import build_runtime  # noqa: PLC0415
-
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_FRAME_BYTES)
-    await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(requests_fd, "rb", 0)
-    )
-    answers, _ = await loop.connect_write_pipe(asyncio.Protocol, os.fdopen(answers_fd, "wb", 0))
-
-    def send(body: dict[str, Any]) -> None:
-        encoded = json.dumps(body).encode()
-        answers.write(HEADER.pack(len(encoded)) + encoded)
-
-    try:
-        (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-        settings = pickle.loads(await reader.readexactly(size))  # noqa: S301 - from our parent
-    except asyncio.IncompleteReadError:
-        return  # the service went away before it said anything
-    configure_logging(settings.log_level, settings.log_format, settings.secret_values())
-    # This process is where the pipeline runs: the runtime's own, not another process's.
-    runtime = await build_runtime(settings.model_copy(update={"pipeline_process": False}))
-    try:
-        runtime.start()
-        send({"ready": True})
-        await _serve(reader, runtime, send)
-    finally:
-        await runtime.close()
-        answers.close()
-
-
-async def _serve(reader: asyncio.StreamReader, runtime: Any, send: Any) -> None:
-    answering: set[asyncio.Task[None]] = set()
-
-    async def answer(seq: int) -> None:
-        workers = runtime.workers
-        # Workers whose store fails claim nothing: not alive, as far as pages go.
-        alive = workers.alive if await _store_ok(runtime) else 0
-        metrics = runtime.metrics.exposition("pipeline").decode()
-        send({"seq": seq, "alive": alive, "size": workers.size, "metrics": metrics})
-
-    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
-        while True:
-            kind = await reader.readexactly(1)
-            if kind == WAKE:
-                runtime.workers.wake()
-            elif kind == STATUS:
-                (seq,) = HEADER.unpack(await reader.readexactly(HEADER.size))
-                task = asyncio.create_task(answer(seq))  # wakes are read meanwhile
-                answering.add(task)
-                task.add_done_callback(answering.discard)
-            else:
-                log.error("unknown message %r from the service; ending", kind)
-                return
-
-
-async def _store_ok(runtime: Any) -> bool:
-    from app.store.base import StoreError  # noqa: PLC0415 - the child's own imports
-
-    try:
-        await runtime.store.ping()
-    except StoreError:
-        return False
-    return True
-
-
-def main() -> None:
-    """The pipeline process: below the webhook's priority. Ctrl-C in the terminal and a SIGTERM
-    to the process group (systemd, `docker stop` of a shell-less image) reach it too, but
-    stopping is the service's to decide: it closes our input once its own shutdown begins, and a
-    child that ended on its own before that would be replaced meanwhile."""
-    os.nice(NICENESS)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    asyncio.run(run(int(sys.argv[1]), int(sys.argv[2])))
-
-
-if __name__ == "__main__":
-    main()

@@ -92,7 +92,7 @@ class Server:
         for children in Path(f"/proc/{self.process.pid}/task").glob("*/children"):
             for pid in map(int, children.read_text().split()):
                 with contextlib.suppress(OSError):
-                    if b"app.pipeline_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    if b"app.pipeline_child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                         pids.append(pid)
         return pids
 
