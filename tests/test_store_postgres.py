@@ -203,6 +203,23 @@ async def test_a_replica_starting_on_a_current_schema_takes_no_table_locks(
     await second.close()
 
 
+async def test_a_database_of_the_release_before_gets_the_one_statement_accept_at_start(
+    postgres_url: str,
+) -> None:
+    first = await PostgresStore.open(postgres_url, pool_size=2)
+    kept = await first.accept("k", "g", "{}", 600)
+    await first.close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # as version 6 left it
+        conn.execute("DROP FUNCTION alert_enricher_accept")
+        conn.execute("UPDATE alert_enricher_meta SET value = '6' WHERE key = 'schema_version'")
+    upgraded = await PostgresStore.open(postgres_url, pool_size=2)
+    again = await upgraded.accept("k", "g", "{}", 600)
+    fresh = await upgraded.accept("k2", "g", "{}", 600)
+    await upgraded.close()
+    assert again.duplicate and again.id == kept.id
+    assert not fresh.duplicate and fresh.id > kept.id
+
+
 async def test_sessions_cannot_hold_locks_idle_or_wait_on_them_for_long(postgres_url: str) -> None:
     store = await PostgresStore.open(postgres_url, pool_size=2)
 
@@ -218,6 +235,28 @@ async def test_sessions_cannot_hold_locks_idle_or_wait_on_them_for_long(postgres
         ("lock_timeout", "3000", "ms"),
     ]
     await store.close()
+
+
+async def test_claims_are_planned_for_the_backlog_of_now_never_from_a_cached_generic_plan(
+    postgres_url: str,
+) -> None:
+    store = await PostgresStore.open(postgres_url, pool_size=1)  # one connection: one session
+    for i in range(20):
+        await store.accept(f"k{i}", f"g{i}", "{}", 600)
+    for _ in range(12):  # psycopg prepares a statement after its fifth run
+        await store.claim("worker", 30)
+
+    async def plans(conn: Conn) -> list[tuple[Any, ...]]:
+        cursor = await conn.execute(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+            " WHERE statement LIKE '%SET state = ''processing''%'"
+        )
+        return await cursor.fetchall()
+
+    prepared = await store._run(plans)
+    await store.close()
+    assert prepared, "the claim was never prepared: nothing checked"
+    assert all(generic == 0 and custom >= 5 for generic, custom in prepared), prepared
 
 
 async def test_a_statement_past_the_time_bound_says_so(postgres_url: str) -> None:

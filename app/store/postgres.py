@@ -43,7 +43,6 @@ from app.store.postgres_history import PostgresHistory
 from app.store.postgres_roles import PostgresRoles
 from app.store.postgres_schema import (
     ACCEPT,
-    ACCEPTED_BEFORE,
     ANSWERED_CHANNEL,
     CHANNEL,
     CLAIM,
@@ -176,21 +175,17 @@ class PostgresStore(
             lock=GROUP_LOCK,
             rank=rank,
             aging=AGING_SECONDS,
+            channel=CHANNEL,
         )
 
         async def accept(conn: Conn) -> Accepted:
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(%(lock)s, hashtext(%(group)s))", params
-            )
-            row = await (await conn.execute(ACCEPTED_BEFORE, params)).fetchone()
-            if row is not None:
-                return Accepted(id=row[0], duplicate=True)
-            cursor = await conn.execute(ACCEPT, params)
-            inserted = await cursor.fetchone()
-            await conn.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
-            return Accepted(id=int(inserted[0]) if inserted else 0, duplicate=False)
+            row = await (await conn.execute(ACCEPT, params)).fetchone()
+            if row is None:  # the function returns a row on each of its paths
+                raise StoreError("PostgreSQL: accepting returned nothing")
+            return Accepted(id=int(row[0]), duplicate=bool(row[1]))
 
-        return await self._run(accept, reserved=True)
+        # One statement, so one round trip: the webhook's connection is back in the pool sooner.
+        return await self._run(accept, reserved=True, single=True)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))

@@ -13,7 +13,7 @@ from typing import Any
 
 from app.incident import Firing
 
-SCHEMA_VERSION = 6  # 4: indexes for incident memory; 5: role_leases; 6: alert_firings
+SCHEMA_VERSION = 7  # 4: indexes for incident memory; 5: role_leases; 6: alert_firings; 7: accept()
 
 # Advisory lock classes (the first int4 of pg_advisory_xact_lock(int4, int4)): "AE" plus a number.
 MIGRATE_LOCK = 0x41450001
@@ -141,7 +141,34 @@ CREATE TABLE IF NOT EXISTS alert_firings (
     seen_at TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (fingerprint, started)
 );
-CREATE INDEX IF NOT EXISTS alert_firings_seen ON alert_firings (seen_at)
+CREATE INDEX IF NOT EXISTS alert_firings_seen ON alert_firings (seen_at);
+-- Version 7: accepting in one statement (see ACCEPT), so one round trip. In a PL/pgSQL function
+-- each statement takes a new snapshot, so the check after the lock sees every commit before it.
+CREATE OR REPLACE FUNCTION alert_enricher_accept(
+    p_key TEXT, p_group TEXT, p_payload TEXT, p_window DOUBLE PRECISION, p_rank INTEGER,
+    p_aging DOUBLE PRECISION, p_skew DOUBLE PRECISION, p_lock INTEGER, p_channel TEXT
+) RETURNS TABLE (accepted_id BIGINT, duplicate BOOLEAN)
+LANGUAGE plpgsql AS $$
+DECLARE
+    at TIMESTAMPTZ := now() + make_interval(secs => p_skew);
+    found_id BIGINT;
+BEGIN
+    PERFORM pg_advisory_xact_lock(p_lock, hashtext(p_group));
+    SELECT n.id INTO found_id FROM notifications n
+    WHERE n.idem_key = p_key AND n.group_id = p_group
+      AND n.received_at >= at - make_interval(secs => p_window)
+    LIMIT 1;
+    IF found_id IS NOT NULL THEN
+        RETURN QUERY SELECT found_id, true;
+        RETURN;
+    END IF;
+    INSERT INTO notifications (idem_key, group_id, payload, received_at, rank, priority)
+    VALUES (p_key, p_group, p_payload, at, p_rank, p_rank * p_aging + extract(epoch FROM at))
+    RETURNING notifications.id INTO found_id;
+    PERFORM pg_notify(p_channel, '');
+    RETURN QUERY SELECT found_id, false;
+END
+$$
 """
 
 # Firings a processed notification reports (app/incident.py: Firing), in one statement; an end
@@ -245,16 +272,11 @@ HEARTBEAT = (
     " ON CONFLICT (id) DO UPDATE SET at = excluded.at"
 )
 
-# Accepting, under the group's advisory lock: the same notification within the dedup window, else
-# the new row.
-ACCEPTED_BEFORE = (
-    "SELECT id FROM notifications WHERE idem_key = %(key)s AND group_id = %(group)s"
-    f" AND received_at >= {NOW} - make_interval(secs => %(window)s) LIMIT 1"
-)
+# Accepting, in one statement and so one transaction: under the group's advisory lock, the same
+# notification within the dedup window, else the new row (and NOTIFY, sent at its commit).
 ACCEPT = (
-    "INSERT INTO notifications (idem_key, group_id, payload, received_at, rank, priority)"
-    f" VALUES (%(key)s, %(group)s, %(payload)s, {NOW}, %(rank)s,"
-    f" %(rank)s * %(aging)s + extract(epoch FROM {NOW})) RETURNING id"
+    "SELECT accepted_id, duplicate FROM alert_enricher_accept(%(key)s, %(group)s, %(payload)s,"
+    " %(window)s, %(rank)s, %(aging)s, %(skew)s, %(lock)s, %(channel)s)"
 )
 
 # Retention, a batch at a time (see PostgresStore.purge).
