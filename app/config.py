@@ -96,8 +96,9 @@ class Settings(BaseSettings):
     workers: int = Field(32, ge=1, le=1024)
     # `serve` runs the workers, the LLM lane and the Telegram poller in a process of their own
     # at a lower CPU priority (app/pipeline_process.py), so the webhook's answers never wait
-    # behind the pipeline's Python; false runs them in the webhook's process. `auto`: apart on
-    # SQLite, together on PostgreSQL (measured: README, "Performance").
+    # behind the pipeline's Python; false runs them in the webhook's process (less memory: one
+    # interpreter, not two). `auto` (and true): apart, except with an in-memory SQLite store
+    # (measured on both stores: README, "Performance").
     pipeline_process: bool | Literal["auto"] = "auto"
     max_processing_attempts: int = Field(8, ge=1)
     retention_hours: float = Field(168, gt=0)
@@ -330,13 +331,11 @@ class Settings(BaseSettings):
 
     @property
     def pipeline_apart(self) -> bool:
-        """PIPELINE_PROCESS, with `auto` decided by the store: on PostgreSQL the benchmark's
-        tail and storms were slower apart (its server shares the CPU), on SQLite much faster."""
+        """PIPELINE_PROCESS: `auto` runs the pipeline apart on both stores, where the benchmark's
+        acks, pages and storms were all faster than in one process."""
         if backend_name(self.store_url) == "sqlite" and sqlite_path(self.store_url) == ":memory:":
             return False  # a process of its own would have a database of its own
-        if self.pipeline_process == "auto":
-            return backend_name(self.store_url) == "sqlite"
-        return self.pipeline_process
+        return self.pipeline_process in ("auto", True)
 
     @property
     def slack_bot_enabled(self) -> bool:

@@ -54,13 +54,19 @@ class Bench:
     slow_llm_delay: float = 20.0  # the slow-LLM storm's: pages may not wait for it
     llm_concurrency: int = 16
     workers: int = 32
+    pipeline_process: str = "auto"
     warmup: int = 20
     say: Callable[[str], None] = field(default=print)
 
     @property
     def service_env(self) -> dict[str, str]:
-        """LLM_CONCURRENCY and WORKERS for every service process (code without WORKERS ignores it)."""
-        return {"LLM_CONCURRENCY": str(self.llm_concurrency), "WORKERS": str(self.workers)}
+        """LLM_CONCURRENCY, WORKERS and PIPELINE_PROCESS for every service process (code without
+        a setting ignores it)."""
+        return {
+            "LLM_CONCURRENCY": str(self.llm_concurrency),
+            "WORKERS": str(self.workers),
+            "PIPELINE_PROCESS": self.pipeline_process,
+        }
 
     @property
     def storm_floor(self) -> float:

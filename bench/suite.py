@@ -111,6 +111,12 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--groups", type=int, help="storm groups (default 200)")
     root.add_argument("--workers", type=int, default=32, help="the service's WORKERS (default 32)")
     root.add_argument(
+        "--pipeline-process",
+        choices=["auto", "true", "false"],
+        default="auto",
+        help="the service's PIPELINE_PROCESS (default auto: the pipeline in a process of its own)",
+    )
+    root.add_argument(
         "--phase",
         choices=[name for name, _ in PHASES],
         action="append",
@@ -135,6 +141,7 @@ def make_bench(args: argparse.Namespace, launcher: Launcher, fakes: Fakes) -> Be
         groups=args.groups or (32 if quick else 200),
         warmup=8 if quick else 20,
         workers=args.workers,
+        pipeline_process=args.pipeline_process,
     )
 
 
@@ -179,6 +186,7 @@ def header(bench: Bench, app_dir: Path) -> str:
         f"service: {describe_checkout(app_dir)} ({bench.launcher.service_code()})\n"
         f"machine: {os.cpu_count()} cores, load average {load}; fakes in a process of their "
         f"own; LLM_CONCURRENCY={bench.llm_concurrency} WORKERS={bench.workers}"
+        f" PIPELINE_PROCESS={bench.pipeline_process}"
     )
 
 

@@ -61,7 +61,7 @@ def test_prometheus_header_values_are_scrubbed_like_secrets() -> None:
     assert "fake-header-key" not in repr(s)
 
 
-def test_the_pipeline_runs_apart_on_sqlite_and_together_on_postgresql_unless_told() -> None:
+def test_the_pipeline_runs_apart_on_either_store_unless_told_not_to() -> None:
     sqlite, postgres = "sqlite:///data/enricher.db", "postgresql://u:fake-password@db/enricher"
     decided = {
         (setting, url): Settings(
@@ -72,7 +72,7 @@ def test_the_pipeline_runs_apart_on_sqlite_and_together_on_postgresql_unless_tol
     }
     assert decided == {
         ("auto", sqlite): True,
-        ("auto", postgres): False,
+        ("auto", postgres): True,
         ("true", sqlite): True,
         ("true", postgres): True,
         ("false", sqlite): False,
