@@ -5,7 +5,6 @@ poller running, answering the service's messages until its input closes."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -13,13 +12,23 @@ import pickle
 import signal
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from app.child_process import HEADER, frame, pipe_streams, read_frame
 from app.logs import configure_logging
-from app.pipeline_process import MAX_FRAME_BYTES, NICENESS, STATUS, WAKE
+from app.pipeline_process import (
+    ANSWER,
+    END,
+    MAX_FRAME_BYTES,
+    NICENESS,
+    STATUS,
+    STORE_CALL,
+    WAKE,
+    store_served,
+)
 from app.runtime import Runtime, build_runtime
-from app.store.base import StoreError
+from app.store.base import Store, StoreError
+from app.store.remote import RemoteStore
 
 log = logging.getLogger(__name__)
 Send = Callable[[dict[str, Any]], None]
@@ -37,18 +46,40 @@ async def run(requests_fd: int, answers_fd: int) -> None:
     except asyncio.IncompleteReadError:
         return  # the service went away before it said anything
     configure_logging(settings.log_level, settings.log_format, settings.secret_values())
+    remote = None
+    if store_served(settings):
+        remote = RemoteStore(lambda call: answers.write(frame(STORE_CALL + call)))
     # This process is where the pipeline runs: the runtime's own, not another process's.
-    runtime = await build_runtime(settings.model_copy(update={"pipeline_process": False}))
+    runtime = await build_runtime(
+        settings.model_copy(update={"pipeline_process": False}),
+        store=cast(Store, remote) if remote is not None else None,
+    )
+    stop = asyncio.Event()
+    reading = asyncio.create_task(_serve(reader, runtime, send, remote, stop))
     try:
         runtime.start()
         send({"ready": True})
-        await _serve(reader, runtime, send)
+        await stop.wait()
     finally:
-        await runtime.close()
-        answers.close()
+        try:
+            await runtime.close()  # the workers' last store calls are answered meanwhile
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+            if remote is not None:
+                remote.gone("the service is stopping")
+            answers.close()
 
 
-async def _serve(reader: asyncio.StreamReader, runtime: Runtime, send: Send) -> None:
+async def _serve(
+    reader: asyncio.StreamReader,
+    runtime: Runtime,
+    send: Send,
+    remote: RemoteStore | None,
+    stop: asyncio.Event,
+) -> None:
+    """The service's messages until its pipe closes; `stop` is set when told to end, and reading
+    goes on after that for the answers to the store calls of the runtime's shutdown."""
     answering: set[asyncio.Task[None]] = set()
 
     async def answer(seq: int) -> None:
@@ -58,7 +89,7 @@ async def _serve(reader: asyncio.StreamReader, runtime: Runtime, send: Send) -> 
         metrics = runtime.metrics.exposition("pipeline").decode()
         send({"seq": seq, "alive": alive, "size": workers.size, "metrics": metrics})
 
-    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+    try:
         while True:
             kind = await reader.readexactly(1)
             if kind == WAKE:
@@ -68,9 +99,19 @@ async def _serve(reader: asyncio.StreamReader, runtime: Runtime, send: Send) -> 
                 task = asyncio.create_task(answer(seq))  # wakes are read meanwhile
                 answering.add(task)
                 task.add_done_callback(answering.discard)
+            elif kind == ANSWER and remote is not None:
+                remote.answered(await read_frame(reader, MAX_FRAME_BYTES))
+            elif kind == END:
+                stop.set()
             else:
                 log.error("unknown message %r from the service; ending", kind)
+                stop.set()
                 return
+    except (asyncio.IncompleteReadError, ConnectionError):
+        # The service is gone, and its store with it: the workers' last calls fail at once.
+        if remote is not None:
+            remote.gone("the service's process is gone")
+        stop.set()
 
 
 async def _store_ok(runtime: Runtime) -> bool:
@@ -84,8 +125,8 @@ async def _store_ok(runtime: Runtime) -> bool:
 def main() -> None:
     """The pipeline process: below the webhook's priority. Ctrl-C in the terminal and a SIGTERM
     to the process group (systemd, `docker stop` of a shell-less image) reach it too, but
-    stopping is the service's to decide: it closes our input once its own shutdown begins, and a
-    child that ended on its own before that would be replaced meanwhile."""
+    stopping is the service's to decide: it tells us once its own shutdown begins (or closes our
+    input by dying), and a child that ended on its own before that would be replaced meanwhile."""
     os.nice(NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

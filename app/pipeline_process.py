@@ -3,19 +3,24 @@ the LLM lane and the Telegram poller run in a child (`python -m app.pipeline_chi
 
 In one process the webhook's answers waited behind the pipeline's Python (one interpreter lock,
 one event loop): at 200 posts/s with the backlog being processed, ack p50 was 56 ms. Apart, each
-has its own interpreter, and the webhook's process comes first for the CPU.
+has its own interpreter, and the webhook's process comes first for the CPU. On SQLite the
+service's process also owns the database: the child's store calls are run on its connection
+(app/store/remote.py), so nothing at the child's lower priority ever holds SQLite's write lock.
 
 Protocol, over two pipes of the child's own (its stdin, stdout and stderr stay the service's, so
 the console channel and the logs go where they always went):
 - service to child: the Settings (a frame, app/child_process.py, of a pickle), then one message
   at a time:
   `w`, a notification was accepted (one worker looks now instead of at its next poll); `s` and a
-  4-byte sequence number, the status is asked for.
+  4-byte sequence number, the status is asked for; `r` and a frame, the answer to a store call;
+  `e`, stop (the pipe stays open for the store calls of the child's shutdown).
 - child to service: frames of JSON: {"ready": true} once the workers run,
-  then {"seq": n, "alive": workers alive, "size": WORKERS, "metrics": text exposition} per `s`.
+  then {"seq": n, "alive": workers alive, "size": WORKERS, "metrics": text exposition} per `s`;
+  and, on SQLite, frames of `c` and a store call (app/store/remote.py): the service's process owns
+  the database and runs the child's store calls on its own connection.
 
-The child ends when its input closes (the service stopped, or died: nothing is left behind); its
-workers hand their claims back as a stopping service does. If it dies,
+The child ends when told to, its workers handing their claims back as a stopping service's do, or
+when its input closes (the service died: nothing is left behind). If it dies,
 the service starts another (1 s, then up to 30 s apart) and `/health` says degraded meanwhile;
 what was accepted waits in the store. One that answers no status for a minute or so (its event
 loop is stuck; asked every 10 s, each ask waiting 10 s) is killed, and so replaced.
@@ -38,12 +43,17 @@ from typing import Any
 
 from app.child_process import HEADER, child_env, frame, module_command, pipe_streams, read_frame
 from app.config import Settings
+from app.store.remote import serve_call
+from app.store.urls import backend_name
 
 log = logging.getLogger(__name__)
 
 NICENESS = 10
 WAKE = b"w"
 STATUS = b"s"
+ANSWER = b"r"  # to the child: the answer to one of its store calls
+END = b"e"  # to the child: stop (its workers hand their claims back through our store, then exit)
+STORE_CALL = b"c"  # from the child: a frame that starts with it is a store call
 COMMAND = module_command("app.pipeline_child")
 START_SECONDS = 60.0  # building the runtime: the store's bound, prompts, runbooks
 STOP_SECONDS = 20.0  # the workers' grace (10 s) and closing the clients
@@ -54,6 +64,11 @@ PING_SECONDS = 10.0  # the supervisor asks the child's status this often
 WATCHDOG_SECONDS = 60.0  # and kills one that answered nothing for this long
 MAX_FRAME_BYTES = 16 * 2**20
 MAX_WAKES_BUFFERED = 4096
+
+
+def store_served(settings: Settings) -> bool:
+    """Whether the service's process runs the child's store calls: on SQLite, one writer."""
+    return backend_name(settings.store_url) == "sqlite"
 
 
 class PipelineStartError(RuntimeError):
@@ -79,9 +94,15 @@ class PipelineProcess:
     """The service's side: starts the child, wakes it, asks its status, starts a new one after
     it died, and stops it."""
 
-    def __init__(self, settings: Settings, command: Sequence[str] = COMMAND) -> None:
+    def __init__(
+        self, settings: Settings, command: Sequence[str] = COMMAND, store: Any = None
+    ) -> None:
+        """`store`: the one whose calls the child makes here (SQLite's), None when the child
+        opens its own (PostgreSQL's)."""
         self._settings = settings
         self._command = list(command)
+        self._store = store
+        self._calls: set[asyncio.Task[None]] = set()
         self._child: _Child | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
@@ -128,14 +149,14 @@ class PipelineProcess:
             self._waiting.pop(seq, None)
 
     async def stop(self) -> None:
-        """Close the child's input (it hands its claims back and exits); kill it past 20 s."""
+        """Tell the child to stop (it hands its claims back and exits); kill it past 20 s."""
         self._stopping = True
         if self._supervisor is not None:
             self._supervisor.cancel()
             await asyncio.gather(self._supervisor, return_exceptions=True)
         child, self._child = self._child, None
         if child is not None:
-            await _end(child, STOP_SECONDS)
+            await _end(child, STOP_SECONDS, graceful=True)
 
     async def _spawn(self) -> _Child:
         child_reads, to_child = os.pipe()
@@ -158,7 +179,9 @@ class PipelineProcess:
         reader, requests = await pipe_streams(from_child, to_child, MAX_FRAME_BYTES)
         requests.write(frame(pickle.dumps(self._settings)))
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        child = _Child(process, requests, asyncio.create_task(self._read(reader, ready)), ready)
+        child = _Child(
+            process, requests, asyncio.create_task(self._read(reader, ready, requests)), ready
+        )
         try:
             await asyncio.wait_for(asyncio.shield(ready), START_SECONDS)
         except (TimeoutError, PipelineStartError) as exc:
@@ -175,11 +198,20 @@ class PipelineProcess:
         log.info("pipeline process %d running at nice +%d", process.pid, NICENESS)
         return child
 
-    async def _read(self, reader: asyncio.StreamReader, ready: asyncio.Future[None]) -> None:
+    async def _read(
+        self,
+        reader: asyncio.StreamReader,
+        ready: asyncio.Future[None],
+        requests: asyncio.WriteTransport,
+    ) -> None:
         """The child's frames, until its output closes."""
         try:
             while True:
-                body = json.loads(await read_frame(reader, MAX_FRAME_BYTES))
+                data = await read_frame(reader, MAX_FRAME_BYTES)
+                if data[:1] == STORE_CALL and self._store is not None:
+                    self._serve(data[1:], requests)
+                    continue
+                body = json.loads(data)
                 if body.get("ready") and not ready.done():
                     ready.set_result(None)
                 waiting = self._waiting.get(body.get("seq", -1))
@@ -196,6 +228,18 @@ class PipelineProcess:
             for waiting in self._waiting.values():  # no answer is coming: none, at once
                 if not waiting.done():
                     waiting.set_result({})
+
+    def _serve(self, call: bytes, requests: asyncio.WriteTransport) -> None:
+        """Run a store call of the child's, and send it the answer; calls run side by side."""
+
+        async def serve() -> None:
+            answer = await serve_call(self._store, call)
+            if not requests.is_closing():  # a child that died gets no answer
+                requests.write(ANSWER + frame(answer))
+
+        task = asyncio.create_task(serve())
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
 
     async def _supervise(self) -> None:
         """A new child after one died, sooner after a long run than after a quick failure."""
@@ -256,14 +300,19 @@ def _backoff(failures: int) -> float:
     return RESTART_SECONDS[min(failures, len(RESTART_SECONDS)) - 1]
 
 
-async def _end(child: _Child, timeout: float) -> None:  # noqa: ASYNC109
-    """Close the child's input and wait for it; kill it if it outlives `timeout`."""
-    child.requests.close()
+async def _end(child: _Child, timeout: float, graceful: bool = False) -> None:  # noqa: ASYNC109
+    """Tell the child to stop (`graceful`: its store calls are still answered meanwhile), else
+    close its input, and wait for it; kill it if it outlives `timeout`."""
+    if graceful and not child.requests.is_closing():
+        child.requests.write(END)
+    else:
+        child.requests.close()
     try:
         await asyncio.wait_for(child.process.wait(), timeout)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             child.process.kill()
         await child.process.wait()
+    child.requests.close()
     child.reader.cancel()
     await asyncio.gather(child.reader, return_exceptions=True)

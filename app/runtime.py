@@ -25,7 +25,7 @@ from app.metrics import Metrics
 from app.notifiers import build_notifiers
 from app.notifiers.slack import SlackBotNotifier
 from app.pipeline import Pipeline
-from app.pipeline_process import PipelineProcess
+from app.pipeline_process import PipelineProcess, store_served
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
@@ -74,7 +74,8 @@ class Runtime:
         """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (by
         default on SQLite), else in this one."""
         if self.settings.pipeline_apart:
-            self.pipeline_process = PipelineProcess(self.settings)
+            served = self.store if store_served(self.settings) else None
+            self.pipeline_process = PipelineProcess(self.settings, store=served)
             await self.pipeline_process.start()
         else:
             self.start()
@@ -146,12 +147,14 @@ def prometheus_http_client(settings: Settings) -> httpx.AsyncClient:
     )
 
 
-async def build_runtime(settings: Settings) -> Runtime:
-    """Open the store, build clients, notifiers, pipeline and (not yet started) workers."""
+async def build_runtime(settings: Settings, store: Store | None = None) -> Runtime:
+    """Open the store (or use `store`), build clients, notifiers, pipeline and (not yet started)
+    workers."""
     prompts = Prompts.load(settings.prompts_dir)  # a broken template fails here, at start
     runbooks = Runbooks.load(settings.runbooks_dir)  # so does a RUNBOOKS_DIR that is not one
     metrics = Metrics()
-    store = await open_store(settings.store_url, settings.store_pool_size)
+    if store is None:
+        store = await open_store(settings.store_url, settings.store_pool_size)
     prometheus_http = prometheus_http_client(settings)
     llm_http = httpx.AsyncClient(
         timeout=settings.llm_timeout_seconds,

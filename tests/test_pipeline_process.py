@@ -13,16 +13,19 @@ import textwrap
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from app import pipeline_process
 from app.config import Settings
 from app.pipeline_process import PipelineProcess, PipelineStartError, PipelineStatus
+from app.store import SQLiteStore
 
 # Notes in `log` the settings' WORKERS and every wake; answers a status with 3 of 4 workers alive.
 # Modes: "exit" ends before it is ready, "slow" is never ready (and notes its pid), "mute" never
-# answers a status, "crash" exits when asked one.
+# answers a status, "crash" exits when asked one, "store" asks the service's store for its backlog
+# and for a call that is no store's, and notes the answers.
 STAND_IN = textwrap.dedent(
     """
     import json, os, pickle, struct, sys
@@ -49,6 +52,10 @@ STAND_IN = textwrap.dedent(
             f.write(f"pid={os.getpid()}\\n")
         read(1)
     send({"ready": True})
+    if mode == "store":
+        for seq, method in ((1, "backlog"), (2, "execute")):
+            call = b"c" + pickle.dumps((seq, method, (), {}))
+            os.write(answers, header.pack(len(call)) + call)
     while True:
         kind = read(1)
         if kind == b"w":
@@ -60,6 +67,14 @@ STAND_IN = textwrap.dedent(
                 sys.exit(5)
             if mode != "mute":
                 send({"seq": seq, "alive": 3, "size": 4, "metrics": "x 1\\n"})
+        elif kind == b"r":
+            seq, ok, value = pickle.loads(read(header.unpack(read(4))[0]))
+            with open(log, "a") as f:
+                f.write(f"answer{seq}={ok}:{type(value).__name__}:{value}\\n".replace(" ", "_"))
+        elif kind == b"e":
+            with open(log, "a") as f:
+                f.write("end\\n")
+            sys.exit(0)
     """
 )
 
@@ -81,9 +96,9 @@ async def pipeline(
 ) -> AsyncIterator[Callable[..., PipelineProcess]]:
     made: list[PipelineProcess] = []
 
-    def make(mode: str = "serve") -> PipelineProcess:
+    def make(mode: str = "serve", store: Any = None) -> PipelineProcess:
         command = [sys.executable, "-c", STAND_IN, str(tmp_path / "child.log"), mode]
-        made.append(PipelineProcess(make_settings(workers=7), command))
+        made.append(PipelineProcess(make_settings(workers=7), command, store=store))
         return made[-1]
 
     yield make
@@ -101,6 +116,23 @@ async def test_the_child_gets_the_services_settings_and_one_wake_per_notificatio
     log = tmp_path / "child.log"
     await until(lambda: lines(log).count("wake") == 3)
     assert lines(log)[0] == "workers=7"
+
+
+async def test_the_childs_store_calls_run_on_the_services_store_and_only_store_calls(
+    pipeline: Callable[..., PipelineProcess], tmp_path: Path
+) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/store.db")
+    await store.accept("k", "group", "{}", 600)
+    process = pipeline("store", store=store)
+    await process.start()
+    await until(lambda: len([x for x in lines(tmp_path / "child.log") if "answer" in x]) == 2)
+    await process.stop()
+    await store.close()
+    answers = [x for x in lines(tmp_path / "child.log") if x.startswith("answer")]
+    assert sorted(answers) == [
+        "answer1=True:int:1",
+        "answer2=False:StoreError:no_store_call_'execute'",
+    ]
 
 
 async def test_the_status_is_the_childs_workers_and_metrics(
@@ -136,8 +168,8 @@ async def test_a_child_that_died_is_replaced_and_the_new_one_answers(
     assert await process.status() == PipelineStatus(3, 4, b"x 1\n")
 
 
-async def test_stopping_closes_the_childs_input_and_it_exits(
-    pipeline: Callable[..., PipelineProcess],
+async def test_stopping_tells_the_child_to_end_and_it_exits(
+    pipeline: Callable[..., PipelineProcess], tmp_path: Path
 ) -> None:
     process = pipeline()
     await process.start()
@@ -146,6 +178,7 @@ async def test_stopping_closes_the_childs_input_and_it_exits(
     began = time.monotonic()
     await process.stop()
     assert time.monotonic() - began < 2, "it exits at once, not when killed"
+    assert lines(tmp_path / "child.log")[-1] == "end"
     assert process.pid is None and await process.status() is None
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # exited and reaped

@@ -4,9 +4,13 @@ through the service, is replaced when it dies, and never outlives the service.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,18 +46,20 @@ def alive(pid: int) -> bool:
 
 
 class Service:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **settings: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "service.log"
+        self.store = tmp / "store.db"
         env = {
             **os.environ,
             "HOST": "127.0.0.1",
             "PORT": str(self.port),
             "WEBHOOK_TOKEN": TOKEN,
-            "STORE_URL": f"sqlite:///{tmp / 'store.db'}",
+            "STORE_URL": f"sqlite:///{self.store}",
             "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: no context
             "LOG_LEVEL": "INFO",
+            **settings,
         }
         command = [sys.executable, "-m", "app", "serve"]
         self.process = Process("service", command, self.log, env=env, cwd=ROOT).start()
@@ -125,3 +131,49 @@ def test_the_pipeline_ends_when_the_service_is_killed(service: Service) -> None:
     os.kill(service.process.proc.pid, signal.SIGKILL)  # the service alone, not its group
     service.process.proc.wait(10)
     until(lambda: not alive(pid), timeout=20)
+
+
+class Silent:
+    """An HTTP server that takes connections and never answers: a chat API hanging."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/hook"
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._hold, daemon=True).start()
+
+    def _hold(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self.held.append(self.listener.accept()[0])
+
+    def close(self) -> None:
+        for conn in self.held:
+            conn.close()
+        self.listener.close()
+
+
+def test_a_stopping_service_gets_its_pipelines_claims_back_through_its_own_store(
+    tmp_path: Path,
+) -> None:
+    silent = Silent()
+    service = Service(tmp_path, SLACK_WEBHOOK_URL=silent.url)
+    try:
+        until(service.pipeline_pid)
+        assert service.post(FIRING) == 202
+        until(lambda: silent.held)  # a worker holds the notification, sending to Slack
+        assert service.process.proc is not None
+        began = time.monotonic()
+        service.process.proc.send_signal(signal.SIGTERM)
+        # uvicorn ends by the signal it got, once its shutdown is done
+        assert service.process.proc.wait(30) in (0, -signal.SIGTERM)
+        assert time.monotonic() - began < 20, "the workers' grace, not a kill"
+    finally:
+        service.process.stop()
+        silent.close()
+    with sqlite3.connect(service.store) as conn:
+        rows = conn.execute("SELECT state, owner, attempts FROM notifications").fetchall()
+    assert rows == [("pending", None, 0)], "handed back: claimable at once, attempt not counted"
+    log = service.log.read_text()
+    assert "Application shutdown complete" in log
+    assert "the service is stopping" not in log and "process is gone" not in log

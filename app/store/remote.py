@@ -1,0 +1,143 @@
+"""A store in another process: the pipeline's process asks the webhook's process to run its calls
+on the SQLite store the webhook's process owns (app/pipeline_process.py carries them).
+
+Why: SQLite has one writer at a time. With a connection in each process, the two took turns on a
+file lock, and the pipeline's process held it for 15 ms and more at a time while holding it cost
+1.5 ms of CPU: its store thread, holding the lock, waited for the interpreter lock its own event
+loop's thread held, niced and preempted by the webhook. The webhook's accepts waited behind that
+(ack p99 55-65 ms at 200 posts/s). With one connection, in the webhook's process at its priority,
+the pipeline's writes are committed with the webhook's own (group_commit.py) and nothing niced ever
+holds the database.
+
+A call is a pickle of (sequence number, method, arguments), its answer one of (sequence number,
+True, result) or (sequence number, False, exception); both travel between our own processes only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+from app.store.base import StoreError, ignore_answer
+
+log = logging.getLogger(__name__)
+
+# What the pipeline's process may ask for: every Store call but watch and close, which are its own.
+REMOTE_CALLS = frozenset(
+    {
+        "accept",
+        "add_llm_spend",
+        "alert_history",
+        "answer_diagnosis",
+        "backlog",
+        "claim",
+        "claim_diagnosis",
+        "deliveries",
+        "diagnosis_answered",
+        "drop_role",
+        "edit_target",
+        "finish",
+        "give_up",
+        "hold_role",
+        "incident_history",
+        "llm_backlog",
+        "llm_spend",
+        "message_ref",
+        "notification",
+        "notifications",
+        "oldest_backlog_age",
+        "open_incident",
+        "ping",
+        "purge",
+        "queue_diagnosis",
+        "record_delivery",
+        "record_step",
+        "release",
+        "renew",
+        "requeue",
+        "retry_later",
+        "revise",
+        "save_enrichment",
+        "save_message_ref",
+        "take_diagnosis",
+    }
+)
+Send = Callable[[bytes], None]
+
+
+class RemoteStore:
+    """The Store the pipeline's process uses: each call sent to the service's process, awaited
+    until its answer comes back (`answered`, from the process's reader)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self._seq = 0
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._gone: str | None = None
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        if method not in REMOTE_CALLS:
+            raise AttributeError(method)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._call(method, args, kwargs)
+
+        return call
+
+    async def _call(self, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if self._gone is not None:
+            raise StoreError(self._gone)
+        self._seq += 1
+        seq = self._seq
+        answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[seq] = answer
+        try:
+            self._send(pickle.dumps((seq, method, args, kwargs)))
+            return await answer
+        finally:
+            self._waiting.pop(seq, None)
+
+    def answered(self, body: bytes) -> None:
+        """An answer from the service's process."""
+        seq, ok, value = pickle.loads(body)  # noqa: S301 - our own parent's
+        answer = self._waiting.get(seq)
+        if answer is None or answer.done():
+            return  # its caller was cancelled; the call itself still ran
+        if ok:
+            answer.set_result(value)
+        else:
+            answer.set_exception(value)
+
+    def gone(self, why: str) -> None:
+        """The service's process is gone: every call waiting, and every later one, fails."""
+        self._gone = why
+        for answer in self._waiting.values():
+            if not answer.done():
+                answer.set_exception(StoreError(why))
+
+    async def watch(
+        self, wake: Callable[[], None], answered: Callable[[int], None] = ignore_answer
+    ) -> None:
+        """Nothing to listen to: the service wakes this process's workers over its pipe."""
+        await asyncio.Event().wait()
+
+    async def close(self) -> None:
+        """The service's process owns the store and closes it."""
+
+
+async def serve_call(store: Any, body: bytes) -> bytes:
+    """Run one call of the pipeline's process on `store`; its answer, ready to send back."""
+    seq, method, args, kwargs = pickle.loads(body)  # noqa: S301 - our own child's
+    try:
+        if method not in REMOTE_CALLS:
+            raise StoreError(f"no store call {method!r}")
+        result = await getattr(store, method)(*args, **kwargs)
+        return pickle.dumps((seq, True, result))
+    except Exception as exc:  # the caller's to handle, as it would be in one process
+        try:
+            return pickle.dumps((seq, False, exc))
+        except Exception:  # an exception that cannot travel: its text does
+            return pickle.dumps((seq, False, StoreError(f"{type(exc).__name__}: {exc}")))
