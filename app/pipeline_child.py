@@ -1,6 +1,7 @@
 """The pipeline's process (`python -m app.pipeline_child`, started by app/pipeline_process.py):
-the service's runtime built from the Settings it is sent, its workers, LLM lane and Telegram
-poller running, answering the service's messages until its input closes."""
+the service's runtime built from the Settings it is sent (on SQLite, with the service's store
+through app/store/remote.py), its workers, LLM lane and Telegram poller running, answering the
+service's messages until it is told to stop or its input closes."""
 
 from __future__ import annotations
 
@@ -62,6 +63,9 @@ async def run(requests_fd: int, answers_fd: int) -> None:
         await stop.wait()
     finally:
         try:
+            if remote is not None and remote.is_gone:
+                # No store to record what they send: stop sending at once, not after a grace.
+                await runtime.workers.stop(grace=0)
             await runtime.close()  # the workers' last store calls are answered meanwhile
         finally:
             reading.cancel()
@@ -104,13 +108,16 @@ async def _serve(
             elif kind == END:
                 stop.set()
             else:
-                log.error("unknown message %r from the service; ending", kind)
-                stop.set()
-                return
+                raise ValueError(f"unknown message {kind!r} from the service")
     except (asyncio.IncompleteReadError, ConnectionError):
         # The service is gone, and its store with it: the workers' last calls fail at once.
         if remote is not None:
             remote.gone("the service's process is gone")
+        stop.set()
+    except Exception:  # out of protocol: nothing would answer the store's calls any more
+        log.exception("reading the service's messages failed; ending")
+        if remote is not None:
+            remote.gone("the pipeline process stopped reading the service")
         stop.set()
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 from app.child_process import HEADER, child_env, frame, module_command, pipe_streams, read_frame
 from app.config import Settings
-from app.store.remote import serve_call
+from app.store.remote import MAX_CALL_BYTES, serve_call
 from app.store.urls import backend_name
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,8 @@ RESTART_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
 HEALTHY_RUN_SECONDS = 60.0  # a child that ran this long starts the backoff over
 PING_SECONDS = 10.0  # the supervisor asks the child's status this often
 WATCHDOG_SECONDS = 60.0  # and kills one that answered nothing for this long
-MAX_FRAME_BYTES = 16 * 2**20
+MAX_FRAME_BYTES = MAX_CALL_BYTES + 1  # a store call or its answer, and its kind
+CALLS_DRAIN_SECONDS = 5.0  # at stop: store calls still running, whose callers are gone
 MAX_WAKES_BUFFERED = 4096
 
 
@@ -157,6 +158,10 @@ class PipelineProcess:
         child, self._child = self._child, None
         if child is not None:
             await _end(child, STOP_SECONDS, graceful=True)
+        if self._calls:  # the store closes after this: let what still runs on it finish
+            await asyncio.wait(self._calls, timeout=CALLS_DRAIN_SECONDS)
+            for call in self._calls:
+                call.cancel()
 
     async def _spawn(self) -> _Child:
         child_reads, to_child = os.pipe()
@@ -179,9 +184,8 @@ class PipelineProcess:
         reader, requests = await pipe_streams(from_child, to_child, MAX_FRAME_BYTES)
         requests.write(frame(pickle.dumps(self._settings)))
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        child = _Child(
-            process, requests, asyncio.create_task(self._read(reader, ready, requests)), ready
-        )
+        reading = asyncio.create_task(self._read(reader, ready, requests, process))
+        child = _Child(process, requests, reading, ready)
         try:
             await asyncio.wait_for(asyncio.shield(ready), START_SECONDS)
         except (TimeoutError, PipelineStartError) as exc:
@@ -203,8 +207,10 @@ class PipelineProcess:
         reader: asyncio.StreamReader,
         ready: asyncio.Future[None],
         requests: asyncio.WriteTransport,
+        process: asyncio.subprocess.Process,
     ) -> None:
-        """The child's frames, until its output closes."""
+        """The child's frames, until its output closes. A child out of protocol is killed: with
+        nobody reading it, it would wait on its store calls for good (and so be replaced)."""
         try:
             while True:
                 data = await read_frame(reader, MAX_FRAME_BYTES)
@@ -220,7 +226,9 @@ class PipelineProcess:
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         except (ValueError, AttributeError) as exc:
-            log.error("the pipeline process answered out of protocol: %s", exc)
+            log.error("the pipeline process answered out of protocol, killing it: %s", exc)
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
         finally:
             if not ready.done():
                 ready.set_exception(PipelineStartError("the pipeline process ended"))

@@ -99,7 +99,9 @@ class WorkerPool:
         self.wake()
         self._also_wake()
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop claiming; in-flight work gets `grace` seconds (the pool's own by default), then is
+        cancelled and handed back."""
         self._stopping = True
         self._doorbell.ring_all()
         if self._watcher is not None:
@@ -107,7 +109,8 @@ class WorkerPool:
             await asyncio.gather(self._watcher, return_exceptions=True)
         if not self._tasks:
             return
-        _, pending = await asyncio.wait(self._tasks, timeout=self._grace)
+        timeout = self._grace if grace is None else grace
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout)
         for task in pending:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -62,11 +62,10 @@ class Bench:
     def service_env(self) -> dict[str, str]:
         """LLM_CONCURRENCY, WORKERS and PIPELINE_PROCESS for every service process (code without
         a setting ignores it)."""
-        return {
-            "LLM_CONCURRENCY": str(self.llm_concurrency),
-            "WORKERS": str(self.workers),
-            "PIPELINE_PROCESS": self.pipeline_process,
-        }
+        env = {"LLM_CONCURRENCY": str(self.llm_concurrency), "WORKERS": str(self.workers)}
+        if self.pipeline_process != "auto":  # builds where it is a bool do not take "auto"
+            env["PIPELINE_PROCESS"] = self.pipeline_process
+        return env
 
     @property
     def storm_floor(self) -> float:

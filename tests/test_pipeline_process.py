@@ -25,7 +25,7 @@ from app.store import SQLiteStore
 # Notes in `log` the settings' WORKERS and every wake; answers a status with 3 of 4 workers alive.
 # Modes: "exit" ends before it is ready, "slow" is never ready (and notes its pid), "mute" never
 # answers a status, "crash" exits when asked one, "store" asks the service's store for its backlog
-# and for a call that is no store's, and notes the answers.
+# and for a call that is no store's, and notes the answers; "garble" sends a frame that is not JSON.
 STAND_IN = textwrap.dedent(
     """
     import json, os, pickle, struct, sys
@@ -52,6 +52,8 @@ STAND_IN = textwrap.dedent(
             f.write(f"pid={os.getpid()}\\n")
         read(1)
     send({"ready": True})
+    if mode == "garble":
+        os.write(answers, header.pack(8) + b"not json")
     if mode == "store":
         for seq, method in ((1, "backlog"), (2, "execute")):
             call = b"c" + pickle.dumps((seq, method, (), {}))
@@ -70,7 +72,8 @@ STAND_IN = textwrap.dedent(
         elif kind == b"r":
             seq, ok, value = pickle.loads(read(header.unpack(read(4))[0]))
             with open(log, "a") as f:
-                f.write(f"answer{seq}={ok}:{type(value).__name__}:{value}\\n".replace(" ", "_"))
+                shown = value if ok else ":".join(value)
+                f.write(f"answer{seq}={ok}:{shown}\\n".replace(" ", "_"))
         elif kind == b"e":
             with open(log, "a") as f:
                 f.write("end\\n")
@@ -130,8 +133,8 @@ async def test_the_childs_store_calls_run_on_the_services_store_and_only_store_c
     await store.close()
     answers = [x for x in lines(tmp_path / "child.log") if x.startswith("answer")]
     assert sorted(answers) == [
-        "answer1=True:int:1",
-        "answer2=False:StoreError:no_store_call_'execute'",
+        "answer1=True:1",
+        "answer2=False:store:no_store_call_'execute'",
     ]
 
 
@@ -166,6 +169,19 @@ async def test_a_child_that_died_is_replaced_and_the_new_one_answers(
     await until(lambda: process.pid not in (None, first))
     assert process.restarts == 1
     assert await process.status() == PipelineStatus(3, 4, b"x 1\n")
+
+
+async def test_a_child_out_of_protocol_is_killed_and_replaced(
+    pipeline: Callable[..., PipelineProcess],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    monkeypatch.setattr(pipeline_process, "RESTART_SECONDS", (0.05,))
+    process = pipeline("garble")
+    await process.start()
+    await until(lambda: process.restarts >= 1)
+    assert "answered out of protocol, killing it" in caplog.text
+    assert "exited (code -9)" in caplog.text
 
 
 async def test_stopping_tells_the_child_to_end_and_it_exits(

@@ -253,8 +253,12 @@ async def test_claims_are_planned_for_the_backlog_of_now_never_from_a_cached_gen
         )
         return await cursor.fetchall()
 
-    prepared = await store._run(plans)
+    async def mode(conn: Conn) -> list[tuple[Any, ...]]:
+        return await (await conn.execute("SHOW plan_cache_mode")).fetchall()
+
+    prepared, setting = await store._run(plans), await store._run(mode)
     await store.close()
+    assert setting == [("force_custom_plan",)]
     assert prepared, "the claim was never prepared: nothing checked"
     assert all(generic == 0 and custom >= 5 for generic, custom in prepared), prepared
 

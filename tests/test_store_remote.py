@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from app.store import SQLiteStore, Store
+from app.store import SQLiteStore, Store, remote
 from app.store.base import Claim, LeaseLostError, StoreError
 from app.store.remote import REMOTE_CALLS, RemoteStore, serve_call
 
@@ -80,9 +80,39 @@ async def test_only_store_calls_travel(link: Link) -> None:
     with pytest.raises(AttributeError):
         link.remote.execute  # noqa: B018 - not a store call: no such attribute
     forged = pickle.dumps((7, "close", (), {}))  # the service's store is its own to close
-    seq, ok, error = pickle.loads(await serve_call(link.store, forged))
-    assert (seq, ok) == (7, False) and isinstance(error, StoreError)
+    answer = pickle.loads(await serve_call(link.store, forged))
+    assert answer == (7, False, ("store", "no store call 'close'"))
     assert await link.store.backlog() == 0, "the store is still open"
+
+
+async def test_a_call_that_is_not_one_is_answered_as_a_store_failure(link: Link) -> None:
+    seq, ok, (kind, text) = pickle.loads(await serve_call(link.store, b"not a pickle"))
+    assert (seq, ok, kind) == (0, False, "store") and text.startswith("UnpicklingError")
+
+
+async def test_a_call_too_big_for_the_pipe_fails_before_it_is_sent(
+    link: Link, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(remote, "MAX_CALL_BYTES", 1000)
+    with pytest.raises(StoreError, match="over the 1000 a call may be"):
+        await link.remote.accept("k", "group", "x" * 2000, 600)
+    assert link.sent == [] and await link.store.backlog() == 0
+
+
+async def test_an_answer_too_big_for_the_pipe_is_a_store_failure_of_its_call(
+    link: Link, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await link.store.accept("k", "group", "x" * 2000, 600)
+    monkeypatch.setattr(remote, "MAX_CALL_BYTES", 1000)
+    with pytest.raises(StoreError, match="over 1000"):
+        await link.remote.claim("worker-1", 30)
+
+
+async def test_a_call_whose_answer_never_comes_fails_in_its_time(link: Link) -> None:
+    link.answering = False
+    silent = RemoteStore(link.send, timeout=0.05)
+    with pytest.raises(StoreError, match=r"backlog: no answer from the service in 0\.05s"):
+        await silent.backlog()
 
 
 def test_every_store_call_but_watch_and_close_can_travel() -> None:
@@ -94,19 +124,20 @@ def test_every_store_call_but_watch_and_close_can_travel() -> None:
     assert calls - {"watch", "close"} == REMOTE_CALLS
 
 
-async def test_an_exception_that_cannot_be_pickled_travels_as_its_text() -> None:
-    class Unpicklable(Exception):
-        def __reduce__(self) -> Any:
-            raise TypeError("no")
+async def test_an_exception_outside_the_stores_contract_reaches_the_caller_as_a_store_failure(
+    link: Link,
+) -> None:
+    class Odd(Exception):  # pickles, but would not unpickle: two arguments to rebuild it
+        def __init__(self, first: str, second: str) -> None:
+            super().__init__(f"{first} {second}")
 
     class Failing:
         async def backlog(self) -> int:
-            raise Unpicklable("the disk is on fire")
+            raise Odd("the disk", "is on fire")
 
-    call = pickle.dumps((1, "backlog", (), {}))
-    seq, ok, error = pickle.loads(await serve_call(Failing(), call))
-    assert (seq, ok) == (1, False) and isinstance(error, StoreError)
-    assert str(error) == "Unpicklable: the disk is on fire"
+    link.store = Failing()
+    with pytest.raises(StoreError, match=r"^Odd: the disk is on fire$"):
+        await link.remote.backlog()
 
 
 async def test_once_the_service_is_gone_waiting_and_later_calls_fail_at_once(link: Link) -> None:

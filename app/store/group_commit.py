@@ -10,8 +10,9 @@ and the workers' writes share the disk. Durability per call is unchanged:
 - when COMMIT itself fails (disk full), every job of the batch gets that error and nothing of it is
   kept: the webhook answers 503 and Alertmanager sends the notification again.
 
-Several processes on one file (the webhook's and the pipeline's) take turns through lock files
-beside it (`WriterLock`): a transaction runs holding one. SQLite
+Several processes on one file (two services, or an admin command beside one; the pipeline's
+process writes through the service's, app/store/remote.py) take turns through lock files beside
+it (`WriterLock`): a transaction runs holding one. SQLite
 alone would make the second writer retry after sleeping 1, 2, 5 ... 100 ms (its busy handler); in
 the benchmark that put 260 ms into the webhook's p99. A waiter is woken as the lock is released.
 A transaction takes no more jobs once TURN_SECONDS have passed (it still ends with the job under

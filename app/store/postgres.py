@@ -48,7 +48,6 @@ from app.store.postgres_schema import (
     CLAIM,
     FINISH,
     GIVE_UP,
-    GROUP_LOCK,
     HEARTBEAT,
     HELD,
     NOW,
@@ -172,20 +171,16 @@ class PostgresStore(
             group=text(group_id),
             payload=payload,
             window=window,
-            lock=GROUP_LOCK,
             rank=rank,
             aging=AGING_SECONDS,
-            channel=CHANNEL,
         )
 
-        async def accept(conn: Conn) -> Accepted:
-            row = await (await conn.execute(ACCEPT, params)).fetchone()
-            if row is None:  # the function returns a row on each of its paths
-                raise StoreError("PostgreSQL: accepting returned nothing")
-            return Accepted(id=int(row[0]), duplicate=bool(row[1]))
+        async def accept(conn: Conn) -> list[tuple[Any, ...]]:
+            return await (await conn.execute(ACCEPT, params)).fetchall()
 
         # One statement, so one round trip: the webhook's connection is back in the pool sooner.
-        return await self._run(accept, reserved=True, single=True)
+        ((accepted_id, duplicate),) = await self._run(accept, reserved=True, single=True)
+        return Accepted(id=accepted_id, duplicate=duplicate)
 
     async def claim(self, owner: str, lease: float) -> StoredNotification | None:
         rows = await self._fetch(CLAIM, self._params(owner=owner, lease=lease))

@@ -276,7 +276,7 @@ HEARTBEAT = (
 # notification within the dedup window, else the new row (and NOTIFY, sent at its commit).
 ACCEPT = (
     "SELECT accepted_id, duplicate FROM alert_enricher_accept(%(key)s, %(group)s, %(payload)s,"
-    " %(window)s, %(rank)s, %(aging)s, %(skew)s, %(lock)s, %(channel)s)"
+    f" %(window)s, %(rank)s, %(aging)s, %(skew)s, {GROUP_LOCK}, '{CHANNEL}')"
 )
 
 # Retention, a batch at a time (see PostgresStore.purge).

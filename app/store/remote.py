@@ -9,8 +9,11 @@ loop's thread held, niced and preempted by the webhook. The webhook's accepts wa
 the pipeline's writes are committed with the webhook's own (group_commit.py) and nothing niced ever
 holds the database.
 
-A call is a pickle of (sequence number, method, arguments), its answer one of (sequence number,
-True, result) or (sequence number, False, exception); both travel between our own processes only.
+A call is a pickle of (sequence number, method, arguments); its answer one of (sequence number,
+True, result) or (sequence number, False, (kind, text)), the store's error rebuilt as StoreError or
+LeaseLostError on the caller's side (any other exception is a store failure too). Both travel
+between our own processes only, and neither may pass MAX_CALL_BYTES: a bigger one is the caller's
+StoreError, never a frame the other side would refuse.
 """
 
 from __future__ import annotations
@@ -21,9 +24,12 @@ import pickle
 from collections.abc import Callable
 from typing import Any
 
-from app.store.base import StoreError, ignore_answer
+from app.store.base import LeaseLostError, StoreError, ignore_answer
 
 log = logging.getLogger(__name__)
+
+MAX_CALL_BYTES = 64 * 2**20  # a claim's payload (MAX_BODY_BYTES) with its enrichment and context
+CALL_SECONDS = 120.0  # an answer lost (a bug) fails its call instead of holding a worker for good
 
 # What the pipeline's process may ask for: every Store call but watch and close, which are its own.
 REMOTE_CALLS = frozenset(
@@ -72,8 +78,9 @@ class RemoteStore:
     """The Store the pipeline's process uses: each call sent to the service's process, awaited
     until its answer comes back (`answered`, from the process's reader)."""
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, timeout: float = CALL_SECONDS) -> None:
         self._send = send
+        self._timeout = timeout
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._gone: str | None = None
@@ -92,11 +99,20 @@ class RemoteStore:
             raise StoreError(self._gone)
         self._seq += 1
         seq = self._seq
+        call = pickle.dumps((seq, method, args, kwargs))
+        if len(call) > MAX_CALL_BYTES:
+            raise StoreError(
+                f"{method}: {len(call)} bytes, over the {MAX_CALL_BYTES} a call may be"
+            )
         answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[seq] = answer
         try:
-            self._send(pickle.dumps((seq, method, args, kwargs)))
-            return await answer
+            self._send(call)
+            return await asyncio.wait_for(answer, self._timeout)
+        except TimeoutError:
+            raise StoreError(
+                f"{method}: no answer from the service in {self._timeout:g}s"
+            ) from None
         finally:
             self._waiting.pop(seq, None)
 
@@ -109,7 +125,12 @@ class RemoteStore:
         if ok:
             answer.set_result(value)
         else:
-            answer.set_exception(value)
+            kind, text = value
+            answer.set_exception(LeaseLostError(text) if kind == LEASE_LOST else StoreError(text))
+
+    @property
+    def is_gone(self) -> bool:
+        return self._gone is not None
 
     def gone(self, why: str) -> None:
         """The service's process is gone: every call waiting, and every later one, fails."""
@@ -128,16 +149,25 @@ class RemoteStore:
         """The service's process owns the store and closes it."""
 
 
+LEASE_LOST = "lease_lost"
+
+
 async def serve_call(store: Any, body: bytes) -> bytes:
-    """Run one call of the pipeline's process on `store`; its answer, ready to send back."""
-    seq, method, args, kwargs = pickle.loads(body)  # noqa: S301 - our own child's
+    """Run one call of the pipeline's process on `store`; its answer, ready to send back (a
+    failure of any kind, the call's own included, is answered rather than raised)."""
+    seq = 0
     try:
+        seq, method, args, kwargs = pickle.loads(body)  # noqa: S301 - our own child's
         if method not in REMOTE_CALLS:
             raise StoreError(f"no store call {method!r}")
-        result = await getattr(store, method)(*args, **kwargs)
-        return pickle.dumps((seq, True, result))
-    except Exception as exc:  # the caller's to handle, as it would be in one process
-        try:
-            return pickle.dumps((seq, False, exc))
-        except Exception:  # an exception that cannot travel: its text does
-            return pickle.dumps((seq, False, StoreError(f"{type(exc).__name__}: {exc}")))
+        answer = pickle.dumps((seq, True, await getattr(store, method)(*args, **kwargs)))
+        if len(answer) > MAX_CALL_BYTES:
+            raise StoreError(f"{method}: an answer of {len(answer)} bytes, over {MAX_CALL_BYTES}")
+        return answer
+    except LeaseLostError as exc:
+        return pickle.dumps((seq, False, (LEASE_LOST, str(exc))))
+    except StoreError as exc:
+        return pickle.dumps((seq, False, ("store", str(exc))))
+    except Exception as exc:  # not the store's contract (a bug): a store failure to the caller
+        log.exception("a store call of the pipeline's process failed")
+        return pickle.dumps((seq, False, ("store", f"{type(exc).__name__}: {exc}")))
