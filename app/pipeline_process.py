@@ -64,7 +64,9 @@ PING_SECONDS = 10.0  # the supervisor asks the child's status this often
 WATCHDOG_SECONDS = 60.0  # and kills one that answered nothing for this long
 MAX_FRAME_BYTES = MAX_CALL_BYTES + 1  # a store call or its answer, and its kind
 CALLS_DRAIN_SECONDS = 5.0  # at stop: store calls still running, whose callers are gone
-MAX_WAKES_BUFFERED = 4096
+# Wakes stop queueing for a child that reads nothing past this much unsent (store answers, a
+# claim's payload among them, count too: 4 KiB would have dropped wakes behind one of them).
+MAX_WAKES_BUFFERED = 2**20
 
 
 def store_served(settings: Settings) -> bool:
