@@ -108,7 +108,8 @@ class RemoteStore:
         self._waiting[seq] = answer
         try:
             self._send(call)
-            return await asyncio.wait_for(answer, self._timeout)
+            async with asyncio.timeout(self._timeout):
+                return await answer
         except TimeoutError:
             raise StoreError(
                 f"{method}: no answer from the service in {self._timeout:g}s"
