@@ -1,5 +1,6 @@
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -187,6 +188,27 @@ async def test_shutdown_hands_unfinished_work_back(tmp_path: Path) -> None:
     await workers.stop()
     again = await store.claim("next-process", 30)
     await store.close()
+    assert again is not None and again.attempts == 1
+
+
+async def test_a_stop_told_no_grace_hands_unfinished_work_back_at_once(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
+    await store.accept("k", "g", "{}", 600)
+    started = asyncio.Event()
+
+    async def slow(stored: StoredNotification, lease: Lease) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    workers = pool(store, slow, grace_seconds=30)  # the pipeline's service is gone: no grace
+    workers.start()
+    await started.wait()
+    began = time.monotonic()
+    await workers.stop(grace=0)
+    stopped_in = time.monotonic() - began
+    again = await store.claim("next-process", 30)
+    await store.close()
+    assert stopped_in < 5, "the pool's own 30 s grace was not waited out"
     assert again is not None and again.attempts == 1
 
 
