@@ -71,8 +71,8 @@ class Runtime:
         return {name: name in names for name in KNOWN_CHANNELS}
 
     async def run_pipeline(self) -> None:
-        """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (by
-        default on SQLite), else in this one."""
+        """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (the
+        default on either store), else in this one."""
         if self.settings.pipeline_apart:
             served = self.store if store_served(self.settings) else None
             self.pipeline_process = PipelineProcess(self.settings, store=served)

@@ -173,7 +173,11 @@ async def test_failing_work_is_retried_with_backoff_then_given_up(tmp_path: Path
     assert [backoff(n) for n in (1, 2, 3, 10)] == [5, 10, 20, 300]
 
 
-async def test_shutdown_hands_unfinished_work_back(tmp_path: Path) -> None:
+async def stopped_while_busy(
+    tmp_path: Path, grace_seconds: float, grace: float | None = None
+) -> tuple[float, StoredNotification | None]:
+    """A pool stopped while its one notification is still being processed: how long the stop
+    took, and the notification as the next process claims it."""
     store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
     await store.accept("k", "g", "{}", 600)
     started = asyncio.Event()
@@ -182,32 +186,25 @@ async def test_shutdown_hands_unfinished_work_back(tmp_path: Path) -> None:
         started.set()
         await asyncio.sleep(60)
 
-    workers = pool(store, slow, grace_seconds=0.1)
+    workers = pool(store, slow, grace_seconds=grace_seconds)
     workers.start()
     await started.wait()
-    await workers.stop()
+    began = time.monotonic()
+    await workers.stop(grace=grace)
+    stopped_in = time.monotonic() - began
     again = await store.claim("next-process", 30)
     await store.close()
+    return stopped_in, again
+
+
+async def test_shutdown_hands_unfinished_work_back(tmp_path: Path) -> None:
+    _, again = await stopped_while_busy(tmp_path, grace_seconds=0.1)
     assert again is not None and again.attempts == 1
 
 
 async def test_a_stop_told_no_grace_hands_unfinished_work_back_at_once(tmp_path: Path) -> None:
-    store = await SQLiteStore.open(f"sqlite:///{tmp_path}/s.db")
-    await store.accept("k", "g", "{}", 600)
-    started = asyncio.Event()
-
-    async def slow(stored: StoredNotification, lease: Lease) -> None:
-        started.set()
-        await asyncio.sleep(60)
-
-    workers = pool(store, slow, grace_seconds=30)  # the pipeline's service is gone: no grace
-    workers.start()
-    await started.wait()
-    began = time.monotonic()
-    await workers.stop(grace=0)
-    stopped_in = time.monotonic() - began
-    again = await store.claim("next-process", 30)
-    await store.close()
+    # The pipeline's service is gone: the pool's own 30 s grace is not waited out.
+    stopped_in, again = await stopped_while_busy(tmp_path, grace_seconds=30, grace=0)
     assert stopped_in < 5, "the pool's own 30 s grace was not waited out"
     assert again is not None and again.attempts == 1
 

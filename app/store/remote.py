@@ -19,57 +19,25 @@ StoreError, never a frame the other side would refuse.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import pickle
 from collections.abc import Callable
 from typing import Any
 
-from app.store.base import LeaseLostError, StoreError, ignore_answer
+from app.store.base import LeaseLostError, Store, StoreError, ignore_answer
 
 log = logging.getLogger(__name__)
 
 MAX_CALL_BYTES = 64 * 2**20  # a claim's payload (MAX_BODY_BYTES) with its enrichment and context
 CALL_SECONDS = 120.0  # an answer lost (a bug) fails its call instead of holding a worker for good
 
-# What the pipeline's process may ask for: every Store call but watch and close, which are its own.
+# What the pipeline's process may ask for: every call of the Store protocol but watch and close,
+# which are its own.
 REMOTE_CALLS = frozenset(
-    {
-        "accept",
-        "add_llm_spend",
-        "alert_history",
-        "answer_diagnosis",
-        "backlog",
-        "claim",
-        "claim_diagnosis",
-        "deliveries",
-        "diagnosis_answered",
-        "drop_role",
-        "edit_target",
-        "finish",
-        "give_up",
-        "hold_role",
-        "incident_history",
-        "llm_backlog",
-        "llm_spend",
-        "message_ref",
-        "notification",
-        "notifications",
-        "oldest_backlog_age",
-        "open_incident",
-        "ping",
-        "purge",
-        "queue_diagnosis",
-        "record_delivery",
-        "record_step",
-        "release",
-        "renew",
-        "requeue",
-        "retry_later",
-        "revise",
-        "save_enrichment",
-        "save_message_ref",
-        "take_diagnosis",
-    }
+    name
+    for name, member in inspect.getmembers(Store)
+    if inspect.iscoroutinefunction(member) and name not in ("watch", "close")
 )
 Send = Callable[[bytes], None]
 
