@@ -5,27 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import sys
-import tempfile
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from app import admin, probe
-from app.chart_process import render_async
-from app.charts import ChartError
-from app.checks import check
 from app.config import Settings
 from app.logs import configure_logging
-from app.models import AlertmanagerPayload, EnrichedNotification
-from app.notifiers import slack_blocks, telegram
-from app.notifiers.chart_steps import RENDER_SECONDS, charts_for
-from app.notifiers.console import render
 from app.prompts import PromptError, Prompts
-from app.runtime import build_runtime
 from app.store.urls import check_store_url
+
+# Each command imports what it runs when it runs: `serve` starts the webhook's process, which
+# must not load the pipeline's libraries (chat clients, the PromQL parser: app/services.py).
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -63,83 +55,6 @@ def serve(settings: Settings) -> int:
     )
     uvicorn.Server(config).run(sockets=[sock])
     return 0
-
-
-def load_payload(path: Path) -> AlertmanagerPayload | None:
-    try:
-        return AlertmanagerPayload.model_validate_json(path.read_bytes())
-    except OSError as exc:
-        print(f"cannot read {path}: {exc.strerror}", file=sys.stderr)
-    except ValidationError as exc:
-        print(f"{path} is not an Alertmanager payload: {exc}", file=sys.stderr)
-    return None
-
-
-def preview(notification: EnrichedNotification, channel: str) -> str:
-    """What a channel would be sent: console text, Slack's JSON arguments, or Telegram's HTML."""
-    if channel == "slack":
-        return json.dumps(slack_blocks.message(notification), ensure_ascii=False, indent=2) + "\n"
-    if channel == "telegram":
-        parts = telegram.pack(telegram.render(notification))
-        return "".join(f"--- part {i}/{len(parts)} ---\n{p}\n" for i, p in enumerate(parts, 1))
-    return render(notification)
-
-
-async def replay(
-    settings: Settings,
-    payload: AlertmanagerPayload,
-    send: bool,
-    channel: str = "console",
-    chart: Path | None = None,
-) -> int:
-    """Run one saved payload through the pipeline in-process; print it, or deliver it with --send;
-    with `chart`, also write the message's chart(s) there as PNG.
-
-    Replay keeps nothing: unless `--store` names one, its store is a temporary file (it never
-    creates ./data/ in whatever directory it runs from).
-    """
-    if "store_url" not in settings.model_fields_set:
-        with tempfile.TemporaryDirectory(prefix="alert-enricher-replay-") as scratch:
-            scratch_url = f"sqlite:///{Path(scratch) / 'replay.db'}"
-            throwaway = settings.model_copy(update={"store_url": scratch_url})
-            return await replay(throwaway, payload, send, channel, chart)
-    runtime = await build_runtime(settings)
-    try:
-        notification = await runtime.enricher.enrich(payload)
-        if chart is not None and not await write_charts(notification, chart):
-            return 1
-        if not send:
-            sys.stdout.write(preview(notification, channel))
-            return 0
-        report = await runtime.dispatcher.deliver(notification)
-        for name in report.sent:
-            print(f"sent to {name}")
-        for name, reason in {**report.retryable, **report.permanent}.items():
-            print(f"failed on {name}: {reason}", file=sys.stderr)
-        return 0 if not (report.retryable or report.permanent) else 1
-    finally:
-        await runtime.close()
-
-
-async def write_charts(notification: EnrichedNotification, path: Path) -> bool:
-    """The message's charts as PNG: the first at `path`, the next at `<stem>-2.png`; False (and
-    why, on stderr) when there is none to write."""
-    charts = charts_for(notification)
-    if not charts:
-        reasons = {a.context.unavailable for a in notification.firing if a.context}
-        why = "; ".join(sorted(r for r in reasons if r)) or "no firing alert with metric context"
-        print(f"no chart: {why}", file=sys.stderr)
-        return False
-    for index, data in enumerate(charts, 1):
-        target = path if index == 1 else path.with_name(f"{path.stem}-{index}{path.suffix}")
-        try:
-            png = await render_async(data, RENDER_SECONDS)
-            target.write_bytes(png)
-        except (ChartError, OSError) as exc:
-            print(f"no chart: {exc}", file=sys.stderr)
-            return False
-        print(f"chart written to {target} ({len(png):,} bytes): {data.title}", file=sys.stderr)
-    return True
 
 
 def parser() -> argparse.ArgumentParser:
@@ -195,8 +110,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def duration(text: str) -> float:
+    from app.admin import parse_duration  # noqa: PLC0415
+
     try:
-        return admin.parse_duration(text)
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -228,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(settings)
     if args.command == "replay":
+        from app.replay import load_payload, replay  # noqa: PLC0415
+
         payload = load_payload(args.file)
         if payload is None:
             return 2
@@ -240,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = settings.model_copy(update={"store_url": args.store})
         return asyncio.run(replay(settings, payload, args.send, args.channel, args.chart))
     if args.command == "probe":
+        from app import probe  # noqa: PLC0415
+
         host, _, port = args.listen.rpartition(":")
         if not host or not port.isdigit():
             print(f"invalid --listen {args.listen!r}: HOST:PORT expected", file=sys.stderr)
@@ -248,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(probe.serve(args.config, host.strip("[]"), int(port)))
         except KeyboardInterrupt:
             return 0
+    from app import admin  # noqa: PLC0415
+    from app.checks import check  # noqa: PLC0415
+
     if args.command == "list":
         return asyncio.run(
             admin.with_store(

@@ -1,4 +1,4 @@
-"""create_app(settings) and the lifespan that builds the runtime and runs the workers."""
+"""create_app(settings) and the lifespan that opens the services and starts the pipeline."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from app import slack_actions
 from app.config import Settings
 from app.routes import credentials_configured, router
-from app.runtime import build_runtime
+from app.services import open_services
 from app.store import shown_url
 
 log = logging.getLogger(__name__)
@@ -22,19 +22,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime = await build_runtime(settings)
-        app.state.runtime = runtime
-        try:
-            await runtime.run_pipeline()
-        except BaseException:
-            await runtime.close()
-            raise
-        channels = [name for name, on in runtime.channels().items() if on]
+        services = await open_services(settings)
+        app.state.services = services
+        channels = [name for name, on in services.channels().items() if on]
         log.info(
             "alert-enricher ready: store %s, LLM %s, channels %s",
             shown_url(settings.store_url),
             f"{settings.llm_model} at {settings.llm_base_url}"
-            if runtime.llm.enabled
+            if services.llm.enabled
             else "off (rule-based diagnosis)",
             ", ".join(channels),
         )
@@ -60,7 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
-            await runtime.close()
+            await services.close()
 
     app = FastAPI(
         title="alert-enricher",

@@ -50,10 +50,8 @@ async def run(requests_fd: int, answers_fd: int) -> None:
     remote = None
     if store_served(settings):
         remote = RemoteStore(lambda call: answers.write(frame(STORE_CALL + call)))
-    # This process is where the pipeline runs: the runtime's own, not another process's.
     runtime = await build_runtime(
-        settings.model_copy(update={"pipeline_process": False}),
-        store=cast(Store, remote) if remote is not None else None,
+        settings, store=cast(Store, remote) if remote is not None else None
     )
     stop = asyncio.Event()
     reading = asyncio.create_task(_serve(reader, runtime, send, remote, stop))

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from app.config import Settings
 from app.models import AlertmanagerPayload
 from app.priority import rank
-from app.runtime import Runtime, runtime_of
+from app.services import Services, services_of
 from app.store import StoreError, backend_name
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ def readable(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def _reject(services: Runtime, outcome: str, status: int, detail: str, **headers: str) -> Response:
+def _reject(services: Services, outcome: str, status: int, detail: str, **headers: str) -> Response:
     services.metrics.webhooks.labels(outcome=outcome).inc()
     return JSONResponse({"status": "rejected", "detail": detail}, status, headers=headers or None)
 
@@ -166,7 +166,7 @@ def _reject(services: Runtime, outcome: str, status: int, detail: str, **headers
 @router.post("/alerts", status_code=202, openapi_extra=ALERTS_BODY, responses=ALERTS_RESPONSES)
 async def receive_alerts(request: Request) -> Response:
     """Alertmanager webhook: validate, store durably, answer 202; the workers do the rest."""
-    services = runtime_of(request.app)
+    services = services_of(request.app)
     settings = services.settings
     started = time.perf_counter()
     if protected_mode_refuses(request, settings):
@@ -224,7 +224,7 @@ async def receive_alerts(request: Request) -> Response:
 @router.get("/health")
 async def health(request: Request) -> Response:
     """Overall status and each component; 503 only when the store is unusable."""
-    services = runtime_of(request.app)
+    services = services_of(request.app)
     backend = backend_name(services.settings.store_url)
     store: dict[str, Any] = {"status": "ok", "backend": backend}
     backlog = llm_backlog = None
@@ -242,8 +242,9 @@ async def health(request: Request) -> Response:
         "backlog": backlog,
         "llm_backlog": llm_backlog,
     }
-    if services.pipeline_process is not None:
-        workers["process"] = services.pipeline_process.pid
+    pid = services.pipeline_pid()
+    if pid is not None:
+        workers["process"] = pid
     status = "ok"
     if workers["status"] != "ok":
         status = "degraded"
@@ -264,7 +265,7 @@ async def health(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition of the service's own metrics."""
-    services = runtime_of(request.app)
+    services = services_of(request.app)
     with contextlib.suppress(StoreError):
         services.metrics.backlog.set(await services.store.backlog())
         services.metrics.queue_oldest_age.set(await services.store.oldest_backlog_age())

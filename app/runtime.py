@@ -1,7 +1,8 @@
-"""Every long-lived part of the service, built from Settings in one place and closed in reverse.
+"""Every long-lived part of the pipeline, built from Settings in one place and closed in reverse.
 
-`create_app` (serve), `replay` and `check` all build the same Runtime, so what the CLI exercises is
-exactly what the server runs.
+The pipeline's process (and `serve` with PIPELINE_PROCESS=false), `replay` and `check` all build
+the same Runtime, so what the CLI exercises is exactly what the server runs. The webhook's process
+with the pipeline apart builds only its part (app/services.py's Front).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import ssl
 from dataclasses import dataclass, field
 
 import httpx
-from fastapi import FastAPI
 
-from app.alertmanager import AlertmanagerClient
 from app.chart_process import stop_renderer
 from app.config import Settings
 from app.cost import Ledger, PriceTable
@@ -22,14 +21,14 @@ from app.diagnosis_lane import DiagnosisLane
 from app.enrich import Enricher
 from app.llm import LLMClient
 from app.metrics import Metrics
-from app.notifiers import build_notifiers
+from app.notifiers.build import build_notifiers
 from app.notifiers.slack import SlackBotNotifier
 from app.pipeline import Pipeline
-from app.pipeline_process import PipelineProcess, store_served
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
 from app.runbooks import Runbooks
+from app.services import KNOWN_CHANNELS, open_silencer
 from app.silencing import Silencer
 from app.slack_clicks import SlackActions
 from app.store import Store, open_store
@@ -39,11 +38,9 @@ from app.worker import WorkerPool
 
 log = logging.getLogger(__name__)
 
-KNOWN_CHANNELS = ("slack", "telegram", "console")
 # Queries to Prometheus in flight at once. httpx looks at every pooled connection on every request,
 # so a pool as large as WORKERS costs CPU on each query for no gain: a query takes milliseconds.
 PROMETHEUS_CONNECTIONS = 8
-ALERTMANAGER_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -62,40 +59,22 @@ class Runtime:
     silencer: Silencer | None = None
     slack_actions: SlackActions | None = None
     telegram_poller: TelegramPoller | None = None
-    # `serve` with PIPELINE_PROCESS: the workers, lane and poller run there, not in this process.
-    pipeline_process: PipelineProcess | None = None
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def channels(self) -> dict[str, bool]:
         names = {n.name for n in self.dispatcher.notifiers}
         return {name: name in names for name in KNOWN_CHANNELS}
 
-    async def run_pipeline(self) -> None:
-        """The workers, lane and poller: in a process of their own with PIPELINE_PROCESS (the
-        default on either store), else in this one."""
-        if self.settings.pipeline_apart:
-            served = self.store if store_served(self.settings) else None
-            self.pipeline_process = PipelineProcess(self.settings, store=served)
-            await self.pipeline_process.start()
-        else:
-            self.start()
-
     def wake(self) -> None:
-        """A notification was accepted: one worker, wherever they run, looks now."""
-        if self.pipeline_process is not None:
-            self.pipeline_process.wake()
-        else:
-            self.workers.wake()
+        """A notification was accepted: one worker looks now."""
+        self.workers.wake()
+
+    def pipeline_pid(self) -> int | None:
+        return None  # the pipeline runs in this process
 
     async def pipeline_status(self) -> tuple[int, int, bytes | None]:
-        """Workers alive, WORKERS, and the pipeline's metrics: None when its process does not
-        answer (it died and a new one is starting)."""
-        if self.pipeline_process is None:
-            return self.workers.alive, self.workers.size, self.metrics.exposition("pipeline")
-        status = await self.pipeline_process.status()
-        if status is None:
-            return 0, self.settings.workers, None
-        return status.alive, status.size, status.metrics
+        """Workers alive, WORKERS, and the pipeline's metrics."""
+        return self.workers.alive, self.workers.size, self.metrics.exposition("pipeline")
 
     def start(self) -> None:
         """The page workers and, with a model configured, the LLM lane, in this process."""
@@ -106,8 +85,6 @@ class Runtime:
             self.telegram_poller.start()
 
     async def close(self) -> None:
-        if self.pipeline_process is not None:
-            await self.pipeline_process.stop()
         if self.telegram_poller is not None:
             await self.telegram_poller.stop()
         await self.workers.stop()
@@ -243,12 +220,8 @@ async def build_runtime(settings: Settings, store: Store | None = None) -> Runti
     clients = [prometheus_http, llm_http]
     silencer, slack_actions, telegram_poller = None, None, None
     if settings.alertmanager_url:
-        alertmanager_http = httpx.AsyncClient(timeout=ALERTMANAGER_TIMEOUT_SECONDS)
+        silencer, alertmanager_http = open_silencer(settings.alertmanager_url, store)
         clients.append(alertmanager_http)
-        alertmanager = AlertmanagerClient(
-            alertmanager_http, settings.alertmanager_url, ALERTMANAGER_TIMEOUT_SECONDS
-        )
-        silencer = Silencer(store, alertmanager)
         slack = next((n for n in dispatcher.notifiers if isinstance(n, SlackBotNotifier)), None)
         secret = settings.slack_signing_secret
         if settings.slack_buttons and slack is not None and secret is not None:
@@ -282,8 +255,3 @@ async def build_runtime(settings: Settings, store: Store | None = None) -> Runti
         telegram_poller=telegram_poller,
         _clients=clients,
     )
-
-
-def runtime_of(app: FastAPI) -> Runtime:
-    runtime: Runtime = app.state.runtime
-    return runtime

@@ -18,7 +18,7 @@ from fastapi import APIRouter, BackgroundTasks, Request
 from fastapi.responses import JSONResponse, Response
 
 from app.routes import BodyTooLargeError, read_limited
-from app.runtime import runtime_of
+from app.services import services_of
 from app.slack_clicks import SlackActions, click_of
 from app.slack_signature import SignatureError, verify
 
@@ -30,7 +30,7 @@ MAX_BODY_BYTES = 64 * 1024  # an interaction payload carries the message: a few 
 
 @router.post("/slack/actions", include_in_schema=False)
 async def slack_actions(request: Request, background: BackgroundTasks) -> Response:
-    actions: SlackActions | None = runtime_of(request.app).slack_actions
+    actions: SlackActions | None = services_of(request.app).slack_actions
     if actions is None:
         detail = "Slack buttons are off (SLACK_SIGNING_SECRET, ALERTMANAGER_URL, Slack bot mode)"
         return JSONResponse({"detail": detail}, 404)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app.alertmanager import Silence
 from app.notifiers.base import NotifyError
-from app.notifiers.slack import SlackBotNotifier
 from app.notifiers.slack_blocks import escape
 from app.silencing import (
     SilenceAsk,
@@ -23,6 +22,9 @@ from app.silencing import (
     parse,
     until,
 )
+
+if TYPE_CHECKING:  # the webhook's process loads slack-sdk only with Slack's buttons on
+    from app.notifiers.slack import SlackBotNotifier
 
 log = logging.getLogger(__name__)
 

@@ -236,7 +236,7 @@ async def ack_phase(bench: Bench, stores: Stores) -> Figures:
     server = bench.launcher.service(stores.new_url(), bench.service_env)
     async with running(server):
         mine = await ack(bench, server, service=True)
-        rss = server.peak_rss_mib()
+        rss = sum(server.peak_rss_mib())
     async with running(bench.launcher.bare()) as bare:
         floor = await ack(bench, bare, service=False)
     late = max(mine["late"], floor["late"])

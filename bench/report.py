@@ -104,6 +104,8 @@ def figures(backend: str, bench: Bench, token_unit: str) -> list[Figure]:
         Figure("tokens_1", f"prompt, 1 alert ({token_unit})", 0, at_most(1500)),
         Figure("tokens_100", f"prompt, 100-alert group ({token_unit})", 0, at_most(6000)),
         Figure("rss_storm", "peak RSS after the storm, webhook + pipeline (MiB)", 0, at_most(150)),
+        Figure("rss_webhook", "  of it the webhook's process (MiB)", 0),
+        Figure("rss_pipeline", "  of it the pipeline's process (MiB)", 0),
         Figure("rss_ack", f"  peak RSS after the ack phase at {rate} (MiB)", 0),
     ]
 

@@ -82,10 +82,11 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def peak_rss_mib(self) -> float:
-        """VmHWM, the most resident memory each has had, in MiB: of the process and of its
-        pipeline process, summed (not the chart renderer: a process at nice +10, drawing only)."""
-        return sum(vm_hwm_mib(pid) for pid in (self.process.pid, *self.pipeline_pids()))
+    def peak_rss_mib(self) -> tuple[float, float]:
+        """VmHWM, the most resident memory each has had, in MiB: of the process, and of its
+        pipeline process (0 with the pipeline in the process; not the chart renderer: a process
+        at nice +10, drawing only)."""
+        return vm_hwm_mib(self.process.pid), sum(map(vm_hwm_mib, self.pipeline_pids()))
 
     def pipeline_pids(self) -> list[int]:
         pids = []

@@ -123,7 +123,12 @@ async def storm_phase(bench: Bench, stores: Stores) -> Figures:
         stats = await bench.fakes.stats()
         figures = storm_figures(notes, posted, began, first, diagnosed, stats["counts"])
         figures["storm_llm"] = stats["llm_calls"]
-        figures["rss_storm"] = server.peak_rss_mib()
+        webhook, pipeline = server.peak_rss_mib()
+        figures |= {
+            "rss_storm": webhook + pipeline,
+            "rss_webhook": webhook,
+            "rss_pipeline": pipeline,
+        }
         bench.say(
             f"  storm, {bench.groups} groups x {bench.group_size} alerts, LLM {bench.llm_delay:g} s"
             f": time to page p50 {figures['storm_page_p50']:.2f} s, p99 "
@@ -131,7 +136,8 @@ async def storm_phase(bench: Bench, stores: Stores) -> Figures:
             f"diagnosed in {figures['storm_diagnosed']:.2f} s (floor {bench.storm_floor:.1f} s); "
             f"{figures['storm_llm']:.0f} LLM calls, {figures['storm_lost']:.0f} lost, "
             f"{figures['storm_undiagnosed']:.0f} never diagnosed; {edits_note(stats['counts'])}; "
-            f"peak RSS {figures['rss_storm']:.0f} MiB"
+            f"peak RSS {figures['rss_storm']:.0f} MiB (webhook's process {webhook:.0f}, "
+            f"pipeline's {pipeline:.0f})"
         )
         await asyncio.sleep(max(0.0, posted.last_answer + 1.2 - time.monotonic()))
         figures |= await repeat_phase(bench, session, server, notes)

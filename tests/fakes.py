@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from app.models import AlertmanagerPayload, EnrichedNotification
+from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext, PlotSeries
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
 from app.store import DailySpend, StoreError
 
@@ -186,4 +187,24 @@ def with_new(n: EnrichedNotification, *exchanges: str) -> EnrichedNotification:
         a.model_copy(update={"new": a.identifying_labels["exchange"] in exchanges})
         for a in n.firing
     ]
+    return n.model_copy(update={"firing": firing})
+
+
+START = datetime(2026, 11, 21, 10, 3, tzinfo=UTC).timestamp()
+
+
+def plot(label: str = "", values: tuple[float | None, ...] = (1, 1, 0, 0)) -> PlotSeries:
+    return PlotSeries(label=label, points=[(START + 60 * i, v) for i, v in enumerate(values)])
+
+
+def with_series(
+    n: EnrichedNotification, exprs: list[str] | None = None, labels: list[str] | None = None
+) -> EnrichedNotification:
+    """`n` with each firing alert's context holding series (its own expression from `exprs`)."""
+    firing = []
+    for i, alert in enumerate(n.firing):
+        expr = exprs[i] if exprs else "api_health_status"
+        series = [plot(label) for label in labels] if labels else [plot()]
+        context = MetricContext(expr=expr, comparison="==", threshold=0, series=series)
+        firing.append(alert.model_copy(update={"context": context}))
     return n.model_copy(update={"firing": firing})

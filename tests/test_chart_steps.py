@@ -20,7 +20,7 @@ from telegram import Bot
 
 from app.chart_process import render_async, stop_renderer
 from app.charts import PNG_SIGNATURE, ChartError
-from app.models import AlertmanagerPayload, EnrichedNotification, MetricContext, PlotSeries
+from app.models import AlertmanagerPayload, EnrichedNotification
 from app.notifiers import chart_steps
 from app.notifiers.base import Progress, Thread
 from app.notifiers.chart_steps import MAX_CHARTS, charts_for
@@ -29,28 +29,10 @@ from app.notifiers.telegram import TelegramNotifier
 from app.notifiers.telegram_http import AiohttpRequest
 from app.prometheus import ContextBuilder, PrometheusClient, Series, plot_series, varying
 from app.prompt_data import PromptBudget, prompt_data
-from tests.fakes import PROMETHEUS_URL, fixture_text, sample_notification
+from tests.fakes import PROMETHEUS_URL, START, fixture_text, plot, sample_notification, with_series
 from tests.loopback import FakeSlack, FakeTelegram
 
 GROUP_OF_3 = "alertmanager-0.25-firing_apidown_group_of_3.json"
-START = datetime(2026, 11, 21, 10, 3, tzinfo=UTC).timestamp()
-
-
-def plot(label: str = "", values: tuple[float | None, ...] = (1, 1, 0, 0)) -> PlotSeries:
-    return PlotSeries(label=label, points=[(START + 60 * i, v) for i, v in enumerate(values)])
-
-
-def with_series(
-    n: EnrichedNotification, exprs: list[str] | None = None, labels: list[str] | None = None
-) -> EnrichedNotification:
-    """`n` with each firing alert's context holding series (its own expression from `exprs`)."""
-    firing = []
-    for i, alert in enumerate(n.firing):
-        expr = exprs[i] if exprs else "api_health_status"
-        series = [plot(label) for label in labels] if labels else [plot()]
-        context = MetricContext(expr=expr, comparison="==", threshold=0, series=series)
-        firing.append(alert.model_copy(update={"context": context}))
-    return n.model_copy(update={"firing": firing})
 
 
 async def delivered(

@@ -53,7 +53,7 @@ def both(make_settings, slack, telegram):
 
 
 async def settle(app) -> None:
-    store = app.state.runtime.store
+    store = app.state.services.store
     async with asyncio.timeout(10):
         while await store.backlog():
             await asyncio.sleep(0.02)
@@ -115,7 +115,7 @@ async def test_one_broken_channel_never_blocks_the_other(
     await client.post("/alerts", content=FIRING)
     await settle(app)
     assert len(telegram.sent) == 1 and not slack.messages
-    deliveries = await app.state.runtime.store.deliveries(1)
+    deliveries = await app.state.services.store.deliveries(1)
     assert (
         deliveries["slack"].status == "failed"
         and "invalid Slack token" in deliveries["slack"].error

@@ -6,7 +6,6 @@ import time
 import pytest
 import respx
 
-from app.runtime import runtime_of
 from tests.fakes import GOOD_DIAGNOSIS, LLM_URL, PROMETHEUS_URL, chat_reply, fixture_text, matrix
 from tests.test_integration import wait_for_output
 
@@ -34,7 +33,7 @@ def slow_model(respx_mock: respx.MockRouter, seconds: float) -> respx.Route:
 
 
 def sample(app, name: str, **labels: str) -> float:
-    return runtime_of(app).metrics.registry.get_sample_value(name, labels) or 0.0
+    return app.state.services.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 async def until(condition, timeout: float = 5.0) -> None:
@@ -176,7 +175,7 @@ async def test_without_a_model_key_the_rules_are_final_at_once_with_no_lane(
     await client.post("/alerts", content=FIRING)
     out = await wait_for_output(capsys, "Source:")
     assert "rule-based fallback: no LLM API key configured" in out and PRELIMINARY not in out
-    assert runtime_of(app).lane is None
+    assert app.state.services.lane is None
 
 
 async def test_the_preliminary_page_and_its_edit_both_follow_and_name_the_teams_runbook(

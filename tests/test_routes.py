@@ -133,7 +133,7 @@ async def test_store_failure_answers_503_so_alertmanager_retries(
     make_settings, running_app
 ) -> None:
     app, client = await running_app(make_settings())
-    store = app.state.runtime.store
+    store = app.state.services.store
     await store._call(lambda: store._conn.execute("PRAGMA query_only=ON"))
     response = await client.post("/alerts", content=FIRING)
     assert response.status_code == 503
@@ -219,7 +219,7 @@ async def test_without_credentials_only_loopback_clients_may_post(
     assert response.status_code == 401
     assert "WEBHOOK_TOKEN" in response.json()["detail"]
     assert response.headers["www-authenticate"] == 'Bearer realm="alert-enricher"'
-    assert await app.state.runtime.store.backlog() == 0
+    assert await app.state.services.store.backlog() == 0
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "::ffff:127.0.0.1"])
@@ -496,7 +496,7 @@ async def test_health_is_degraded_with_workers_down_and_reports_the_backlog(
     make_settings, running_app
 ) -> None:
     app, client = await running_app(make_settings())
-    await app.state.runtime.workers.stop()
+    await app.state.services.workers.stop()
     assert (await client.post("/alerts", content=FIRING)).status_code == 202
     response = await client.get("/health")
     assert response.status_code == 200

@@ -17,9 +17,15 @@ from app.models import (
     EnrichedNotification,
     MetricContext,
 )
-from app.notifiers import build_notifiers
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
-from app.notifiers.slack import SlackBotNotifier, SlackWebhookNotifier, retry_handlers
+from app.notifiers.build import build_notifiers
+from app.notifiers.slack import (
+    SlackBotNotifier,
+    SlackWebhookNotifier,
+    retry_handlers,
+    slack_bot,
+    slack_webhook,
+)
 from app.notifiers.slack_blocks import (
     MAX_BLOCKS,
     SECTION_CHARS,
@@ -31,7 +37,7 @@ from app.notifiers.slack_blocks import (
     message,
     render_blocks,
 )
-from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new
+from tests.fakes import GOOD_DIAGNOSIS, sample_notification, with_new, with_series
 from tests.loopback import FAKE_SLACK_TOKEN, FakeSlack, all_text
 
 HOSTILE = "<script>alert(1)</script> <!channel> <!here> <@U123> <#C1|x> & </b><i> " * 100
@@ -369,6 +375,84 @@ async def test_the_service_s_slack_client_keeps_one_connection(make_settings, sl
     await notifier.close()
     peers = {r.peer for r in slack.requests}
     assert len(slack.requests) == 3 and len(peers) == 1, "one session: no handshake per message"
+
+
+def settings_for(make_settings, slack: FakeSlack, **overrides):
+    values = {
+        "slack_bot_token": FAKE_SLACK_TOKEN,
+        "slack_channel": slack.channel_id,
+        "slack_api_url": slack.api_url,
+    }
+    return make_settings(**{**values, **overrides})
+
+
+async def test_the_bot_built_from_settings_retries_a_rate_limit_and_sends_once(
+    make_settings, slack
+) -> None:
+    notifier = slack_bot(settings_for(make_settings, slack))
+    assert notifier is not None
+    slack.fail_next(429, {"ok": False, "error": "ratelimited"}, {"Retry-After": "0"})
+    slack.fail_next(503, {"ok": False, "error": "service_unavailable"})
+    try:
+        await notifier.send(sample_notification(), None)
+    finally:
+        await notifier.close()
+    assert [r.method for r in slack.requests] == ["chat.postMessage"] * 3
+    assert len(slack.messages) == 1
+
+
+@pytest.mark.parametrize("charts", [True, False])
+async def test_the_bot_built_from_settings_attaches_charts_as_configured(
+    make_settings, slack, charts: bool
+) -> None:
+    notifier = slack_bot(settings_for(make_settings, slack, charts=charts))
+    assert notifier is not None
+    n = with_series(sample_notification())
+    try:
+        ref = await notifier.send(n, None)
+        await notifier.attach(n, ref, None)
+    finally:
+        await notifier.close()
+    assert len(slack.files) == (1 if charts else 0)
+
+
+@pytest.mark.parametrize("secret", ["fake-signing-secret", None])
+async def test_the_bot_built_from_settings_shows_buttons_only_with_slack_buttons_on(
+    make_settings, slack, secret: str | None
+) -> None:
+    settings = settings_for(
+        make_settings, slack, slack_signing_secret=secret, alertmanager_url="http://127.0.0.1:9"
+    )
+    notifier = slack_bot(settings)
+    assert notifier is not None
+    try:
+        await notifier.send(sample_notification(), None)
+    finally:
+        await notifier.close()
+    [posted] = slack.messages.values()
+    blocks = posted["attachments"][0]["blocks"]
+    assert (
+        any(b["type"] == "actions" for b in blocks)
+        is settings.slack_buttons
+        is (secret is not None)
+    )
+
+
+async def test_the_webhook_built_from_settings_retries_a_server_error_over_one_connection(
+    make_settings, slack
+) -> None:
+    url = f"{slack.url}/services/T0/B0/fake"
+    notifier = slack_webhook(make_settings(slack_webhook_url=url))
+    assert notifier is not None
+    assert slack_bot(make_settings(slack_webhook_url=url)) is None
+    assert slack_webhook(settings_for(make_settings, slack, slack_webhook_url=url)) is None
+    slack.fail_next(503, {"ok": False, "error": "service_unavailable"})
+    try:
+        for _ in range(2):
+            await notifier.send(sample_notification(), None)
+    finally:
+        await notifier.close()
+    assert len(slack.webhook_posts) == 2
 
 
 SLACK_SECTION_LIMIT = 3000  # Slack's documented limit for a section's text

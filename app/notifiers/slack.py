@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -27,6 +27,7 @@ from app.charts import ChartData
 from app.formatting import shorten
 from app.models import DiagnosisSource, EnrichedNotification
 from app.notifiers.base import NotifyError, Progress, Sent, Thread
+from app.notifiers.channels import slack_mode
 from app.notifiers.chart_steps import send_charts
 from app.notifiers.layout import headline
 from app.notifiers.slack_blocks import (
@@ -36,6 +37,9 @@ from app.notifiers.slack_blocks import (
     message,
     render_blocks,
 )
+
+if TYPE_CHECKING:
+    from app.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -282,3 +286,45 @@ class SlackWebhookNotifier:
             f"Slack webhook answered HTTP {response.status_code}: {shorten(response.body, 200)}",
             retryable=retryable,
         )
+
+
+SLACK_TIMEOUT_SECONDS = 15
+
+
+def slack_session() -> aiohttp.ClientSession:
+    """One session, so one pool of kept-alive connections, for every Slack call: without it
+    slack-sdk opens a session (a TCP and TLS handshake) per call. With a session given, slack-sdk
+    takes the timeout from it."""
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=SLACK_TIMEOUT_SECONDS))
+
+
+def slack_bot(settings: Settings) -> SlackBotNotifier | None:
+    """The Slack bot's notifier, when bot mode is configured: also what the webhook's process
+    updates a message with after a silence button's click."""
+    if slack_mode(settings) != "bot":
+        return None
+    assert settings.slack_bot_token is not None and settings.slack_channel is not None
+    client = AsyncWebClient(
+        token=settings.slack_bot_token.get_secret_value(),
+        base_url=settings.slack_api_url,
+        timeout=SLACK_TIMEOUT_SECONDS,
+        retry_handlers=retry_handlers(),
+        session=slack_session(),
+    )
+    return SlackBotNotifier(
+        client, settings.slack_channel, charts=settings.charts, buttons=settings.slack_buttons
+    )
+
+
+def slack_webhook(settings: Settings) -> SlackWebhookNotifier | None:
+    """The incoming webhook's notifier, when that is the Slack mode configured."""
+    if slack_mode(settings) != "webhook":
+        return None
+    assert settings.slack_webhook_url is not None
+    webhook = AsyncWebhookClient(
+        settings.slack_webhook_url.get_secret_value(),
+        timeout=SLACK_TIMEOUT_SECONDS,
+        retry_handlers=retry_handlers(),
+        session=slack_session(),
+    )
+    return SlackWebhookNotifier(webhook)

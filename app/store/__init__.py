@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from app.store.base import (
     Accepted,
     Claim,
@@ -17,9 +19,11 @@ from app.store.base import (
     StoredNotification,
     StoreError,
 )
-from app.store.postgres import PostgresStore
 from app.store.sqlite import SQLiteStore
 from app.store.urls import POSTGRES_SCHEMES, backend_name, shown_url
+
+if TYPE_CHECKING:
+    from app.store.postgres import PostgresStore
 
 __all__ = [
     "Accepted",
@@ -47,5 +51,17 @@ async def open_store(store_url: str, pool_size: int = 10) -> Store:
     """The store named by STORE_URL: `sqlite:///path` (the embedded default, one process) or
     `postgresql://user:password@host:port/db?sslmode=...` (shared by any number of replicas)."""
     if store_url.startswith(POSTGRES_SCHEMES):
+        from app.store.postgres import PostgresStore  # noqa: PLC0415 - psycopg only when used
+
         return await PostgresStore.open(store_url, pool_size=pool_size)
     return await SQLiteStore.open(store_url)
+
+
+def __getattr__(name: str) -> Any:
+    """PostgresStore on first use: importing psycopg costs a process ~10 MiB, and one whose store
+    is SQLite (or the pipeline's process, served the service's) never needs it."""
+    if name == "PostgresStore":
+        from app.store.postgres import PostgresStore  # noqa: PLC0415
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

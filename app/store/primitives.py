@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.store.base import Claim
-from app.store.postgres_db import Conn, Database
+
+if TYPE_CHECKING:  # psycopg is loaded only by a process whose store is PostgreSQL
+    from app.store.postgres_db import Conn, Database
 
 T = TypeVar("T")
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
 from app.store.base import StoreError
 
 SQLITE_SCHEME = "sqlite:///"
@@ -25,10 +22,8 @@ def backend_name(store_url: str) -> str:
 def check_store_url(store_url: str) -> str:
     """The URL, or ValueError saying what is wrong with it (never quoting it: it holds secrets)."""
     if store_url.startswith(POSTGRES_SCHEMES):
-        try:
-            conninfo_to_dict(store_url)
-        except psycopg.ProgrammingError:  # its text can quote the URL, password and all
-            raise ValueError("not a valid postgresql:// URL") from None
+        if _params(store_url) is None:  # libpq's error text can quote the URL, password and all
+            raise ValueError("not a valid postgresql:// URL")
     elif not store_url.startswith(SQLITE_SCHEME):
         scheme = store_url.partition(":")[0] or store_url
         raise ValueError(
@@ -39,8 +34,13 @@ def check_store_url(store_url: str) -> str:
 
 
 def _params(store_url: str) -> dict[str, Any] | None:
+    """libpq's reading of a postgresql:// URL; None for another scheme or a URL libpq refuses."""
     if not store_url.startswith(POSTGRES_SCHEMES):
         return None
+    # Here, not at the top: a process whose store is SQLite never loads psycopg (~10 MiB).
+    import psycopg  # noqa: PLC0415
+    from psycopg.conninfo import conninfo_to_dict  # noqa: PLC0415
+
     try:
         return conninfo_to_dict(store_url)
     except psycopg.ProgrammingError:
