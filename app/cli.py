@@ -170,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             return 0
     from app import admin  # noqa: PLC0415
-    from app.checks import check  # noqa: PLC0415
 
     if args.command == "list":
         return asyncio.run(
@@ -191,4 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(
             admin.with_store(settings, lambda store: admin.retry(store, args.id, sys.stdout))
         )
+    from app.checks import check  # noqa: PLC0415
+
     return asyncio.run(check(settings))

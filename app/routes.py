@@ -242,9 +242,8 @@ async def health(request: Request) -> Response:
         "backlog": backlog,
         "llm_backlog": llm_backlog,
     }
-    pid = services.pipeline_pid()
-    if pid is not None:
-        workers["process"] = pid
+    if services.pipeline_process is not None:
+        workers["process"] = services.pipeline_process.pid
     status = "ok"
     if workers["status"] != "ok":
         status = "degraded"

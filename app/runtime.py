@@ -22,14 +22,15 @@ from app.enrich import Enricher
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.notifiers.build import build_notifiers
+from app.notifiers.channels import KNOWN_CHANNELS
 from app.notifiers.slack import SlackBotNotifier
 from app.pipeline import Pipeline
+from app.pipeline_process import PipelineProcess
 from app.prometheus import ContextBuilder, PrometheusClient
 from app.prompts import Prompts
 from app.routing import parse_matchers
 from app.runbooks import Runbooks
-from app.services import KNOWN_CHANNELS, open_silencer
-from app.silencing import Silencer
+from app.silencing import Silencer, open_silencer
 from app.slack_clicks import SlackActions
 from app.store import Store, open_store
 from app.store.base import ignore_answer
@@ -69,8 +70,10 @@ class Runtime:
         """A notification was accepted: one worker looks now."""
         self.workers.wake()
 
-    def pipeline_pid(self) -> int | None:
-        return None  # the pipeline runs in this process
+    @property
+    def pipeline_process(self) -> PipelineProcess | None:
+        """None: the pipeline runs in this process."""
+        return None
 
     async def pipeline_status(self) -> tuple[int, int, bytes | None]:
         """Workers alive, WORKERS, and the pipeline's metrics."""

@@ -1,36 +1,30 @@
 """What the webhook's routes serve with (`Services`), and the webhook's process when the pipeline
-runs in a process of its own (`Front`, PIPELINE_PROCESS, the default): the store, the metrics and
-the Slack buttons' endpoint, and nothing that sends, diagnoses or queries. Chat clients, the LLM's,
-Prometheus's, the prompts and runbooks are the pipeline process's; not loading slack-sdk,
-python-telegram-bot and the rest here keeps a third of the memory off this process.
-`open_services` starts one or the other (app/runtime.py's Runtime when the pipeline runs here)."""
+runs in a process of its own (`Front`, PIPELINE_PROCESS, the default): the store, the metrics and,
+with Slack's buttons on, what a click needs. The chat channels' clients, the LLM's, Prometheus's,
+the prompts and runbooks are the pipeline process's: not loading python-telegram-bot, the PromQL
+parser and the rest here keeps a third of the memory off this process (slack-sdk is loaded for
+Slack's buttons only: a click is answered in the message's thread). `open_services` starts one or
+the other (app/runtime.py's Runtime when the pipeline runs here)."""
 
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-import httpx
-
-from app.alertmanager import AlertmanagerClient
 from app.config import Settings
 from app.metrics import Metrics
-from app.notifiers.channels import channel_names
+from app.notifiers.channels import KNOWN_CHANNELS, channel_names
 from app.pipeline_process import PipelineProcess, store_served
-from app.silencing import Silencer
+from app.silencing import open_silencer
 from app.slack_clicks import SlackActions
 from app.store import Store, open_store
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from app.notifiers.slack import SlackBotNotifier
-
 log = logging.getLogger(__name__)
-
-KNOWN_CHANNELS = ("slack", "telegram", "console")
-ALERTMANAGER_TIMEOUT_SECONDS = 5.0
 
 
 class ModelShown(Protocol):
@@ -54,13 +48,14 @@ class Services(Protocol):
     @property
     def llm(self) -> ModelShown: ...
 
+    @property
+    def pipeline_process(self) -> PipelineProcess | None:
+        """The pipeline's process; None when the pipeline runs in this one."""
+
     def channels(self) -> dict[str, bool]: ...
 
     def wake(self) -> None:
         """A notification was accepted: one worker, wherever they run, looks now."""
-
-    def pipeline_pid(self) -> int | None:
-        """The pipeline process's pid; None when the pipeline runs in this process."""
 
     async def pipeline_status(self) -> tuple[int, int, bytes | None]:
         """Workers alive, WORKERS, and the pipeline's metrics: None when its process does not
@@ -86,8 +81,8 @@ class Front:
     llm: ModelChoice
     slack_actions: SlackActions | None = None
     pipeline_process: PipelineProcess | None = None
-    _slack: SlackBotNotifier | None = None
-    _clients: list[httpx.AsyncClient] = field(default_factory=list)
+    # What `close` closes, the store last; every one of them, whichever fails.
+    _closing: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     def channels(self) -> dict[str, bool]:
         names = channel_names(self.settings)
@@ -103,9 +98,6 @@ class Front:
         if self.pipeline_process is not None:
             self.pipeline_process.wake()
 
-    def pipeline_pid(self) -> int | None:
-        return None if self.pipeline_process is None else self.pipeline_process.pid
-
     async def pipeline_status(self) -> tuple[int, int, bytes | None]:
         status = None if self.pipeline_process is None else await self.pipeline_process.status()
         if status is None:
@@ -113,46 +105,41 @@ class Front:
         return status.alive, status.size, status.metrics
 
     async def close(self) -> None:
-        """The pipeline's process first: on SQLite its last store calls run on this store."""
+        """The pipeline's process first (on SQLite its last store calls run on this store), then
+        the clients and the store."""
         try:
             if self.pipeline_process is not None:
                 await self.pipeline_process.stop()
-            if self._slack is not None:
-                await self._slack.close()
-            for client in self._clients:
-                await client.aclose()
         finally:
-            await self.store.close()
+            await self._closing.aclose()
 
 
 async def build_front(settings: Settings) -> Front:
     """The store opened, and with Slack's buttons on, what a click needs (the Alertmanager's
     client, the Slack bot's); the pipeline's process is started by `Front.start`."""
     store = await open_store(settings.store_url, settings.store_pool_size)
-    key = settings.llm_api_key
     front = Front(
         settings=settings,
         store=store,
         metrics=Metrics(),
-        llm=ModelChoice(enabled=bool(key and key.get_secret_value()), model=settings.llm_model),
+        llm=ModelChoice(enabled=settings.llm_enabled, model=settings.llm_model),
     )
-    secret = settings.slack_signing_secret
-    if settings.slack_buttons and secret is not None and settings.alertmanager_url is not None:
-        from app.notifiers.slack import slack_bot  # noqa: PLC0415 - slack-sdk only for buttons
+    front._closing.push_async_callback(store.close)
+    try:
+        secret, alertmanager_url = settings.slack_signing_secret, settings.alertmanager_url
+        if settings.slack_buttons and secret is not None and alertmanager_url is not None:
+            from app.notifiers.slack import slack_bot  # noqa: PLC0415 - slack-sdk only for buttons
 
-        front._slack = slack_bot(settings)
-        if front._slack is not None:
-            silencer, client = open_silencer(settings.alertmanager_url, store)
-            front._clients.append(client)
-            front.slack_actions = SlackActions(secret.get_secret_value(), silencer, front._slack)
+            slack = slack_bot(settings)
+            if slack is not None:
+                front._closing.push_async_callback(slack.close)
+                silencer, client = open_silencer(alertmanager_url, store)
+                front._closing.push_async_callback(client.aclose)
+                front.slack_actions = SlackActions(secret.get_secret_value(), silencer, slack)
+    except BaseException:
+        await front._closing.aclose()
+        raise
     return front
-
-
-def open_silencer(alertmanager_url: str, store: Store) -> tuple[Silencer, httpx.AsyncClient]:
-    """The silencer for chat buttons, and its HTTP client (to close)."""
-    client = httpx.AsyncClient(timeout=ALERTMANAGER_TIMEOUT_SECONDS)
-    alertmanager = AlertmanagerClient(client, alertmanager_url, ALERTMANAGER_TIMEOUT_SECONDS)
-    return Silencer(store, alertmanager), client
 
 
 async def open_services(settings: Settings) -> Services:

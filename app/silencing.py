@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+import httpx
 from pydantic import ValidationError
 
 from app.alertmanager import (
@@ -33,6 +34,7 @@ from app.models import AlertmanagerPayload, EnrichedNotification
 from app.store.base import NotificationRecord, StoreError
 
 DURATIONS_HOURS = (1, 4, 24)
+ALERTMANAGER_TIMEOUT_SECONDS = 5.0
 MAX_VALUE_CHARS = 64  # Telegram's callback_data limit; Slack's is larger
 _SILENCE = re.compile(r"silence:([1-9][0-9]{0,17}):([0-9]{1,3})")
 _EXPIRE = re.compile(rf"expire:({SILENCE_ID.pattern})")
@@ -167,3 +169,12 @@ class Silencer:
 def until(moment: datetime) -> str:
     """`14:05 UTC` today-ish, `22 Nov 14:05 UTC` later."""
     return moment.astimezone(UTC).strftime("%d %b %H:%M UTC")
+
+
+def open_silencer(
+    alertmanager_url: str, store: NotificationStore
+) -> tuple[Silencer, httpx.AsyncClient]:
+    """The silencer for chat buttons at ALERTMANAGER_URL, and its HTTP client (to close)."""
+    client = httpx.AsyncClient(timeout=ALERTMANAGER_TIMEOUT_SECONDS)
+    alertmanager = AlertmanagerClient(client, alertmanager_url, ALERTMANAGER_TIMEOUT_SECONDS)
+    return Silencer(store, alertmanager), client

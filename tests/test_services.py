@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from app import services
 from app.config import Settings
 from app.notifiers.build import build_notifiers
 from app.notifiers.channels import channel_names
@@ -68,7 +69,7 @@ async def test_the_front_shows_the_channels_and_model_and_no_pipeline_before_its
         assert front.channels() == {"slack": True, "telegram": True, "console": False}
         assert (front.llm.enabled, front.llm.model) == (True, settings.llm_model)
         assert front.slack_actions is None  # no buttons configured
-        assert front.pipeline_pid() is None
+        assert front.pipeline_process is None
         assert await front.pipeline_status() == (0, 3, None)
         front.wake()  # no pipeline yet: nothing to wake, and no error
         await front.store.ping()
@@ -101,6 +102,44 @@ async def test_the_front_acts_on_slack_clicks_only_with_slack_buttons_on(
             assert front.slack_actions.signing_secret == "fake-signing-secret"
     finally:
         await front.close()
+
+
+async def test_a_front_that_fails_to_build_closes_what_it_had_opened(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened = []
+    real_open_store = services.open_store
+
+    async def recorded(url: str, pool_size: int) -> Any:
+        opened.append(await real_open_store(url, pool_size))
+        return opened[-1]
+
+    def broken(url: str, store: object) -> Any:
+        raise RuntimeError("the silencer cannot be built")
+
+    monkeypatch.setattr(services, "open_store", recorded)
+    monkeypatch.setattr(services, "open_silencer", broken)
+    with pytest.raises(RuntimeError, match="cannot be built"):
+        await build_front(make_settings(**BUTTONS, pipeline_process=True))
+    [store] = opened
+    with pytest.raises(StoreError):
+        await store.ping()
+
+
+async def test_a_front_closes_its_clients_and_store_even_when_stopping_its_pipeline_fails(
+    make_settings: Callable[..., Settings],
+) -> None:
+    front = await build_front(make_settings(**BUTTONS, pipeline_process=True))
+
+    class Failing:
+        async def stop(self) -> None:
+            raise RuntimeError("the pipeline would not stop")
+
+    front.pipeline_process = Failing()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="would not stop"):
+        await front.close()
+    with pytest.raises(StoreError):
+        await front.store.ping()
 
 
 LOADED = """

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from app.chart_process import stop_renderer
 from app.formatting import clean
 from app.models import (
     AlertView,
@@ -413,6 +414,7 @@ async def test_the_bot_built_from_settings_attaches_charts_as_configured(
         await notifier.attach(n, ref, None)
     finally:
         await notifier.close()
+        await stop_renderer()  # drawn in a process of its own: none left behind
     assert len(slack.files) == (1 if charts else 0)
 
 
@@ -438,9 +440,7 @@ async def test_the_bot_built_from_settings_shows_buttons_only_with_slack_buttons
     )
 
 
-async def test_the_webhook_built_from_settings_retries_a_server_error_over_one_connection(
-    make_settings, slack
-) -> None:
+async def test_the_webhook_built_from_settings_retries_a_server_error(make_settings, slack) -> None:
     url = f"{slack.url}/services/T0/B0/fake"
     notifier = slack_webhook(make_settings(slack_webhook_url=url))
     assert notifier is not None

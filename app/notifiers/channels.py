@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 SlackMode = Literal["bot", "webhook"]
+KNOWN_CHANNELS = ("slack", "telegram", "console")  # what /health reports on, configured or not
 
 
 def slack_mode(settings: Settings) -> SlackMode | None:

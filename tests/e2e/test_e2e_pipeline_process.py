@@ -95,6 +95,11 @@ def service(tmp_path: Path) -> Iterator[Service]:
     running.process.stop()
 
 
+def mapped(pid: int) -> str:
+    """The files a process has mapped: its shared libraries and Python's extension modules."""
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
 def test_the_workers_run_in_a_child_below_the_webhooks_priority_and_print_to_its_output(
     service: Service,
 ) -> None:
@@ -110,6 +115,13 @@ def test_the_workers_run_in_a_child_below_the_webhooks_priority_and_print_to_its
     assert 'alert_enricher_webhooks_total{outcome="accepted"} 1.0' in metrics
     assert "alert_enricher_pipeline_up 1.0" in metrics
     until(lambda: "FIRING: APIDown on binance" in service.log.read_text())
+    # Each process loads what it runs (tests/test_services.py checks the pure-Python ones):
+    # the webhook's no aiohttp, PromQL parser or PostgreSQL driver; on SQLite, neither the child.
+    webhook, child = mapped(service.process.proc.pid), mapped(pid)
+    assert "/aiohttp/" in child and "promql_parser" in child  # what the pipeline runs
+    for library in ("/aiohttp/", "promql_parser", "psycopg_binary"):
+        assert library not in webhook, library
+    assert "psycopg_binary" not in child
 
 
 def test_a_killed_pipeline_is_replaced_and_what_was_accepted_meanwhile_is_processed(
