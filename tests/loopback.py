@@ -183,7 +183,8 @@ class FakeSlack(LoopbackServer):
 
     async def _webhook(self, request: web.Request) -> web.Response:
         body = await request.json()
-        self.requests.append(Recorded("webhook", body, dict(request.headers)))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        self.requests.append(Recorded("webhook", body, dict(request.headers), peer))
         if failure := self.scripted_failure():
             return failure
         self.webhook_posts.append(body)

@@ -440,7 +440,9 @@ async def test_the_bot_built_from_settings_shows_buttons_only_with_slack_buttons
     )
 
 
-async def test_the_webhook_built_from_settings_retries_a_server_error(make_settings, slack) -> None:
+async def test_the_webhook_built_from_settings_retries_a_server_error_over_one_connection(
+    make_settings, slack
+) -> None:
     url = f"{slack.url}/services/T0/B0/fake"
     notifier = slack_webhook(make_settings(slack_webhook_url=url))
     assert notifier is not None
@@ -453,6 +455,7 @@ async def test_the_webhook_built_from_settings_retries_a_server_error(make_setti
     finally:
         await notifier.close()
     assert len(slack.webhook_posts) == 2
+    assert len(slack.requests) == 3 and len({r.peer for r in slack.requests}) == 1, "one session"
 
 
 SLACK_SECTION_LIMIT = 3000  # Slack's documented limit for a section's text
