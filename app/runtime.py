@@ -22,7 +22,7 @@ from app.enrich import Enricher
 from app.llm import LLMClient
 from app.metrics import Metrics
 from app.notifiers.build import build_notifiers
-from app.notifiers.channels import KNOWN_CHANNELS
+from app.notifiers.channels import shown
 from app.notifiers.slack import SlackBotNotifier
 from app.pipeline import Pipeline
 from app.pipeline_process import PipelineProcess
@@ -63,8 +63,7 @@ class Runtime:
     _clients: list[httpx.AsyncClient] = field(default_factory=list)
 
     def channels(self) -> dict[str, bool]:
-        names = {n.name for n in self.dispatcher.notifiers}
-        return {name: name in names for name in KNOWN_CHANNELS}
+        return shown(n.name for n in self.dispatcher.notifiers)
 
     def wake(self) -> None:
         """A notification was accepted: one worker looks now."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from app.config import Settings
 from app.metrics import Metrics
-from app.notifiers.channels import KNOWN_CHANNELS, channel_names
+from app.notifiers.channels import channel_names, shown
 from app.pipeline_process import PipelineProcess, store_served
 from app.silencing import open_silencer
 from app.slack_clicks import SlackActions
@@ -85,8 +85,7 @@ class Front:
     _closing: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     def channels(self) -> dict[str, bool]:
-        names = channel_names(self.settings)
-        return {name: name in names for name in KNOWN_CHANNELS}
+        return shown(channel_names(self.settings))
 
     async def start(self) -> None:
         """The pipeline's process, served this process's store on SQLite (one writer)."""

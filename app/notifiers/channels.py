@@ -4,6 +4,7 @@ loading slack-sdk or python-telegram-bot."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
@@ -28,3 +29,9 @@ def channel_names(settings: Settings) -> list[str]:
     names = ["slack"] if slack_mode(settings) else []
     names += ["telegram"] if settings.telegram_enabled else []
     return names or ["console"]
+
+
+def shown(names: Iterable[str]) -> dict[str, bool]:
+    """/health's channels: each known one, and whether messages go to it."""
+    on = set(names)
+    return {name: name in on for name in KNOWN_CHANNELS}
