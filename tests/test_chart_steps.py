@@ -297,6 +297,10 @@ async def test_slack_uploads_the_chart_into_the_messages_thread_in_three_steps(
     assert f"{file['channel']}:{file['thread_ts']}" == ref
     assert png_size(file["data"]) == (800, 400) and file["filename"] == "chart.png"
     assert file["title"] == "APIDown on binance, bybit and okx"
+    # what a screen reader says for the image (slack-sdk sends it with the upload URL request)
+    announced = slack.requests[1].body
+    assert announced["alt_txt"] == "Chart of APIDown on binance, bybit and okx"
+    assert announced["filename"] == "chart.png" and int(announced["length"]) == len(file["data"])
 
 
 async def test_an_escalations_chart_goes_into_the_incidents_thread(slack: FakeSlack) -> None:
