@@ -23,9 +23,10 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import httpx
+if TYPE_CHECKING:  # loaded by whoever makes the client (silencing.open_silencer), not on import:
+    import httpx  # the webhook's process, without Slack's buttons, never needs it
 
 ENDS_AT_TOLERANCE = timedelta(minutes=5)
 MAX_DETAIL = 200
@@ -166,6 +167,8 @@ class AlertmanagerClient:
     async def _call(
         self, method: str, path: str, what: str, body: object = None, expect_json: bool = True
     ) -> Any:
+        import httpx  # noqa: PLC0415 - loaded already: self._http is one of its clients
+
         try:
             async with asyncio.timeout(self._timeout):
                 response = await self._http.request(

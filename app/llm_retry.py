@@ -7,11 +7,14 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING
 
-import httpx
 from tenacity import RetryCallState, wait_exponential_jitter
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
+
+if TYPE_CHECKING:  # the budget (app/cost.py) reads utc_now in the webhook's process: no httpx there
+    import httpx
 
 MAX_RETRY_AFTER = 60.0
 

@@ -16,9 +16,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import httpx
 from pydantic import ValidationError
 
 from app.alertmanager import (
@@ -32,6 +31,9 @@ from app.alertmanager import (
 from app.formatting import clean, shorten
 from app.models import AlertmanagerPayload, EnrichedNotification
 from app.store.base import NotificationRecord, StoreError
+
+if TYPE_CHECKING:
+    import httpx
 
 DURATIONS_HOURS = (1, 4, 24)
 ALERTMANAGER_TIMEOUT_SECONDS = 5.0
@@ -175,6 +177,8 @@ def open_silencer(
     alertmanager_url: str, store: NotificationStore
 ) -> tuple[Silencer, httpx.AsyncClient]:
     """The silencer for chat buttons at ALERTMANAGER_URL, and its HTTP client (to close)."""
+    import httpx  # noqa: PLC0415 - only where silences are made: the webhook's process may not
+
     client = httpx.AsyncClient(timeout=ALERTMANAGER_TIMEOUT_SECONDS)
     alertmanager = AlertmanagerClient(client, alertmanager_url, ALERTMANAGER_TIMEOUT_SECONDS)
     return Silencer(store, alertmanager), client
