@@ -194,7 +194,9 @@ def test_the_webhooks_process_loads_none_of_the_pipelines_libraries(tmp_path: Pa
     assert modules.isdisjoint(PIPELINE_LIBRARIES), modules & set(PIPELINE_LIBRARIES)
 
 
-def test_the_webhooks_process_loads_slack_sdk_for_slack_buttons_only(tmp_path: Path) -> None:
+def test_the_webhooks_process_loads_slack_sdk_and_httpx_for_slack_buttons_only(
+    tmp_path: Path,
+) -> None:
     modules = loaded(tmp_path, FRONT_OPENED, **BUTTONS, **TELEGRAM)
     assert {"slack_sdk", "httpx"} <= modules  # and the Alertmanager client a click needs
     assert modules.isdisjoint(["telegram", "promql_parser", "psycopg"])
