@@ -202,6 +202,16 @@ def test_the_webhooks_process_loads_slack_sdk_and_httpx_for_slack_buttons_only(
     assert modules.isdisjoint(["telegram", "promql_parser", "psycopg"])
 
 
+def test_processes_whose_store_is_postgresql_load_no_sqlite3(tmp_path: Path) -> None:
+    body = """
+    import uvicorn, app.cli, app.main, app.pipeline_child, app.store.postgres
+    app.main.create_app(settings)
+"""
+    modules = loaded(tmp_path, body, store_url="postgresql://enricher:fake@127.0.0.1:9/enricher")
+    assert {"fastapi", "psycopg"} <= modules  # both processes' code and the backend, loaded
+    assert "sqlite3" not in modules
+
+
 def test_the_pipelines_process_loads_no_web_server_and_no_unused_store_driver(
     tmp_path: Path,
 ) -> None:

@@ -19,11 +19,11 @@ from app.store.base import (
     StoredNotification,
     StoreError,
 )
-from app.store.sqlite import SQLiteStore
 from app.store.urls import POSTGRES_SCHEMES, backend_name, shown_url
 
 if TYPE_CHECKING:
     from app.store.postgres import PostgresStore
+    from app.store.sqlite import SQLiteStore
 
 __all__ = [
     "Accepted",
@@ -54,14 +54,21 @@ async def open_store(store_url: str, pool_size: int = 10) -> Store:
         from app.store.postgres import PostgresStore  # noqa: PLC0415 - psycopg only when used
 
         return await PostgresStore.open(store_url, pool_size=pool_size)
+    from app.store.sqlite import SQLiteStore  # noqa: PLC0415 - sqlite3 only when used
+
     return await SQLiteStore.open(store_url)
 
 
 def __getattr__(name: str) -> Any:
-    """PostgresStore on first use: importing psycopg costs a process ~10 MiB, and one whose store
-    is SQLite (or the pipeline's process, served the service's) never needs it."""
+    """Each backend on first use: importing psycopg costs a process ~10 MiB, sqlite3 about 1, and
+    one whose store is the other backend (or the pipeline's process, served the service's SQLite
+    store) never needs it."""
     if name == "PostgresStore":
         from app.store.postgres import PostgresStore  # noqa: PLC0415
 
         return PostgresStore
+    if name == "SQLiteStore":
+        from app.store.sqlite import SQLiteStore  # noqa: PLC0415
+
+        return SQLiteStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,13 +3,16 @@ per backend: SQLiteStore and PostgresStore define these; the mixins only call th
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.store.base import Claim
 
-if TYPE_CHECKING:  # psycopg is loaded only by a process whose store is PostgreSQL
+if (
+    TYPE_CHECKING
+):  # psycopg (sqlite3) is loaded only by a process whose store is PostgreSQL (SQLite)
+    import sqlite3
+
     from app.store.postgres_db import Conn, Database
 
 T = TypeVar("T")
