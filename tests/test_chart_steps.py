@@ -303,6 +303,22 @@ async def test_slack_uploads_the_chart_into_the_messages_thread_in_three_steps(
     assert announced["filename"] == "chart.png" and int(announced["length"]) == len(file["data"])
 
 
+async def test_slacks_chart_step_records_the_uploaded_files_id_and_a_retry_uploads_nothing(
+    slack: FakeSlack,
+) -> None:
+    recorded: dict[str, str | None] = {}
+
+    async def record(step: str, ref: str | None) -> None:
+        recorded[step] = ref
+
+    n = with_series(sample_notification())
+    await delivered(slack_notifier(slack), n, None, Progress(record=record))
+    (file,) = slack.files
+    assert recorded["chart-1"] == file["id"]  # Slack's own id for the file, e.g. F0FAKE0001
+    await delivered(slack_notifier(slack), n, None, Progress(recorded))
+    assert len(slack.files) == 1
+
+
 async def test_an_escalations_chart_goes_into_the_incidents_thread(slack: FakeSlack) -> None:
     first = await delivered(slack_notifier(slack, charts=False), sample_notification(), None)
     assert first
