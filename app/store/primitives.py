@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from app.store.base import Claim
 
-if (
-    TYPE_CHECKING
-):  # psycopg (sqlite3) is loaded only by a process whose store is PostgreSQL (SQLite)
+# psycopg (sqlite3) is loaded only by a process whose store is PostgreSQL (SQLite)
+if TYPE_CHECKING:
     import sqlite3
 
     from app.store.postgres_db import Conn, Database
